@@ -1,0 +1,1 @@
+"""asv benchmark suite (see asv.conf.json)."""

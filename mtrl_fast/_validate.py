@@ -1,0 +1,111 @@
+"""Argument checks and coercion, in plain Python and NumPy, before any compiled code runs.
+
+Every error names the argument and the shape or dtype it expected.
+"""
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from .losses import CLASSIFICATION_LOSSES, loss_id
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Problem(NamedTuple):
+    """Checked, C-ordered inputs of one call, with the sizes read from them."""
+
+    X: np.ndarray
+    W: np.ndarray
+    b: Optional[np.ndarray]
+    A: np.ndarray
+    Y: Optional[np.ndarray]
+    layout: str  # "shared" (X is (n, d)) or "per-task" (X is (T, n, d))
+    n: int
+    d: int
+    m: int
+    T: int
+
+
+def _as_float_array(name, value, ndim, shape_text):
+    if value is None:
+        raise TypeError(f"{name} must be an array of shape {shape_text}, not None")
+    array = np.asarray(value)
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64; got {array.dtype}")
+    if array.ndim not in ndim:
+        raise ValueError(f"{name} must have shape {shape_text}; got {array.ndim}-d shape {array.shape}")
+    return array
+
+
+def _check_shape(name, array, expected, shape_text):
+    if array.shape != expected:
+        raise ValueError(f"{name} must have shape {shape_text} = {expected}; got {array.shape}")
+
+
+def _check_finite(name, array):
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or Inf; pass check_finite=False to skip this check")
+
+
+def check_problem(X, W, b, A, Y=None, loss=None, check_finite=True):
+    """Validate the arguments of ``forward`` / ``loss_and_grad`` and return them C-ordered.
+
+    ``Y`` and ``loss`` are checked only when given (``loss_and_grad``). Integer labels are
+    accepted and converted to the working dtype.
+    """
+    if loss is not None:
+        loss_id(loss)
+    X = _as_float_array("X", X, (2, 3), "(n, d) or (T, n, d)")
+    layout = "shared" if X.ndim == 2 else "per-task"
+    W = _as_float_array("W", W, (2,), "(m, d)")
+    A = _as_float_array("A", A, (2,), "(T, m)")
+    m, d = W.shape
+    T = A.shape[0]
+    n = X.shape[-2]
+    sizes = {"n": n, "d": d, "m": m, "T": T}
+    empty = [name for name, size in sizes.items() if size == 0]
+    if empty:
+        raise ValueError(f"every dimension must be at least 1; got {', '.join(f'{k}=0' for k in empty)} "
+                         f"(X {X.shape}, W {W.shape}, A {A.shape})")
+    x_text = "(n, d)" if layout == "shared" else "(T, n, d)"
+    x_expected = (n, d) if layout == "shared" else (T, n, d)
+    _check_shape("X", X, x_expected, f"{x_text} with d = W.shape[1]" + ("" if layout == "shared" else " and T = A.shape[0]"))
+    _check_shape("A", A, (T, m), "(T, m) with m = W.shape[0]")
+    if b is not None:
+        b = _as_float_array("b", b, (1,), "(m,)")
+        _check_shape("b", b, (m,), "(m,) with m = W.shape[0]")
+
+    dtype = X.dtype
+    for name, array in (("W", W), ("b", b), ("A", A)):
+        if array is not None and array.dtype != dtype:
+            raise TypeError(f"{name} has dtype {array.dtype} but X has {dtype}; all arrays must share one "
+                            "float dtype (float32 or float64)")
+
+    if Y is not None:
+        Y = np.asarray(Y)
+        if Y.dtype.kind in "iu":
+            Y = Y.astype(dtype)
+        elif Y.dtype != dtype:
+            raise TypeError(f"Y must have dtype {dtype} (like X) or an integer dtype; got {Y.dtype}")
+        _check_shape("Y", Y, (T, n), "(T, n) with T = A.shape[0] and n = X.shape[-2]")
+
+    if check_finite:
+        for name, array in (("X", X), ("W", W), ("b", b), ("A", A), ("Y", Y)):
+            if array is not None:
+                _check_finite(name, array)
+    if Y is not None and loss in CLASSIFICATION_LOSSES and not (np.abs(Y) == 1).all():
+        bad = Y[np.abs(Y) != 1].flat[0]
+        raise ValueError(f"Y must hold labels -1 or +1 for the {loss!r} loss; found {bad!r}")
+
+    return Problem(
+        X=np.ascontiguousarray(X),
+        W=np.ascontiguousarray(W),
+        b=None if b is None else np.ascontiguousarray(b),
+        A=np.ascontiguousarray(A),
+        Y=None if Y is None else np.ascontiguousarray(Y),
+        layout=layout,
+        n=n,
+        d=d,
+        m=m,
+        T=T,
+    )

@@ -1,0 +1,22 @@
+"""The result type of ``loss_and_grad``, shared by the kernels' API and the reference."""
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+
+class Gradients(NamedTuple):
+    """Gradients of the objective with respect to each parameter, in the input dtype.
+
+    Attributes
+    ----------
+    W : ndarray, shape (m, d)
+        Gradient with respect to the shared first layer.
+    b : ndarray, shape (m,), or None
+        Gradient with respect to the bias; ``None`` when the bias is ``None``.
+    A : ndarray, shape (T, m)
+        Gradient with respect to the task heads.
+    """
+
+    W: np.ndarray
+    b: Optional[np.ndarray]
+    A: np.ndarray

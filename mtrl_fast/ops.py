@@ -1,0 +1,150 @@
+"""The public step: validate, then run the layout's BLAS products and fused kernels."""
+import numpy as np
+
+from . import kernels
+from ._config import BLOCK_BYTES, kernel_guard
+from ._validate import check_problem
+from .gradients import Gradients
+from .losses import loss_id
+
+
+def _bias_or_zeros(p):
+    return p.b if p.b is not None else np.zeros(p.m, dtype=p.X.dtype)
+
+
+def _block_rows(p):
+    """Stacked per-task rows processed at once: a (rows, m) block of at most BLOCK_BYTES."""
+    return max(1, min(p.T * p.n, BLOCK_BYTES // (p.m * p.X.dtype.itemsize)))
+
+
+def _row_blocks(p):
+    """Yield ``(row0, rows)`` slices of the stacked ``(T n, d)`` per-task input."""
+    total = p.T * p.n
+    step = _block_rows(p)
+    for row0 in range(0, total, step):
+        yield row0, min(step, total - row0)
+
+
+def forward(X, W, b, A, *, check_finite=True):
+    """Outputs of every task's network, ``F[t, i] = A[t] . relu(W x_(t,)i + b)``.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, d) or (T, n, d)
+        Inputs: one matrix shared by every task, or one per task.
+    W : ndarray, shape (m, d)
+        Shared first layer.
+    b : ndarray, shape (m,), or None
+        First-layer bias; ``None`` for none.
+    A : ndarray, shape (T, m)
+        One linear head per task.
+    check_finite : bool, default True
+        Raise ``ValueError`` if any input holds NaN or Inf.
+
+    Returns
+    -------
+    F : ndarray, shape (T, n)
+        Outputs, in the inputs' dtype (float32 or float64; all arrays must share it).
+
+    Raises
+    ------
+    ValueError
+        A shape that does not fit the others, an empty dimension, or a non-finite value.
+    TypeError
+        A dtype other than float32/float64, or arrays of different dtypes.
+    """
+    p = check_problem(X, W, b, A, check_finite=check_finite)
+    bias = _bias_or_zeros(p)
+    with kernel_guard():
+        if p.layout == "shared":
+            H = p.X @ p.W.T
+            kernels._bias_relu(H, bias)
+            return p.A @ H.T
+        F = np.empty(p.T * p.n, dtype=p.X.dtype)
+        X_rows = p.X.reshape(p.T * p.n, p.d)
+        Z_block = np.empty((_block_rows(p), p.m), dtype=p.X.dtype)
+        for row0, rows in _row_blocks(p):
+            Z = Z_block[:rows]
+            np.matmul(X_rows[row0:row0 + rows], p.W.T, out=Z)
+            kernels._per_task_forward_block(Z, p.A, bias, row0, p.n, F, kernels.chunk_count(rows))
+        return F.reshape(p.T, p.n)
+
+
+def loss_and_grad(X, Y, W, b, A, loss="logistic", *, check_finite=True):
+    """Objective and its gradients for all tasks at once.
+
+    The objective is the mean over tasks of each task's mean loss,
+    ``L = 1/(T n) * sum_t sum_i loss(F[t, i], Y[t, i])`` with ``F = forward(X, W, b, A)``.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, d) or (T, n, d)
+        Inputs: one matrix shared by every task, or one per task.
+    Y : ndarray, shape (T, n)
+        Targets; -1 or +1 for the classification losses. Integer arrays are accepted.
+    W : ndarray, shape (m, d)
+        Shared first layer.
+    b : ndarray, shape (m,), or None
+        First-layer bias; ``None`` for none.
+    A : ndarray, shape (T, m)
+        One linear head per task.
+    loss : {"logistic", "squared", "hinge", "correlation"}, default "logistic"
+        Per-example loss (see ``mtrl_fast.losses``).
+    check_finite : bool, default True
+        Raise ``ValueError`` if any input holds NaN or Inf.
+
+    Returns
+    -------
+    value : float
+        The objective ``L``.
+    grads : Gradients
+        ``grads.W (m, d)``, ``grads.b (m,)`` (``None`` when ``b`` is ``None``) and
+        ``grads.A (T, m)``: the gradients of ``L``, in the inputs' dtype.
+
+    Raises
+    ------
+    ValueError
+        A shape that does not fit the others, an empty dimension, a non-finite value, a label
+        outside {-1, +1} for a classification loss, or an unknown loss.
+    TypeError
+        A dtype other than float32/float64, or arrays of different dtypes.
+
+    Notes
+    -----
+    Shared layout: the sum over tasks collapses before the large product,
+    ``D = (R^T A) * 1[Z > 0]``, so a step costs ``O(n d m + n m T)``. Per-task layout: the
+    stacked ``(T n, d)`` rows go through in blocks of at most 64 MiB of pre-activations, with
+    the loss, head gradients and masking fused into one pass per block.
+    """
+    p = check_problem(X, W, b, A, Y, loss=loss, check_finite=check_finite)
+    scale = 1.0 / (p.T * p.n)
+    bias = _bias_or_zeros(p)
+    gb = np.zeros(p.m, dtype=p.X.dtype)
+    with kernel_guard():
+        if p.layout == "shared":
+            H = p.X @ p.W.T
+            kernels._bias_relu(H, bias)
+            R = p.A @ H.T
+            total = kernels._loss_slopes(R, p.Y, loss_id(loss), scale)
+            gA = R @ H
+            D = R.T @ p.A
+            kernels._relu_mask_colsum(D, H, gb, kernels.chunk_count(p.n))
+            gW = D.T @ p.X
+        else:
+            total = 0.0
+            gA = np.zeros((p.T, p.m), dtype=p.X.dtype)
+            gW = np.empty((p.m, p.d), dtype=p.X.dtype)
+            X_rows = p.X.reshape(p.T * p.n, p.d)
+            Y_rows = p.Y.reshape(p.T * p.n)
+            Z_block = np.empty((_block_rows(p), p.m), dtype=p.X.dtype)
+            for row0, rows in _row_blocks(p):
+                Z = Z_block[:rows]
+                X_block = X_rows[row0:row0 + rows]
+                np.matmul(X_block, p.W.T, out=Z)
+                total += kernels._per_task_backward_block(
+                    Z, Y_rows, p.A, bias, row0, p.n, loss_id(loss), scale, gA, gb, kernels.chunk_count(rows))
+                if row0 == 0:
+                    np.matmul(Z.T, X_block, out=gW)
+                else:
+                    gW += Z.T @ X_block
+    return total * scale, Gradients(W=gW, b=gb if p.b is not None else None, A=gA)

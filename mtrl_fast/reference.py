@@ -1,0 +1,53 @@
+"""Plain NumPy versions of ``forward`` and ``loss_and_grad``: the ground truth for the tests.
+
+Written to be obviously right, not fast: every task is handled on its own, in a loop, exactly
+as the formulas read, and the shared layout is treated as the per-task one with the same inputs
+for every task. Depends on NumPy alone (the kernels never run here).
+"""
+import numpy as np
+
+from . import losses
+from ._validate import check_problem
+from .gradients import Gradients
+
+
+def _task_inputs(p, t):
+    return p.X if p.layout == "shared" else p.X[t]
+
+
+def _pre_activations(p, t):
+    Z = _task_inputs(p, t) @ p.W.T
+    if p.b is not None:
+        Z = Z + p.b
+    return Z
+
+
+def forward(X, W, b, A, *, check_finite=True):
+    """Same contract as ``mtrl_fast.forward``."""
+    p = check_problem(X, W, b, A, check_finite=check_finite)
+    F = np.empty((p.T, p.n), dtype=p.X.dtype)
+    for t in range(p.T):
+        H = np.maximum(_pre_activations(p, t), 0)
+        F[t] = H @ p.A[t]
+    return F
+
+
+def loss_and_grad(X, Y, W, b, A, loss="logistic", *, check_finite=True):
+    """Same contract as ``mtrl_fast.loss_and_grad``."""
+    p = check_problem(X, W, b, A, Y, loss=loss, check_finite=check_finite)
+    scale = 1.0 / (p.T * p.n)
+    value = 0.0
+    gW = np.zeros_like(p.W)
+    gb = np.zeros(p.m, dtype=p.X.dtype)
+    gA = np.zeros_like(p.A)
+    for t in range(p.T):
+        Z = _pre_activations(p, t)
+        H = np.maximum(Z, 0)
+        F_t = H @ p.A[t]
+        value += losses.value(loss, F_t.astype(np.float64), p.Y[t]).sum()
+        R_t = (losses.slope(loss, F_t.astype(np.float64), p.Y[t]) * scale).astype(p.X.dtype)
+        gA[t] = R_t @ H
+        D = np.outer(R_t, p.A[t]) * (Z > 0)
+        gW += D.T @ _task_inputs(p, t)
+        gb += D.sum(axis=0)
+    return value * scale, Gradients(W=gW, b=gb if p.b is not None else None, A=gA)

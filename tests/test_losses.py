@@ -1,0 +1,43 @@
+"""The compiled scalar losses against the NumPy definitions, and their numerical stability."""
+import numpy as np
+import pytest
+
+from mtrl_fast import kernels, losses
+
+F_VALUES = np.array([-800.0, -40.0, -3.0, -1.0, -0.25, 0.0, 0.25, 0.999, 1.0, 1.001, 3.0, 40.0, 800.0])
+
+
+@pytest.mark.parametrize("name, y", [(name, y) for name in losses.LOSSES for y in (-1.0, 1.0)] + [("squared", 0.3)])
+def test_kernel_twin_matches_numpy_definition(name, y):
+    got = np.array([kernels._loss_value_and_slope(losses.LOSSES.index(name), f, y) for f in F_VALUES])
+    np.testing.assert_allclose(got[:, 0], losses.value(name, F_VALUES, y), rtol=1e-14, atol=1e-300)
+    np.testing.assert_allclose(got[:, 1], losses.slope(name, F_VALUES, y), rtol=1e-14, atol=1e-300)
+    assert np.isfinite(got).all()
+
+
+def test_definitions():
+    f = np.array([-2.0, 0.5, 3.0])
+    y = np.array([1.0, -1.0, 1.0])
+    np.testing.assert_allclose(losses.value("squared", f, y), 0.5 * (f - y) ** 2)
+    np.testing.assert_allclose(losses.value("logistic", f, y), np.log1p(np.exp(-y * f)))
+    np.testing.assert_allclose(losses.slope("logistic", f, y), -y / (1 + np.exp(y * f)))
+    np.testing.assert_array_equal(losses.value("hinge", f, y), [3.0, 1.5, 0.0])
+    np.testing.assert_array_equal(losses.slope("hinge", f, y), [-1.0, 1.0, 0.0])
+    np.testing.assert_array_equal(losses.value("correlation", f, y), -y * f)
+    np.testing.assert_array_equal(losses.slope("correlation", f, y), -y)
+
+
+@pytest.mark.parametrize("name", losses.LOSSES)
+def test_slope_is_the_derivative(name):
+    f = np.array([-2.3, -0.4, 0.35, 1.7])  # away from the hinge kink at y f = 1
+    y = np.array([1.0, -1.0, 1.0, -1.0])
+    h = 1e-6
+    numeric = (losses.value(name, f + h, y) - losses.value(name, f - h, y)) / (2 * h)
+    np.testing.assert_allclose(losses.slope(name, f, y), numeric, rtol=1e-7, atol=1e-9)
+
+
+def test_unknown_loss():
+    with pytest.raises(ValueError, match="loss must be one of"):
+        losses.loss_id("mse")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        losses.value("mse", 1.0, 1.0)
