@@ -1,6 +1,19 @@
 """Shared test inputs and the project-wide tolerance."""
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
+
+from mtrl_fast import losses
+
+# Hypothesis profiles: "dev" explores new examples each run; "ci" (when CI is set) runs a fixed
+# set, so that a red run is reproducible; "thorough" is for a long hunt
+# (HYPOTHESIS_PROFILE=thorough).
+settings.register_profile("dev", max_examples=60, deadline=None)
+settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True, print_blob=True)
+settings.register_profile("thorough", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 # One tolerance per dtype, relative to the largest entry of the reference result.
 RTOL = {np.float32: 2e-5, np.float64: 1e-12}
@@ -26,13 +39,46 @@ def make_problem(layout="shared", dtype=np.float64, n=5, d=4, m=3, T=2, bias=Tru
     return X, Y, W, b, A
 
 
-def assert_close(actual, expected, dtype):
-    """``actual`` matches ``expected`` within the dtype's tolerance, relative to max |expected|."""
+def assert_close(actual, expected, dtype, scale=None):
+    """``actual`` matches ``expected`` within the dtype's tolerance, relative to ``scale``.
+
+    ``scale`` defaults to max |expected|; pass the size of the summands where ``expected`` is a
+    sum that cancels.
+    """
     expected = np.asarray(expected)
     actual = np.asarray(actual)
     assert actual.shape == expected.shape
-    scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
+    if scale is None:
+        scale = float(np.abs(expected).max(initial=0.0))
+    scale = max(scale, 1e-30)
     np.testing.assert_allclose(actual, expected, rtol=0, atol=RTOL[dtype] * scale)
+
+
+def gradient_scales(problem, loss):
+    """Bounds on each gradient entry's summands, ``|R| |A| |X|`` and alike.
+
+    Every gradient entry is a mean of ``T n`` terms that can cancel to nearly zero; rounding
+    errors scale with the terms, not with their sum, so the tolerance must too.
+    """
+    X, Y, W, b, A = problem
+    Z = X @ W.T + (0 if b is None else b)
+    H = np.maximum(Z, 0)
+    F = np.einsum("tm,tnm->tn", A, H) if X.ndim == 3 else A @ H.T
+    slope = float(np.abs(losses.slope(loss, F.astype(np.float64), Y)).max())
+    a, x, h = (float(np.abs(v).max()) for v in (A, X, H))
+    return {"W": slope * a * x, "b": slope * a, "A": slope * h}
+
+
+def assert_grads_close(grads, expected, problem, loss, dtype):
+    """Gradients agree within the dtype's tolerance of their summands' size; ``b`` None alike."""
+    scales = gradient_scales(problem, loss)
+    for name in ("W", "b", "A"):
+        got, want = getattr(grads, name), getattr(expected, name)
+        if want is None:
+            assert got is None, name
+            continue
+        assert got.dtype == dtype, name
+        assert_close(got, want, dtype, scale=max(scales[name], float(np.abs(want).max())))
 
 
 @pytest.fixture(params=["shared", "per-task"])

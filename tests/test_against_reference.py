@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import mtrl_fast
-from mtrl_fast import ops, reference
-from conftest import RTOL, assert_close, make_problem
+from mtrl_fast import Gradients, ops, reference
+from conftest import RTOL, assert_close, assert_grads_close, make_problem
 
 SIZES = [
     # (n, d, m, T): edge sizes, then ordinary ones, then chunking cases (many tasks per
@@ -44,14 +44,8 @@ def test_loss_and_grad(layout, dtype, size, bias, loss):
     ref_value, ref_grads = reference.loss_and_grad(X, Y, W, b, A, loss)
     assert isinstance(value, float)
     np.testing.assert_allclose(value, ref_value, rtol=10 * RTOL[dtype])
-    assert grads.W.dtype == dtype and grads.A.dtype == dtype
-    assert_close(grads.W, ref_grads.W, dtype)
-    assert_close(grads.A, ref_grads.A, dtype)
-    if bias:
-        assert grads.b.dtype == dtype
-        assert_close(grads.b, ref_grads.b, dtype)
-    else:
-        assert grads.b is None and ref_grads.b is None
+    assert_grads_close(grads, ref_grads, (X, Y, W, b, A), loss, dtype)
+    assert (grads.b is None) == (not bias)
 
 
 @pytest.mark.parametrize("block_bytes", [64, 1000, 4096])
@@ -64,8 +58,7 @@ def test_per_task_blocks_split_tasks_anywhere(dtype, block_bytes, monkeypatch):
     assert ops._block_rows(ops.check_problem(X, W, b, A)) < 53 * 5
     value, grads = mtrl_fast.loss_and_grad(X, Y, W, b, A)
     np.testing.assert_allclose(value, expected[0], rtol=1e-5)
-    for got, want in zip(grads, expected[1]):
-        assert_close(got, want, dtype)
+    assert_grads_close(grads, expected[1], (X, Y, W, b, A), "logistic", dtype)
     assert_close(mtrl_fast.forward(X, W, b, A), expected_F, dtype)
 
 
@@ -78,8 +71,7 @@ def test_per_task_default_blocked_path():
     value, grads = mtrl_fast.loss_and_grad(X, Y, W, b, A, "hinge")
     ref_value, ref_grads = reference.loss_and_grad(X, Y, W, b, A, "hinge")
     np.testing.assert_allclose(value, ref_value, rtol=1e-12)
-    for got, want in zip(grads, ref_grads):
-        assert_close(got, want, np.float64)
+    assert_grads_close(grads, ref_grads, (X, Y, W, b, A), "hinge", np.float64)
 
 
 @pytest.mark.parametrize("order", ["F", "strided"])
@@ -96,8 +88,7 @@ def test_any_memory_order(layout, order):
 
     value, grads = mtrl_fast.loss_and_grad(*(relayout(a) for a in (X, Y, W, b, A)))
     assert value == pytest.approx(expected[0], rel=1e-14)
-    for got, want in zip(grads, expected[1]):
-        assert_close(got, want, np.float64)
+    assert_grads_close(grads, expected[1], (X, Y, W, b, A), "logistic", np.float64)
 
 
 def test_float32_and_float64_agree_on_exact_inputs(layout):
@@ -108,8 +99,7 @@ def test_float32_and_float64_agree_on_exact_inputs(layout):
     v32, g32 = mtrl_fast.loss_and_grad(*p32, loss="logistic")
     v64, g64 = mtrl_fast.loss_and_grad(*p64, loss="logistic")
     assert v32 == pytest.approx(v64, rel=1e-6)
-    for a, b in zip(g32, g64):
-        assert_close(a, b, np.float32)
+    assert_grads_close(g32, Gradients(*(g.astype(np.float32) for g in g64)), p32, "logistic", np.float32)
 
 
 def test_integer_labels_accepted(layout):
