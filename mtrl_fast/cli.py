@@ -27,6 +27,46 @@ def _cmd_info(args):
     return 0
 
 
+def _int_list(text):
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _cmd_reproduce(args):
+    from dataclasses import replace
+
+    from mtrl_fast.experiments import QUICK, Grid, reproduce
+    from mtrl_fast.report import claims_table
+    from mtrl_fast.train import PretrainConfig
+
+    base = QUICK if args.quick else Grid()
+    pretrain_changes = {name: value for name, value in (
+        ("width", args.width), ("samples_per_task", args.samples_per_task), ("rounds", args.rounds),
+        ("head_steps", args.head_steps), ("head_lr", args.head_lr), ("lr", args.lr),
+        ("weight_decay", args.weight_decay), ("loss", args.loss), ("layout", args.layout)) if value is not None}
+    grid_changes = {name: value for name, value in (
+        ("d", args.d), ("r", args.r), ("tasks", args.tasks), ("seeds", args.seeds), ("n_new", args.n_new),
+        ("downstream_d", args.downstream_d), ("downstream_tasks", args.downstream_tasks),
+        ("label_kind", args.labels), ("noise", args.noise), ("base_seed", args.base_seed)) if value is not None}
+    try:
+        grid = replace(base, pretrain=replace(base.pretrain, **pretrain_changes), **grid_changes)
+    except ValueError as error:
+        print(f"mtrl-fast reproduce: {error}", file=sys.stderr)
+        return 2
+    rows = reproduce(grid, args.out, jobs=args.jobs, progress=not args.no_progress)
+    print()
+    print(claims_table(rows))
+    print(f"\nreport: {args.out}/report.md (results.json, recovery.csv, downstream.csv, figures beside it)")
+    if args.strict and not all(row["holds"] for row in rows):
+        return 1
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="mtrl-fast", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +84,36 @@ def build_parser():
     step.add_argument("--reference", action="store_true", help="also time mtrl_fast.reference")
     step.add_argument("--reference-repeat", type=int, default=3)
     step.set_defaults(run=_cmd_step)
+
+    rep = commands.add_parser(
+        "reproduce", help="the paper's experiments: subspace recovery against T, downstream probes",
+        description="Run the reproduction grid into --out (resuming a killed run), then write results.json, "
+                    "recovery.csv, downstream.csv, recovery.png, downstream.png and report.md.")
+    rep.add_argument("--quick", action="store_true", help="small grid: d 50,200; T 1,5,20,100; n_new 20,100")
+    rep.add_argument("--out", default="results", help="output folder (default: results)")
+    rep.add_argument("--d", type=_int_list, help="input dimensions of the recovery study, e.g. 50,100,200")
+    rep.add_argument("--r", type=int, help="dimension of the ground-truth subspace (default 5)")
+    rep.add_argument("--tasks", type=_int_list, help="task counts T, e.g. 1,2,5,10,20,50,100")
+    rep.add_argument("--seeds", type=int, help="repetitions of every cell")
+    rep.add_argument("--width", type=int, help="neurons m (default 256)")
+    rep.add_argument("--samples-per-task", type=int, help="n1 = n2 per task per phase (default 5 d)")
+    rep.add_argument("--n-new", type=_int_list, help="samples of a new task for the probe, e.g. 10,20,50")
+    rep.add_argument("--downstream-d", type=_int_list, help="input dimensions of the downstream study")
+    rep.add_argument("--downstream-tasks", type=int, help="T of the multi-task features probed downstream")
+    rep.add_argument("--rounds", type=int, help="alternating rounds (default 1: one large step)")
+    rep.add_argument("--head-steps", type=int, help="head steps per round")
+    rep.add_argument("--head-lr", type=float, help="head step size")
+    rep.add_argument("--lr", type=float, help="first-layer step size")
+    rep.add_argument("--weight-decay", type=float, help="first-layer weight decay lambda")
+    rep.add_argument("--loss", choices=["squared", "logistic", "hinge", "correlation"])
+    rep.add_argument("--layout", choices=["per-task", "shared"])
+    rep.add_argument("--labels", choices=["linear", "relu-teacher"], help="label family")
+    rep.add_argument("--noise", type=float, help="label-flip probability")
+    rep.add_argument("--base-seed", type=int)
+    rep.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes (default 1)")
+    rep.add_argument("--no-progress", action="store_true")
+    rep.add_argument("--strict", action="store_true", help="exit 1 when a claim fails")
+    rep.set_defaults(run=_cmd_reproduce)
     return parser
 
 

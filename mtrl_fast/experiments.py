@@ -1,0 +1,289 @@
+"""The paper's reproduction grid: seeded, independent cells written atomically; results, figures, report.
+
+A run is a list of cells. A *recovery* cell pretrains on ``T`` tasks at dimension ``d`` and records
+how well the first layer recovered ``span(M)``; a *downstream* cell pretrains multi-task and
+single-task features at ``d`` and probes them, with random and oracle features, on fresh tasks
+with ``n_new`` samples. Each cell draws from its own seed, so cells can run in any order or in
+parallel, and each is written to ``DIR/cells/`` as soon as it finishes: a killed run resumes where
+it stopped, and a finished cell is never computed again (unless its settings changed).
+"""
+import hashlib
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .metrics import probe_accuracy
+from .tasks import make_task_family
+from .train import PretrainConfig, initial_layer, oracle_layer, pretrain
+
+FEATURES = ("multi-task", "single-task", "random", "oracle")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What a reproduction run computes. The defaults are the full grid; :data:`QUICK` is smaller.
+
+    Attributes
+    ----------
+    d : tuple of int
+        Input dimensions of the recovery study.
+    r : int
+        Dimension of the ground-truth subspace.
+    tasks : tuple of int
+        Task counts ``T`` of the recovery study.
+    seeds : int
+        Independent repetitions of every cell.
+    downstream_d : tuple of int
+        Input dimensions of the downstream study.
+    n_new : tuple of int
+        Samples of a new task available to its probe.
+    downstream_tasks : int
+        ``T`` used to pretrain the multi-task features of the downstream study.
+    label_kind : {"linear", "relu-teacher"}
+    noise : float
+        Label-flip probability.
+    n_test : int
+        Test samples per new task.
+    probe_tasks : int
+        New tasks each downstream accuracy averages over.
+    base_seed : int
+        Seed every cell's generator starts from.
+    pretrain : PretrainConfig
+    """
+
+    d: Tuple[int, ...] = (50, 100, 200)
+    r: int = 5
+    tasks: Tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100)
+    seeds: int = 5
+    downstream_d: Tuple[int, ...] = (50, 100, 200, 400)
+    n_new: Tuple[int, ...] = (10, 20, 50, 100, 200)
+    downstream_tasks: int = 100
+    label_kind: str = "linear"
+    noise: float = 0.0
+    n_test: int = 2000
+    probe_tasks: int = 5
+    base_seed: int = 0
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+
+    def __post_init__(self):
+        for name in ("d", "tasks", "downstream_d", "n_new"):
+            values = getattr(self, name)
+            if not all(isinstance(v, (int, np.integer)) and v >= 1 for v in values):
+                raise ValueError(f"{name} must hold positive integers; got {values}")
+        if any(d < self.r for d in self.d + self.downstream_d):
+            raise ValueError(f"every d must be at least r = {self.r}")
+        if any(n < 2 for n in self.n_new):
+            raise ValueError(f"n_new values must be at least 2; got {self.n_new}")
+        if self.pretrain.width < self.r:
+            raise ValueError(f"width must be at least r = {self.r}; got {self.pretrain.width}")
+        for name in ("seeds", "downstream_tasks", "n_test", "probe_tasks", "r"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
+
+    def to_dict(self):
+        return asdict(self)
+
+
+QUICK = Grid(d=(50, 200), tasks=(1, 5, 20, 100), seeds=2, downstream_d=(50, 200), n_new=(20, 100))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One independent unit of work."""
+
+    study: str  # "recovery" or "downstream"
+    d: int
+    seed: int
+    T: Optional[int] = None  # recovery only
+
+    @property
+    def key(self):
+        if self.study == "recovery":
+            return f"recovery-d{self.d}-T{self.T}-seed{self.seed}"
+        return f"downstream-d{self.d}-seed{self.seed}"
+
+
+def plan(grid):
+    """All cells of ``grid``, the largest last within each study so early results come fast."""
+    recovery = [Cell("recovery", d, s, T) for d in grid.d for T in grid.tasks for s in range(grid.seeds)]
+    downstream = [Cell("downstream", d, s) for d in grid.downstream_d for s in range(grid.seeds)]
+    return sorted(recovery, key=lambda c: (c.T * c.d, c.d, c.T, c.seed)) + sorted(
+        downstream, key=lambda c: (c.d, c.seed))
+
+
+def _settings_of(cell, grid):
+    """What a cell's result depends on besides its coordinates: it is recomputed when these change."""
+    settings = {"r": grid.r, "label_kind": grid.label_kind, "noise": grid.noise, "base_seed": grid.base_seed,
+                "pretrain": grid.pretrain.to_dict()}
+    if cell.study == "downstream":
+        settings.update(n_new=list(grid.n_new), downstream_tasks=grid.downstream_tasks, n_test=grid.n_test,
+                        probe_tasks=grid.probe_tasks)
+    return settings
+
+
+def fingerprint(cell, grid):
+    text = json.dumps(_settings_of(cell, grid), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _family(grid, d, seed, T):
+    # The ground truth of (d, seed) is shared by every T and by the downstream study; task
+    # vectors are drawn after M, row by row, so the first T tasks are the same for every T.
+    return make_task_family(d, grid.r, T, np.random.default_rng([grid.base_seed, d, seed]),
+                            kind=grid.label_kind, noise=grid.noise)
+
+
+def run_cell(cell, grid):
+    """Compute one cell: a list of result records."""
+    study_code = 0 if cell.study == "recovery" else 1
+    rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, cell.T or 0, study_code])
+    if cell.study == "recovery":
+        family = _family(grid, cell.d, cell.seed, cell.T)
+        last = pretrain(family, grid.pretrain, rng).history[-1]
+        return [{"d": cell.d, "r": grid.r, "T": cell.T, "seed": cell.seed,
+                 "subspace_distance": last["subspace_distance"], "energy_outside": last["energy_outside"],
+                 "final_loss": last["loss"]}]
+
+    family = _family(grid, cell.d, cell.seed, grid.downstream_tasks)
+    width = grid.pretrain.width
+    layers = {
+        "multi-task": pretrain(family, grid.pretrain, rng),
+        "single-task": pretrain(family.with_tasks(family.V[:1]), grid.pretrain, rng),
+    }
+    layers = {name: (trained.W, trained.b) for name, trained in layers.items()}
+    layers["random"] = (initial_layer(width, cell.d, rng, grid.pretrain.init_scale), None)
+    layers["oracle"] = (oracle_layer(width, family.M, rng), None)
+    records = []
+    for n_new in grid.n_new:
+        for name in FEATURES:
+            # The same new tasks and samples for every kind of features: a paired comparison.
+            probe_rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, n_new, 2])
+            accuracy = probe_accuracy(*layers[name], family, n_new, probe_rng, n_test=grid.n_test,
+                                      new_tasks=grid.probe_tasks)
+            records.append({"d": cell.d, "n_new": n_new, "features": name, "seed": cell.seed,
+                            "accuracy": accuracy})
+    return records
+
+
+def _write_atomically(path, text):
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+
+
+def _cell_path(out, cell):
+    return Path(out) / "cells" / f"{cell.key}.json"
+
+
+def load_cell(out, cell, grid):
+    """A finished cell's records, or ``None`` when it is missing, unreadable or from other settings."""
+    try:
+        stored = json.loads(_cell_path(out, cell).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if stored.get("fingerprint") != fingerprint(cell, grid):
+        return None
+    return stored["records"]
+
+
+def _compute_and_store(cell, grid, out):
+    start = time.perf_counter()
+    records = run_cell(cell, grid)
+    payload = {"cell": asdict(cell), "fingerprint": fingerprint(cell, grid), "settings": _settings_of(cell, grid),
+               "seconds": time.perf_counter() - start, "records": records}
+    _write_atomically(_cell_path(out, cell), json.dumps(payload, indent=1))
+    return cell, records, payload["seconds"]
+
+
+def _init_worker(threads):
+    from . import set_num_threads
+
+    set_num_threads(threads)
+
+
+class Progress:
+    """A one-line progress bar on a terminal, one line per step elsewhere (logs, CI)."""
+
+    def __init__(self, total, stream=None, enabled=True):
+        self.total = total
+        self.done = 0
+        self.start = time.perf_counter()
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = getattr(self.stream, "isatty", lambda: False)()
+
+    def step(self, label):
+        self.done += 1
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / self.done * (self.total - self.done)
+        width = 24
+        filled = int(width * self.done / max(self.total, 1))
+        line = (f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {label:<32} "
+                f"elapsed {elapsed:6.1f}s  eta {eta:6.1f}s")
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if self.done == self.total else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def run_grid(grid, out, jobs=1, progress=True):
+    """Compute every cell of ``grid`` not already finished in ``out``; return all records.
+
+    Returns
+    -------
+    dict
+        ``{"recovery": [...], "downstream": [...]}``, in plan order.
+    """
+    out = Path(out)
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    cells = plan(grid)
+    results = {cell: load_cell(out, cell, grid) for cell in cells}
+    todo = [cell for cell in cells if results[cell] is None]
+    bar = Progress(len(todo), enabled=progress)
+    if progress:
+        print(f"{len(cells)} cells, {len(cells) - len(todo)} already done in {out}, {len(todo)} to run", file=bar.stream)
+    if jobs <= 1:
+        for cell in todo:
+            _, results[cell], seconds = _compute_and_store(cell, grid, out)
+            bar.step(f"{cell.key} ({seconds:.1f}s)")
+    elif todo:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        # spawn, not fork: OpenMP's thread pool does not survive a fork.
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker,
+                                 initargs=(threads,)) as pool:
+            futures = [pool.submit(_compute_and_store, cell, grid, out) for cell in todo]
+            for future in as_completed(futures):
+                cell, results[cell], seconds = future.result()
+                bar.step(f"{cell.key} ({seconds:.1f}s)")
+    gathered = {"recovery": [], "downstream": []}
+    for cell in cells:
+        gathered[cell.study].extend(results[cell])
+    return gathered
+
+
+def reproduce(grid, out, jobs=1, progress=True):
+    """Run ``grid`` into ``out`` (resuming), then write results, CSVs, figures and the report.
+
+    Returns
+    -------
+    list of dict
+        The paper's claims with their measured numbers and verdicts (see ``report.claims``).
+    """
+    from . import report
+
+    results = run_grid(grid, out, jobs=jobs, progress=progress)
+    return report.write_outputs(results, grid, Path(out))

@@ -1,0 +1,229 @@
+"""Turn a reproduction run's records into results.json, CSVs, figures and report.md.
+
+Each of the paper's claims is checked against the measured numbers with a threshold stated in
+the claim; the verdict is computed, never written by hand.
+"""
+import csv
+import io
+import json
+from datetime import datetime, timezone
+
+import numpy as np
+from scipy.stats import spearmanr
+
+RECOVERY_FIELDS = ("d", "r", "T", "seed", "subspace_distance", "energy_outside", "final_loss")
+DOWNSTREAM_FIELDS = ("d", "n_new", "features", "seed", "accuracy")
+
+
+def _mean(records, value, **where):
+    picked = [r[value] for r in records if all(r[k] == v for k, v in where.items())]
+    return float(np.mean(picked)) if picked else float("nan")
+
+
+def _nearest(values, target):
+    return min(values, key=lambda v: (abs(v - target), v))
+
+
+def claims(results, grid):
+    """The paper's claims, each with the measured numbers, the threshold and a verdict.
+
+    Returns
+    -------
+    list of dict
+        Keys ``claim``, ``measured`` (text), ``threshold`` (text) and ``holds`` (bool).
+    """
+    recovery, downstream = results["recovery"], results["downstream"]
+    rows = []
+    T_min, T_max = min(grid.tasks), max(grid.tasks)
+    one_task = {d: _mean(recovery, "subspace_distance", d=d, T=T_min) for d in grid.d}
+    rows.append({
+        "claim": f"One task cannot learn all r = {grid.r} directions (subspace distance at T = {T_min})",
+        "measured": ", ".join(f"d={d}: {v:.2f}" for d, v in one_task.items()),
+        "threshold": ">= 0.9 for every d",
+        "holds": T_min == 1 and all(v >= 0.9 for v in one_task.values()),
+    })
+    many = {d: (_mean(recovery, "subspace_distance", d=d, T=T_max), _mean(recovery, "energy_outside", d=d, T=T_max))
+            for d in grid.d}
+    rows.append({
+        "claim": f"Many tasks recover span(M) (T = {T_max}: subspace distance; energy outside)",
+        "measured": ", ".join(f"d={d}: {dist:.2f}; {energy:.3f}" for d, (dist, energy) in many.items()),
+        "threshold": "distance <= 0.3 and energy <= 0.1 for every d",
+        "holds": T_max >= 100 and all(dist <= 0.3 and energy <= 0.1 for dist, energy in many.values()),
+    })
+    trends = {}
+    for d in grid.d:
+        means = [_mean(recovery, "subspace_distance", d=d, T=T) for T in grid.tasks]
+        trends[d] = float(spearmanr(grid.tasks, means)[0]) if len(grid.tasks) > 2 else float("nan")
+    rows.append({
+        "claim": "Subspace distance falls as T grows (Spearman correlation of T and mean distance)",
+        "measured": ", ".join(f"d={d}: {rho:.2f}" for d, rho in trends.items()),
+        "threshold": "<= -0.9 for every d",
+        "holds": all(rho <= -0.9 for rho in trends.values()),
+    })
+    if downstream:
+        d_mid = _nearest(grid.downstream_d, 200)
+        n_mid = _nearest(grid.n_new, 100)
+        multi = _mean(downstream, "accuracy", d=d_mid, n_new=n_mid, features="multi-task")
+        random = _mean(downstream, "accuracy", d=d_mid, n_new=n_mid, features="random")
+        rows.append({
+            "claim": f"Multi-task features beat random ones downstream (d = {d_mid}, n_new = {n_mid})",
+            "measured": f"multi-task {multi:.3f}, random {random:.3f}: {100 * (multi - random):+.1f} points",
+            "threshold": ">= +10 points",
+            "holds": multi - random >= 0.10,
+        })
+        d_lo, d_hi = min(grid.downstream_d), max(grid.downstream_d)
+        change = {name: _mean(downstream, "accuracy", d=d_hi, n_new=n_mid, features=name)
+                  - _mean(downstream, "accuracy", d=d_lo, n_new=n_mid, features=name)
+                  for name in ("multi-task", "random")}
+        rows.append({
+            "claim": f"Multi-task features lose less accuracy than random ones as d grows "
+                     f"({d_lo} -> {d_hi}, n_new = {n_mid})",
+            "measured": f"accuracy change: multi-task {100 * change['multi-task']:+.1f} points, "
+                        f"random {100 * change['random']:+.1f}",
+            "threshold": "multi-task change > random change",
+            "holds": d_lo < d_hi and change["multi-task"] > change["random"],
+        })
+    return rows
+
+
+def _csv(records, fields):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()
+
+
+def _log_axis(ax, values):
+    """Log-scaled x axis with a tick at each grid value, labelled plainly."""
+    ax.set_xscale("log")
+    ax.set_xticks(list(values))
+    ax.set_xticklabels([str(v) for v in values])
+    ax.minorticks_off()
+
+
+def _figures(results, grid, out):
+    """Write the PNG figures; returns their file names, or a sentence on why there are none."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "figures skipped: matplotlib is not installed (pip install 'mtrl_fast[plots]')"
+    recovery, downstream = results["recovery"], results["downstream"]
+    names = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for d in grid.d:
+        per_T = [[r["subspace_distance"] for r in recovery if r["d"] == d and r["T"] == T] for T in grid.tasks]
+        means = [np.mean(v) for v in per_T]
+        ax.plot(grid.tasks, means, marker="o", label=f"d = {d}")
+        ax.fill_between(grid.tasks, [min(v) for v in per_T], [max(v) for v in per_T], alpha=0.2)
+    _log_axis(ax, grid.tasks)
+    ax.set_xlabel("number of tasks T")
+    ax.set_ylabel("subspace distance (sin of largest angle)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"Recovery of span(M), r = {grid.r} (mean, band = seed range)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "recovery.png", dpi=120)
+    plt.close(fig)
+    names.append("recovery.png")
+
+    if downstream:
+        fig, axes = plt.subplots(1, len(grid.downstream_d), figsize=(3.2 * len(grid.downstream_d), 3.4),
+                                 sharey=True, squeeze=False)
+        for ax, d in zip(axes[0], grid.downstream_d):
+            for name in ("multi-task", "single-task", "random", "oracle"):
+                per_n = [[r["accuracy"] for r in downstream if r["d"] == d and r["n_new"] == n
+                          and r["features"] == name] for n in grid.n_new]
+                ax.plot(grid.n_new, [np.mean(v) for v in per_n], marker="o", label=name)
+                ax.fill_between(grid.n_new, [min(v) for v in per_n], [max(v) for v in per_n], alpha=0.15)
+            _log_axis(ax, grid.n_new)
+            ax.set_title(f"d = {d}")
+            ax.set_xlabel("n_new")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("probe accuracy on a new task")
+        axes[0][-1].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "downstream.png", dpi=120)
+        plt.close(fig)
+        names.append("downstream.png")
+    return names
+
+
+def _markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def claims_table(rows):
+    """The claims as a Markdown table."""
+    return _markdown_table(["claim", "measured", "threshold", "verdict"],
+                           [[r["claim"], r["measured"], r["threshold"], "holds" if r["holds"] else "FAILS"]
+                            for r in rows])
+
+
+def _report(results, grid, rows, figures):
+    recovery, downstream = results["recovery"], results["downstream"]
+    cfg = grid.pretrain
+    parts = [
+        "# Reproduction report",
+        "",
+        f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `mtrl-fast reproduce`. "
+        f"r = {grid.r}, {grid.seeds} seed(s), labels `{grid.label_kind}` with flip noise {grid.noise}; "
+        f"pretraining: width {cfg.width}, {cfg.rounds} round(s) of {cfg.head_steps} head step(s) "
+        f"(lr {cfg.head_lr}) then one first-layer step (lr {cfg.lr}, weight decay {cfg.weight_decay}), "
+        f"`{cfg.loss}` loss, {cfg.layout} samples, n1 = n2 = "
+        f"{cfg.samples_per_task if cfg.samples_per_task else '5 d'} per task.",
+        "",
+        "## The paper's claims",
+        "",
+        claims_table(rows),
+        "",
+        "## Subspace distance (mean over seeds)",
+        "",
+        _markdown_table(["d \\ T"] + [str(T) for T in grid.tasks],
+                        [[d] + [f"{_mean(recovery, 'subspace_distance', d=d, T=T):.3f}" for T in grid.tasks]
+                         for d in grid.d]),
+        "",
+        "## Energy outside span(M) (mean over seeds)",
+        "",
+        _markdown_table(["d \\ T"] + [str(T) for T in grid.tasks],
+                        [[d] + [f"{_mean(recovery, 'energy_outside', d=d, T=T):.3f}" for T in grid.tasks]
+                         for d in grid.d]),
+    ]
+    if downstream:
+        parts += ["", f"## Downstream probe accuracy (mean over seeds; multi-task features from T = "
+                      f"{grid.downstream_tasks})", ""]
+        header = ["d", "features"] + [f"n_new={n}" for n in grid.n_new]
+        body = [[d, name] + [f"{_mean(downstream, 'accuracy', d=d, n_new=n, features=name):.3f}" for n in grid.n_new]
+                for d in grid.downstream_d for name in ("multi-task", "single-task", "random", "oracle")]
+        parts.append(_markdown_table(header, body))
+    parts += ["", "## Figures", ""]
+    if isinstance(figures, str):
+        parts.append(figures)
+    else:
+        parts += [f"![{name}]({name})" for name in figures]
+    return "\n".join(parts) + "\n"
+
+
+def write_outputs(results, grid, out):
+    """Write results.json, recovery.csv, downstream.csv, the figures and report.md into ``out``.
+
+    Returns
+    -------
+    list of dict
+        The claims (see :func:`claims`).
+    """
+    rows = claims(results, grid)
+    document = {"config": grid.to_dict(), "recovery": results["recovery"], "downstream": results["downstream"],
+                "claims": rows}
+    (out / "results.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
+    (out / "recovery.csv").write_text(_csv(results["recovery"], RECOVERY_FIELDS), encoding="utf-8")
+    (out / "downstream.csv").write_text(_csv(results["downstream"], DOWNSTREAM_FIELDS), encoding="utf-8")
+    figures = _figures(results, grid, out)
+    (out / "report.md").write_text(_report(results, grid, rows, figures), encoding="utf-8")
+    return rows

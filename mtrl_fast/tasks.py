@@ -1,0 +1,132 @@
+"""Synthetic multi-task data whose labels depend only on a projection ``M^T x``.
+
+A :class:`TaskFamily` holds the ground-truth subspace ``M (d, r)`` and one labelling rule per
+task; :meth:`TaskFamily.sample` draws Gaussian inputs and their labels, in the shared layout
+(``X (n, d)`` labelled by every task) or the per-task one (``X (T, n, d)``). Every draw takes a
+``numpy.random.Generator``, so a seed fixes it.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+LABEL_KINDS = ("linear", "relu-teacher")
+
+# E[relu(g)] for g ~ N(0, 1): centres a unit-norm ReLU teacher neuron on Gaussian inputs.
+_RELU_MEAN = 1.0 / np.sqrt(2.0 * np.pi)
+
+
+def orthonormal_basis(d, r, rng):
+    """A uniformly random ``(d, r)`` matrix with orthonormal columns."""
+    if not 1 <= r <= d:
+        raise ValueError(f"r must be between 1 and d = {d}; got {r}")
+    Q, R = np.linalg.qr(rng.standard_normal((d, r)))
+    return Q * np.sign(np.diag(R))  # sign fix makes the draw uniform (Haar)
+
+
+def unit_vectors(count, r, rng):
+    """``count`` vectors drawn uniformly from the unit sphere in ``R^r``."""
+    V = rng.standard_normal((count, r))
+    return V / np.linalg.norm(V, axis=1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class TaskFamily:
+    """Ground truth ``M`` and the labelling rule of each task.
+
+    Attributes
+    ----------
+    M : ndarray, shape (d, r)
+        Orthonormal basis of the subspace every label depends on.
+    V : ndarray, shape (T, r)
+        Task vectors, unit norm (``linear``) or the teacher's output weights (``relu-teacher``).
+    kind : {"linear", "relu-teacher"}
+        ``linear``: ``y = sign(<v_t, M^T x>)``. ``relu-teacher``: ``y = sign(v_t . (relu(B M^T x)
+        - E relu))``, one hidden layer ``B (k, r)`` of unit rows shared by the tasks.
+    B : ndarray, shape (k, r), or None
+        The teacher's hidden layer (``relu-teacher`` only).
+    noise : float
+        Probability that a label is flipped.
+    """
+
+    M: np.ndarray
+    V: np.ndarray
+    kind: str = "linear"
+    B: np.ndarray = None
+    noise: float = 0.0
+
+    @property
+    def d(self):
+        return self.M.shape[0]
+
+    @property
+    def r(self):
+        return self.M.shape[1]
+
+    @property
+    def T(self):
+        return self.V.shape[0]
+
+    def labels(self, X):
+        """Noise-free labels ``(T, n)`` in {-1, +1} of shared inputs ``X (n, d)``, or of per-task
+        inputs ``X (T, n, d)`` where task ``t`` labels ``X[t]``."""
+        Z = X @ self.M  # (..., r): the only thing labels may depend on
+        if self.kind == "relu-teacher":
+            Z = np.maximum(Z @ self.B.T, 0.0) - _RELU_MEAN
+        scores = np.einsum("tnk,tk->tn", Z, self.V) if X.ndim == 3 else self.V @ Z.T
+        return np.where(scores >= 0, 1.0, -1.0)  # sign(0) = +1
+
+    def sample(self, n, rng, layout="per-task", dtype=np.float32):
+        """Draw ``n`` fresh samples per task with labels (flipped with probability ``noise``).
+
+        Returns
+        -------
+        X : ndarray, shape (T, n, d) for ``per-task``, (n, d) for ``shared``
+        Y : ndarray, shape (T, n), labels -1/+1
+        """
+        if layout not in ("per-task", "shared"):
+            raise ValueError(f"layout must be 'per-task' or 'shared'; got {layout!r}")
+        shape = (self.T, n, self.d) if layout == "per-task" else (n, self.d)
+        X = rng.standard_normal(shape, dtype=np.float64)
+        Y = self.labels(X)
+        if self.noise > 0:
+            Y = np.where(rng.random(Y.shape) < self.noise, -Y, Y)
+        return X.astype(dtype), Y.astype(dtype)
+
+    def with_tasks(self, V):
+        """The same ground truth with other task vectors ``V (T', ...)``: new tasks, same ``M``."""
+        return TaskFamily(M=self.M, V=np.asarray(V, dtype=float), kind=self.kind, B=self.B, noise=self.noise)
+
+    def new_tasks(self, count, rng):
+        """``count`` fresh tasks of the same kind on the same ground truth."""
+        return self.with_tasks(_task_vectors(self.kind, count, self.r, self.B, rng))
+
+
+def _task_vectors(kind, T, r, B, rng):
+    if kind == "linear":
+        return unit_vectors(T, r, rng)
+    return rng.standard_normal((T, B.shape[0]))
+
+
+def make_task_family(d, r, T, rng, kind="linear", noise=0.0, teacher_width=None):
+    """Draw a ground truth ``M (d, r)`` and ``T`` tasks on it.
+
+    Parameters
+    ----------
+    d, r, T : int
+        Input dimension, subspace dimension (``1 <= r <= d``) and number of tasks (``>= 1``).
+    rng : numpy.random.Generator
+    kind : {"linear", "relu-teacher"}, default "linear"
+    noise : float, default 0
+        Label-flip probability, in ``[0, 0.5)``.
+    teacher_width : int, optional
+        Hidden width of the ``relu-teacher`` (default ``2 r``).
+    """
+    if kind not in LABEL_KINDS:
+        raise ValueError(f"kind must be one of {LABEL_KINDS}; got {kind!r}")
+    if not 0.0 <= noise < 0.5:
+        raise ValueError(f"noise must be in [0, 0.5); got {noise}")
+    if T < 1:
+        raise ValueError(f"T must be at least 1; got {T}")
+    M = orthonormal_basis(d, r, rng)
+    B = unit_vectors(teacher_width or 2 * r, r, rng) if kind == "relu-teacher" else None
+    return TaskFamily(M=M, V=_task_vectors(kind, T, r, B, rng), kind=kind, B=B, noise=noise)

@@ -1,0 +1,136 @@
+"""The reproduction runner: outputs, resuming after an interruption, the command line."""
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from mtrl_fast import cli, experiments, report
+from mtrl_fast.experiments import Grid, plan, reproduce, run_grid
+from mtrl_fast.train import PretrainConfig
+
+TINY = Grid(d=(8, 12), r=2, tasks=(1, 3, 6), seeds=2, downstream_d=(8, 12), n_new=(4, 10), downstream_tasks=6,
+            n_test=100, probe_tasks=2, pretrain=PretrainConfig(width=12, samples_per_task=30))
+
+
+def test_reproduce_writes_every_output(tmp_path):
+    rows = reproduce(TINY, tmp_path, progress=False)
+    for name in ("results.json", "recovery.csv", "downstream.csv", "report.md", "recovery.png", "downstream.png"):
+        assert (tmp_path / name).is_file(), name
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert document["config"]["d"] == [8, 12]
+    assert len(document["recovery"]) == 2 * 3 * 2
+    assert len(document["downstream"]) == 2 * 2 * 4 * 2
+    record = document["recovery"][0]
+    assert {"d", "r", "T", "seed", "subspace_distance", "energy_outside"} <= set(record)
+    assert {r["features"] for r in document["downstream"]} == {"multi-task", "single-task", "random", "oracle"}
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in document["downstream"])
+    assert (tmp_path / "recovery.csv").read_text().splitlines()[0].startswith("d,r,T,seed,subspace_distance")
+    text = (tmp_path / "report.md").read_text()
+    assert "## The paper's claims" in text and "![recovery.png](recovery.png)" in text
+    assert len(rows) == 5 and all(isinstance(r["holds"], bool) for r in rows)
+
+
+def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
+    real = experiments.run_cell
+    calls = []
+
+    def interrupted_after_five(cell, grid):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(cell.key)
+        return real(cell, grid)
+
+    monkeypatch.setattr(experiments, "run_cell", interrupted_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(TINY, tmp_path, progress=False)
+    finished = sorted(p.name for p in (tmp_path / "cells").glob("*.json"))
+    assert len(finished) == 5
+    assert not list((tmp_path / "cells").glob(".*tmp"))  # no half-written file left behind
+
+    monkeypatch.setattr(experiments, "run_cell", lambda cell, grid: calls.append(cell.key) or real(cell, grid))
+    resumed = run_grid(TINY, tmp_path, progress=False)
+    assert len(calls) == len(plan(TINY))  # the five finished cells were not run again
+    assert len(set(calls)) == len(calls)
+
+    fresh = run_grid(TINY, tmp_path / "fresh", progress=False)
+    assert resumed == fresh  # every cell is seeded on its own: order and interruption do not matter
+
+
+def test_changed_settings_recompute_and_corrupt_cells_are_redone(tmp_path, monkeypatch):
+    run_grid(TINY, tmp_path, progress=False)
+    calls = []
+    real = experiments.run_cell
+    monkeypatch.setattr(experiments, "run_cell", lambda cell, grid: calls.append(cell.key) or real(cell, grid))
+    run_grid(TINY, tmp_path, progress=False)
+    assert calls == []
+    broken = tmp_path / "cells" / f"{plan(TINY)[0].key}.json"
+    broken.write_text("{not json")
+    run_grid(TINY, tmp_path, progress=False)
+    assert calls == [plan(TINY)[0].key]
+    changed = replace(TINY, pretrain=replace(TINY.pretrain, head_lr=0.2))
+    calls.clear()
+    run_grid(changed, tmp_path, progress=False)
+    assert len(calls) == len(plan(changed))
+
+
+def test_parallel_jobs_give_the_serial_results(tmp_path):
+    small = replace(TINY, d=(8,), tasks=(1, 3), downstream_d=(8,), seeds=1)
+    serial = run_grid(small, tmp_path / "serial", progress=False)
+    parallel = run_grid(small, tmp_path / "parallel", jobs=2, progress=False)
+    assert parallel == serial
+
+
+def test_claims_verdicts_follow_the_numbers():
+    grid = replace(TINY, tasks=(1, 10, 100), d=(8,), downstream_d=(8, 12), n_new=(100,))
+
+    def recovery(distances, energy):
+        return [{"d": 8, "T": T, "seed": 0, "subspace_distance": v, "energy_outside": energy}
+                for T, v in zip((1, 10, 100), distances)]
+
+    def downstream(multi, random):
+        return [{"d": d, "n_new": 100, "features": f, "seed": 0, "accuracy": acc}
+                for d, accs in ((8, (multi[0], random[0])), (12, (multi[1], random[1])))
+                for f, acc in zip(("multi-task", "random"), accs)]
+
+    good = report.claims({"recovery": recovery((0.95, 0.5, 0.2), 0.05), "downstream": downstream((0.9, 0.9), (0.8, 0.6))},
+                         grid)
+    assert [r["holds"] for r in good] == [True, True, True, True, True]
+    bad = report.claims({"recovery": recovery((0.5, 0.6, 0.4), 0.2), "downstream": downstream((0.9, 0.6), (0.8, 0.7))},
+                        grid)
+    assert [r["holds"] for r in bad] == [False, False, False, False, False]
+
+
+def test_grid_validation():
+    with pytest.raises(ValueError, match="every d must be at least r"):
+        Grid(d=(3,), r=5)
+    with pytest.raises(ValueError, match="n_new"):
+        Grid(n_new=(1, 10))
+    with pytest.raises(ValueError, match="tasks"):
+        Grid(tasks=(0, 5))
+
+
+def test_command_line(tmp_path, capsys):
+    code = cli.main(["reproduce", "--out", str(tmp_path), "--d", "8", "--r", "2", "--tasks", "1,4", "--seeds", "1",
+                     "--downstream-d", "8,10", "--n-new", "5", "--downstream-tasks", "4", "--width", "10",
+                     "--samples-per-task", "20", "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| claim |" in out and "report.md" in out
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert document["config"]["tasks"] == [1, 4] and document["config"]["pretrain"]["width"] == 10
+
+
+def test_command_line_rejects_bad_values(tmp_path, capsys):
+    assert cli.main(["reproduce", "--out", str(tmp_path), "--d", "3", "--r", "5"]) == 2
+    assert "every d must be at least r" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["reproduce", "--d", "fifty"])
+
+
+def test_progress_lines(capsys):
+    bar = experiments.Progress(2)
+    bar.step("first")
+    bar.step("second")
+    err = capsys.readouterr().err.splitlines()
+    assert "1/2 first" in err[0] and "2/2 second" in err[1] and "eta" in err[1]
