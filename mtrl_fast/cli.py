@@ -117,8 +117,20 @@ def build_parser():
     return parser
 
 
+def _note_first_compilation():
+    """Say why the first run is slow: the kernels compile once, then load from Numba's disk cache."""
+    import os
+    from pathlib import Path
+
+    cache = Path(os.environ.get("NUMBA_CACHE_DIR") or Path(__file__).parent / "__pycache__")
+    if not any(cache.glob("**/kernels.*.nbi")):
+        print("mtrl-fast: compiling the kernels for float32 and float64 (first run only, about 30 s on 2 cores)...",
+              file=sys.stderr, flush=True)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    _note_first_compilation()
     return args.run(args)
 
 

@@ -11,6 +11,7 @@ a partial-sum buffer, and a short serial loop reduces those buffers in chunk ord
 are free of races and identical from call to call.
 """
 import math
+import threading
 
 import numba
 import numpy as np
@@ -24,13 +25,45 @@ _MAX_CHUNKS = 256  # enough to balance any core count here; partial buffers stay
 _MIN_CHUNK_ROWS = 16  # below this a chunk is not worth a task switch
 
 
-def _typed(signature, parallel=True, inline=False):
-    """Compile ``signature`` (with ``{f}`` for the float type) for float32 and float64, cached."""
+class _LazyKernel:
+    """A kernel compiled (or loaded from Numba's disk cache) for all its signatures on first call.
+
+    Importing the package then costs nothing, a command can say that a first compilation is
+    under way, and code that never calls a kernel never compiles one.
+    """
+
+    def __init__(self, py_func, signatures, options):
+        self.py_func = py_func
+        self.__doc__ = py_func.__doc__
+        self.__name__ = py_func.__name__
+        self._signatures = signatures
+        self._options = options
+        self._dispatcher = None
+        self._lock = threading.Lock()
+
+    @property
+    def dispatcher(self):
+        if self._dispatcher is None:
+            with self._lock:  # two threads' first calls compile once
+                if self._dispatcher is None:
+                    self._dispatcher = numba.njit(self._signatures, **self._options)(self.py_func)
+        return self._dispatcher
+
+    def __call__(self, *args):
+        return self.dispatcher(*args)
+
+
+def _typed(signature, parallel=True):
+    """Type a kernel for float32 and float64 (``{f}`` in ``signature``), cached on disk.
+
+    Parallel kernels compile on first use; serial helpers compile at once, because other
+    kernels call them and Numba must see them as compiled functions.
+    """
     signatures = [signature.format(f=f) for f in ("float32", "float64")]
     options = dict(fastmath=set(FASTMATH), cache=True, nogil=True)
-    if inline:
-        return numba.njit(signatures, inline="always", **options)
-    return numba.njit(signatures, parallel=parallel, **options)
+    if not parallel:
+        return numba.njit(signatures, **options)
+    return lambda py_func: _LazyKernel(py_func, signatures, dict(options, parallel=True))
 
 
 def chunk_count(rows):
