@@ -12,9 +12,12 @@ from contextlib import nullcontext
 # approximate arithmetic.
 FASTMATH = frozenset({"reassoc", "contract", "afn", "arcp", "nsz"})
 
-# Rows of the per-task pre-activation block: at most this many bytes of (rows, m) scratch live
-# at once, whatever T and n are.
+# The per-task step keeps one (rows, m) block of pre-activations at a time: at most BLOCK_BYTES,
+# and no more than an eighth of the inputs' size (so a step's peak memory stays within 1.25x of
+# its inputs, parameters and gradients), but at least BLOCK_MIN_BYTES so that the block's BLAS
+# products stay efficient.
 BLOCK_BYTES = 64 * 2**20
+BLOCK_MIN_BYTES = 4 * 2**20
 
 
 def _libgomp_loaded():

@@ -20,6 +20,32 @@ def _cmd_step(args):
     return 0
 
 
+def _cmd_bench(args):
+    from mtrl_fast import bench
+    from mtrl_fast.backends import BACKENDS
+
+    unknown = [b for b in args.backends if b not in BACKENDS]
+    if unknown:
+        print(f"mtrl-fast bench: unknown backend(s) {unknown}; choose from {BACKENDS}", file=sys.stderr)
+        return 2
+    points = bench.make_grid(layouts=args.layout, ds=args.d, ms=args.m, Ts=args.T, dtypes=args.dtype,
+                             quick=args.quick)
+    if args.targets:
+        points = [bench.Point(p.layout, p.n, p.d, p.m, p.T, dtype) for p in bench.TARGET_POINTS
+                  for dtype in args.dtype if p.layout in args.layout]
+    env = bench.environment(args.backends)
+    print(f"{len(points)} shapes x {len(args.backends)} backends, {args.repeat} alternating rounds each", file=sys.stderr)
+    rows = bench.run_benchmarks(points, args.backends, threads=args.threads, repeat=args.repeat, loss=args.loss,
+                                progress=not args.no_progress, log=lambda text: print(text, file=sys.stderr))
+    print(bench.write_outputs(rows, env, points, args.out))
+    print(f"\nwritten: {args.out}/bench.json, bench.csv, table.txt, throughput-*.png")
+    return 0
+
+
+def _text_list(text):
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
 def _cmd_info(args):
     import mtrl_fast
 
@@ -84,6 +110,26 @@ def build_parser():
     step.add_argument("--reference", action="store_true", help="also time mtrl_fast.reference")
     step.add_argument("--reference-repeat", type=int, default=3)
     step.set_defaults(run=_cmd_step)
+
+    bench = commands.add_parser(
+        "bench", help="side-by-side step timings: ours against NumPy, PyTorch and JAX",
+        description="Time one loss_and_grad step per backend, each in its own process, over a grid of shapes; "
+                    "print a table and write bench.json, bench.csv, table.txt and throughput plots to --out.")
+    bench.add_argument("--quick", action="store_true", help="a small grid (about 2 minutes on 2 cores)")
+    bench.add_argument("--targets", action="store_true", help="only the four speed-target shapes")
+    bench.add_argument("--d", type=_int_list, help="sweep of input dimensions, e.g. 64,256,1024")
+    bench.add_argument("--m", type=_int_list, help="sweep of widths")
+    bench.add_argument("--T", type=_int_list, help="sweep of task counts")
+    bench.add_argument("--layout", type=_text_list, default=("shared", "per-task"))
+    bench.add_argument("--dtype", type=_text_list, default=("float32",))
+    bench.add_argument("--backends", type=_text_list, default=("numba", "numpy", "torch", "jax"),
+                       help="comma-separated, from numba, numpy, torch, jax, reference")
+    bench.add_argument("--threads", type=int, help="threads per backend (default: all cores)")
+    bench.add_argument("--repeat", type=int, default=7, help="alternating rounds per shape")
+    bench.add_argument("--loss", default="logistic")
+    bench.add_argument("--out", default="bench-results")
+    bench.add_argument("--no-progress", action="store_true")
+    bench.set_defaults(run=_cmd_bench)
 
     rep = commands.add_parser(
         "reproduce", help="the paper's experiments: subspace recovery against T, downstream probes",

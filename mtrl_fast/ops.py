@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import kernels
-from ._config import BLOCK_BYTES, kernel_guard
+from ._config import BLOCK_BYTES, BLOCK_MIN_BYTES, kernel_guard
 from ._validate import check_problem
 from .gradients import Gradients
 from .losses import loss_id
@@ -13,8 +13,9 @@ def _bias_or_zeros(p):
 
 
 def _block_rows(p):
-    """Stacked per-task rows processed at once: a (rows, m) block of at most BLOCK_BYTES."""
-    return max(1, min(p.T * p.n, BLOCK_BYTES // (p.m * p.X.dtype.itemsize)))
+    """Stacked per-task rows processed at once (see ``_config.BLOCK_BYTES``)."""
+    budget = min(BLOCK_BYTES, max(BLOCK_MIN_BYTES, p.X.nbytes // 8))
+    return max(1, min(p.T * p.n, budget // (p.m * p.X.dtype.itemsize)))
 
 
 def _row_blocks(p):

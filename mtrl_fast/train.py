@@ -105,6 +105,40 @@ def oracle_layer(width, M, rng, dtype="float32"):
     return (unit_vectors(width, M.shape[1], rng) @ M.T).astype(dtype)
 
 
+def alternating_round(head_batch, layer_batch, W, b, A, config):
+    """One round, in place: ``head_steps`` steps of every head on ``head_batch``, then one step
+    of ``W`` (and ``b``) with weight decay on ``layer_batch``.
+
+    Parameters
+    ----------
+    head_batch, layer_batch : tuple of ndarray
+        ``(X, Y)`` in either layout, labels ``(T, n)``.
+    W, b, A : ndarray
+        Parameters, updated in place (``b`` may be ``None``).
+    config : PretrainConfig
+
+    Returns
+    -------
+    float
+        The objective at the first-layer step, before it is taken.
+    """
+    T = A.shape[0]
+    dtype = W.dtype
+    X, Y = head_batch
+    for _ in range(config.head_steps):
+        _, grads = loss_and_grad(X, Y, W, b, A, config.loss, check_finite=False)
+        # grads.A is the gradient of the task-averaged loss; task t's own mean loss has
+        # gradient T * grads.A[t].
+        A -= dtype.type(config.head_lr * T) * grads.A
+    X, Y = layer_batch
+    value, grads = loss_and_grad(X, Y, W, b, A, config.loss, check_finite=False)
+    W *= dtype.type(1.0 - config.lr * config.weight_decay)
+    W -= dtype.type(config.lr) * grads.W
+    if b is not None:
+        b -= dtype.type(config.lr) * grads.b
+    return value
+
+
 def pretrain(family, config, rng, W0=None):
     """Alternating multi-task pretraining on ``family``'s tasks.
 
@@ -135,18 +169,9 @@ def pretrain(family, config, rng, W0=None):
     A = np.zeros((family.T, config.width), dtype=dtype)
     history = []
     for round_index in range(config.rounds):
-        X, Y = family.sample(n, rng, config.layout, dtype)
-        for _ in range(config.head_steps):
-            _, grads = loss_and_grad(X, Y, W, b, A, config.loss, check_finite=False)
-            # grads.A is the gradient of the task-averaged loss; task t's own mean loss has
-            # gradient T * grads.A[t].
-            A -= dtype.type(config.head_lr * family.T) * grads.A
-        X, Y = family.sample(n, rng, config.layout, dtype)
-        value, grads = loss_and_grad(X, Y, W, b, A, config.loss, check_finite=False)
-        W *= dtype.type(1.0 - config.lr * config.weight_decay)
-        W -= dtype.type(config.lr) * grads.W
-        if b is not None:
-            b -= dtype.type(config.lr) * grads.b
+        head_batch = family.sample(n, rng, config.layout, dtype)
+        layer_batch = family.sample(n, rng, config.layout, dtype)
+        value = alternating_round(head_batch, layer_batch, W, b, A, config)
         if not np.isfinite(W).all():
             raise FloatingPointError(f"training diverged in round {round_index}: lower lr or head_lr")
         history.append({

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mtrl_fast import cli, experiments, report
+from mtrl_fast._progress import Progress
 from mtrl_fast.experiments import Grid, plan, reproduce, run_grid
 from mtrl_fast.train import PretrainConfig
 
@@ -129,7 +130,7 @@ def test_command_line_rejects_bad_values(tmp_path, capsys):
 
 
 def test_progress_lines(capsys):
-    bar = experiments.Progress(2)
+    bar = Progress(2)
     bar.step("first")
     bar.step("second")
     err = capsys.readouterr().err.splitlines()

@@ -41,3 +41,26 @@ def test_unknown_loss():
         losses.loss_id("mse")
     with pytest.raises(ValueError, match="loss must be one of"):
         losses.value("mse", 1.0, 1.0)
+
+
+@pytest.mark.parametrize("name", losses.LOSSES)
+def test_kernel_twin_propagates_nan_and_handles_infinite_outputs(name):
+    loss = losses.LOSSES.index(name)
+    value, slope = kernels._loss_value_and_slope(loss, np.nan, 1.0)
+    assert np.isnan(value)
+    assert np.isnan(slope) == (name in ("squared", "logistic"))  # hinge and correlation slopes are -y
+    if name == "logistic":
+        assert kernels._loss_value_and_slope(loss, np.inf, 1.0) == (0.0, 0.0) or \
+            kernels._loss_value_and_slope(loss, np.inf, 1.0)[0] < 1e-300
+        assert kernels._loss_value_and_slope(loss, -np.inf, 1.0) == (np.inf, -1.0)
+
+
+def test_polynomial_exp_and_log1p_match_libm():
+    """The vectorisable exp(-x) and log1p(e) used by the logistic loss, over their whole ranges."""
+    xs = np.concatenate([np.linspace(0.0, 50.0, 20001), np.logspace(-12, np.log10(700), 2000)])
+    got = np.array([kernels._exp_neg(x) for x in xs])
+    np.testing.assert_allclose(got, np.exp(-xs), rtol=5e-14)
+    assert kernels._exp_neg(745.0) < 1e-323 and kernels._exp_neg(1e300) == 0.0
+    es = np.concatenate([np.linspace(0.0, 1.0, 20001), np.logspace(-300, 0, 600)])
+    got = np.array([kernels._log1p_unit(e) for e in es])
+    np.testing.assert_allclose(got, np.log1p(es), rtol=2e-15, atol=0)

@@ -1,0 +1,37 @@
+"""One interface over the implementations we compare: ours, the NumPy reference, and the peers.
+
+``get(name)`` returns a backend with ``available()`` and ``prepare(X, Y, W, b, A, loss)``;
+``prepare`` converts the inputs once and returns a :class:`PreparedStep` whose ``run()`` does one
+full step (forward, loss, all gradients) in the backend's own arrays and whose ``result()`` gives
+that step's value and gradients as NumPy, for the agreement check. Peers that are not installed
+say why in ``available()``.
+"""
+from importlib import import_module
+from typing import Callable, NamedTuple
+
+BACKENDS = ("numba", "numpy", "torch", "jax", "reference")
+PEERS = ("numpy", "torch", "jax")
+
+_MODULES = {"numba": "_ours", "reference": "_ours", "numpy": "_numpy", "torch": "_torch", "jax": "_jax"}
+
+
+class PreparedStep(NamedTuple):
+    """A step bound to its inputs: ``run()`` to time it, ``result()`` for ``(value, Gradients)``."""
+
+    run: Callable[[], object]
+    result: Callable[[], tuple]
+
+
+class Backend(NamedTuple):
+    name: str
+    available: Callable[[], tuple]  # () -> (bool, reason when not)
+    prepare: Callable[..., PreparedStep]
+    set_threads: Callable[[int], None]
+    version: Callable[[], str]
+
+
+def get(name):
+    """The backend called ``name`` (one of :data:`BACKENDS`)."""
+    if name not in _MODULES:
+        raise ValueError(f"backend must be one of {BACKENDS}; got {name!r}")
+    return import_module(f".{_MODULES[name]}", __name__).backend(name)

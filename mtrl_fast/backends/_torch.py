@@ -1,0 +1,67 @@
+"""PyTorch (CPU): autograd over the batched model."""
+import numpy as np
+
+from mtrl_fast.gradients import Gradients
+
+from . import Backend, PreparedStep
+
+
+def _available():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False, "PyTorch is not installed (pip install 'mtrl_fast[peers]')"
+    return True, ""
+
+
+def _loss(torch, name, F, Y):
+    if name == "squared":
+        return 0.5 * (F - Y) ** 2
+    if name == "logistic":
+        return torch.nn.functional.softplus(-Y * F)
+    if name == "hinge":
+        return torch.clamp(1 - Y * F, min=0)
+    return -Y * F
+
+
+def backend(name):
+    def prepare(X, Y, W, b, A, loss):
+        import torch
+
+        Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+        params = [torch.tensor(W, requires_grad=True), None if b is None else torch.tensor(b, requires_grad=True),
+                  torch.tensor(A, requires_grad=True)]
+        Wt, bt, At = params
+        last = {}
+
+        def run():
+            for p in params:
+                if p is not None:
+                    p.grad = None
+            Z = Xt @ Wt.T
+            if bt is not None:
+                Z = Z + bt
+            H = torch.relu(Z)
+            F = At @ H.T if Xt.ndim == 2 else torch.bmm(H, At.unsqueeze(-1)).squeeze(-1)
+            L = _loss(torch, loss, F, Yt).mean()
+            L.backward()
+            last["out"] = (L, Wt.grad, None if bt is None else bt.grad, At.grad)
+            return last["out"]
+
+        def result():
+            L, gW, gb, gA = last["out"] if "out" in last else run()
+            return float(L.detach()), Gradients(W=gW.numpy(), b=None if gb is None else gb.numpy(), A=gA.numpy())
+
+        return PreparedStep(run, result)
+
+    def set_threads(k):
+        import torch
+
+        torch.set_num_threads(k)
+
+    def version():
+        import torch
+
+        return torch.__version__
+
+    return Backend(name, _available, prepare, set_threads, version)

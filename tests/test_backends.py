@@ -1,0 +1,54 @@
+"""Every backend computes the same objective and gradients as the reference."""
+import sys
+
+import numpy as np
+import pytest
+
+import mtrl_fast
+from mtrl_fast import backends, reference
+from conftest import assert_close, assert_grads_close, make_problem
+
+INSTALLED = [name for name in backends.BACKENDS if backends.get(name).available()[0]]
+
+
+@pytest.mark.parametrize("name", INSTALLED)
+@pytest.mark.parametrize("loss", mtrl_fast.LOSSES)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_backend_agrees_with_reference(name, layout, dtype, loss, bias):
+    problem = make_problem(layout, dtype, n=23, d=7, m=9, T=5, bias=bias,
+                           labels="real" if loss == "squared" else "sign")
+    step = backends.get(name).prepare(*problem, loss)
+    step.run()
+    value, grads = step.result()
+    ref_value, ref_grads = reference.loss_and_grad(*problem, loss)
+    assert value == pytest.approx(ref_value, rel=1e-5 if dtype == np.float32 else 1e-12)
+    assert_grads_close(mtrl_fast.Gradients(*grads), ref_grads, problem, loss, dtype)
+
+
+def test_all_backends_are_known():
+    assert set(backends.PEERS) < set(backends.BACKENDS)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        backends.get("tensorflow")
+
+
+@pytest.mark.parametrize("name, module", [("torch", "torch"), ("jax", "jax")])
+def test_missing_peer_says_how_to_install(name, module, monkeypatch):
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
+    ok, why = backends.get(name).available()
+    assert not ok
+    assert "not installed" in why and "mtrl_fast[peers]" in why
+
+
+def test_numpy_peer_is_independent_of_the_kernels():
+    """The NumPy peer checks the large shapes the reference is too slow for: it must not call ours."""
+    import inspect
+
+    from mtrl_fast.backends import _numpy
+
+    source = inspect.getsource(_numpy)
+    assert "kernels" not in source and "ops" not in source
+    X, Y, W, b, A = make_problem("shared", np.float64, n=30, d=6, m=8, T=4)
+    value, grads = _numpy.loss_and_grad(X, Y, W, b, A, "hinge")
+    ref_value, ref_grads = reference.loss_and_grad(X, Y, W, b, A, "hinge")
+    assert value == pytest.approx(ref_value)
+    assert_close(grads.W, ref_grads.W, np.float64)
