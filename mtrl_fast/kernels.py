@@ -229,6 +229,39 @@ def _relu_mask_colsum(G, H, gb, chunks):
         _add_into(gb, partial[k])
 
 
+@_typed("void({f}[:, ::1], {f}[:, ::1], {f}[:, ::1], {f}[:, ::1], {f}[::1], intp)")
+def _masked_task_sum(R, A, H, D, gb, chunks):
+    """``D <- (R^T A) * (H > 0)`` and ``gb <- column sums of D``, for few tasks.
+
+    With a small ``T`` the product ``R^T A`` is a thin sum of outer products that BLAS runs at a
+    fraction of its speed; fused with the mask it is one pass over ``D``.
+    """
+    T, rows = R.shape
+    m = A.shape[1]
+    zero = D.dtype.type(0.0)
+    partial = np.zeros((chunks, m), dtype=D.dtype)
+    for k in prange(chunks):
+        column_sums = np.zeros(m, dtype=D.dtype)
+        for i in range(rows * k // chunks, rows * (k + 1) // chunks):
+            d_row = D[i]
+            h_row = H[i]
+            for c in range(m):
+                d_row[c] = zero
+            for t in range(T):
+                r = R[t, i]
+                a_row = A[t]
+                for c in range(m):
+                    d_row[c] += r * a_row[c]
+            for c in range(m):
+                g = d_row[c] if h_row[c] > zero else zero
+                d_row[c] = g
+                column_sums[c] += g
+        partial[k] = column_sums
+    gb[:] = 0.0
+    for k in range(chunks):
+        _add_into(gb, partial[k])
+
+
 @_typed("void({f}[:, ::1], {f}[:, ::1], {f}[::1], intp, intp, {f}[::1], intp)")
 def _per_task_forward_block(Z, A, b, row0, n, F, chunks):
     """Per-task outputs of one block of stacked rows.

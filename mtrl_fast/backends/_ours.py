@@ -23,4 +23,9 @@ def backend(name):
     def set_threads(k):
         mtrl_fast.set_num_threads(k)
 
-    return Backend(name, lambda: (True, ""), prepare, set_threads, lambda: mtrl_fast.__version__)
+    def version():
+        import numba
+
+        return f"mtrl_fast {mtrl_fast.__version__} (Numba {numba.__version__})"
+
+    return Backend(name, lambda: (True, ""), prepare, set_threads, version)
