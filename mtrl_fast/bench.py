@@ -283,7 +283,14 @@ def _expected(point, loss, numpy_result):
 
 
 def _agrees(result, expected, dtype):
-    tolerance = 2e-3 if dtype == "float32" else 1e-9
+    """Whether a backend's result matches, in relative Frobenius norm per gradient.
+
+    In float32 a pre-activation within rounding of zero can land on either side of the ReLU
+    kink depending on the BLAS (seen with PyTorch's MKL at n = 2048, d = 1024): that sample's
+    whole term moves one entry of a gradient by ~1e-2 of the largest entry, but the gradient as
+    a whole by far less. The norm test accepts such flips and still catches a wrong formula.
+    """
+    tolerance = 1e-3 if dtype == "float32" else 1e-9
     value, grads = result
     want_value, want_grads = expected
     if not abs(value - want_value) <= tolerance * max(1.0, abs(want_value)):
@@ -293,10 +300,10 @@ def _agrees(result, expected, dtype):
             return False, f"gradient {name} missing"
         if got is None:
             continue
-        scale = float(np.abs(want).max()) or 1.0
-        error = float(np.abs(np.asarray(got, dtype=np.float64) - want).max())
+        scale = float(np.linalg.norm(want)) or 1.0
+        error = float(np.linalg.norm(np.asarray(got, dtype=np.float64) - want))
         if not error <= tolerance * scale:
-            return False, f"gradient {name} off by {error / scale:.2e} of its largest entry"
+            return False, f"gradient {name} off by {error / scale:.2e} in relative norm"
     return True, ""
 
 

@@ -33,6 +33,8 @@ def _cmd_bench(args):
     if args.targets:
         points = [bench.Point(p.layout, p.n, p.d, p.m, p.T, dtype) for p in bench.TARGET_POINTS
                   for dtype in args.dtype if p.layout in args.layout]
+    if args.shapes:
+        points = [bench.Point(layout, *sizes, dtype) for layout, sizes in args.shapes for dtype in args.dtype]
     env = bench.environment(args.backends)
     print(f"{len(points)} shapes x {len(args.backends)} backends, {args.repeat} alternating rounds each", file=sys.stderr)
     rows = bench.run_benchmarks(points, args.backends, threads=args.threads, repeat=args.repeat, loss=args.loss,
@@ -40,6 +42,18 @@ def _cmd_bench(args):
     print(bench.write_outputs(rows, env, points, args.out))
     print(f"\nwritten: {args.out}/bench.json, bench.csv, table.txt, throughput-*.png")
     return 0
+
+
+def _shapes(text):
+    """``shared:1024,256,256,64;per-task:256,512,256,64`` -> [(layout, (n, d, m, T)), ...]"""
+    shapes = []
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        layout, _, sizes = item.partition(":")
+        values = _int_list(sizes)
+        if layout not in ("shared", "per-task") or len(values) != 4:
+            raise argparse.ArgumentTypeError(f"expected LAYOUT:n,d,m,T with LAYOUT shared or per-task, got {item!r}")
+        shapes.append((layout, values))
+    return shapes
 
 
 def _text_list(text):
@@ -117,6 +131,7 @@ def build_parser():
                     "print a table and write bench.json, bench.csv, table.txt and throughput plots to --out.")
     bench.add_argument("--quick", action="store_true", help="a small grid (about 2 minutes on 2 cores)")
     bench.add_argument("--targets", action="store_true", help="only the four speed-target shapes")
+    bench.add_argument("--shapes", type=_shapes, help="exact shapes instead of a grid: 'shared:n,d,m,T;per-task:n,d,m,T'")
     bench.add_argument("--d", type=_int_list, help="sweep of input dimensions, e.g. 64,256,1024")
     bench.add_argument("--m", type=_int_list, help="sweep of widths")
     bench.add_argument("--T", type=_int_list, help="sweep of task counts")

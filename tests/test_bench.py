@@ -28,7 +28,7 @@ def test_grids_hold_sweeps_around_a_base():
 def test_agreement_check_catches_a_wrong_gradient():
     grads = (np.ones((3, 2)), None, np.ones((2, 3)))
     assert bench._agrees((1.0, grads), (1.0, grads), "float64")[0]
-    wrong = (np.ones((3, 2)) * 1.01, None, np.ones((2, 3)))
+    wrong = (np.ones((3, 2)) * 1.01, None, np.ones((2, 3)))  # 1% off in norm
     ok, why = bench._agrees((1.0, wrong), (1.0, grads), "float64")
     assert not ok and "gradient W" in why
     assert not bench._agrees((1.1, grads), (1.0, grads), "float32")[0]
