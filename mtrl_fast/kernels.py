@@ -158,9 +158,10 @@ def _loss_value_and_slope(loss, f, y):
         e = _exp_neg(abs(margin))
         value = max(-margin, 0.0) + _log1p_unit(e)
         slope = -y * (e if margin >= 0.0 else 1.0) / (1.0 + e)
-        if math.isnan(margin):  # min/max above would drop a NaN; keep it visible
-            return margin, margin
-        return value, slope
+        # min/max above would drop a NaN; keep it visible. Selects, not an early return, so
+        # that loops over this function still vectorise.
+        keep = margin == margin
+        return (value if keep else margin), (slope if keep else margin)
     if loss == HINGE:
         margin = y * f
         if margin >= 1.0:
