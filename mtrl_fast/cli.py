@@ -82,7 +82,6 @@ def _cmd_reproduce(args):
 
     from mtrl_fast.experiments import QUICK, Grid, reproduce
     from mtrl_fast.report import claims_table
-    from mtrl_fast.train import PretrainConfig
 
     base = QUICK if args.quick else Grid()
     pretrain_changes = {name: value for name, value in (

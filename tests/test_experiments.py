@@ -2,7 +2,6 @@
 import json
 from dataclasses import replace
 
-import numpy as np
 import pytest
 
 from mtrl_fast import cli, experiments, report

@@ -30,6 +30,15 @@ class Backend(NamedTuple):
     version: Callable[[], str]
 
 
+def importable(module):
+    """``(True, "")`` when ``module`` imports, else ``(False, how to install it)``: a peer's ``available``."""
+    try:
+        __import__(module)
+    except ImportError:
+        return False, f"{module} is not installed (pip install 'mtrl_fast[peers]')"
+    return True, ""
+
+
 def get(name):
     """The backend called ``name`` (one of :data:`BACKENDS`)."""
     if name not in _MODULES:

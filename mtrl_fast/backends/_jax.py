@@ -5,15 +5,7 @@ import numpy as np
 
 from mtrl_fast.gradients import Gradients
 
-from . import Backend, PreparedStep
-
-
-def _available():
-    try:
-        import jax  # noqa: F401
-    except ImportError:
-        return False, "JAX is not installed (pip install 'mtrl_fast[peers]')"
-    return True, ""
+from . import Backend, PreparedStep, importable
 
 
 def _loss(jnp, name, F, Y):
@@ -71,4 +63,4 @@ def backend(name):
 
         return jax.__version__
 
-    return Backend(name, _available, prepare, set_threads, version)
+    return Backend(name, lambda: importable("jax"), prepare, set_threads, version)

@@ -1,17 +1,8 @@
 """PyTorch (CPU): autograd over the batched model."""
-import numpy as np
 
 from mtrl_fast.gradients import Gradients
 
-from . import Backend, PreparedStep
-
-
-def _available():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False, "PyTorch is not installed (pip install 'mtrl_fast[peers]')"
-    return True, ""
+from . import Backend, PreparedStep, importable
 
 
 def _loss(torch, name, F, Y):
@@ -64,4 +55,4 @@ def backend(name):
 
         return torch.__version__
 
-    return Backend(name, _available, prepare, set_threads, version)
+    return Backend(name, lambda: importable("torch"), prepare, set_threads, version)
