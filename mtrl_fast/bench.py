@@ -142,7 +142,7 @@ def _reset_peak_rss():
         return False
 
 
-def _gemm_products(point, args):
+def own_products(point, args):
     """The step's own matrix products on arrays of the step's shapes, as one callable.
 
     Outputs go to preallocated arrays, so the time is the products' alone (no allocation or
@@ -196,7 +196,7 @@ def _worker(conn, name, threads):
                 value, grads = step.result()
                 state.update(point=point, step=step, args=args)
                 if name == "numba" and not for_memory:
-                    state["gemm"] = _gemm_products(point, args)
+                    state["gemm"] = own_products(point, args)
                     state["gemm"]()
                 conn.send(("ok", (value, tuple(None if g is None else np.asarray(g) for g in grads))))
             elif command == "time":

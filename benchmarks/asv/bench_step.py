@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 import mtrl_fast
-from mtrl_fast.bench import Point, _gemm_products
+from mtrl_fast.bench import Point, own_products
 from mtrl_fast.train import PretrainConfig, alternating_round
 
 BASE = {"shared": dict(n=1024, d=256, m=256, T=64), "per-task": dict(n=128, d=256, m=256, T=32)}
@@ -27,7 +27,7 @@ class _Step:
     def setup(self, layout, size):
         self.p = self.point(layout, size)
         self.X, self.Y, self.W, self.b, self.A = self.p.inputs()
-        self.gemm = _gemm_products(self.p, (self.X, self.Y, self.W, self.b, self.A))
+        self.gemm = own_products(self.p, (self.X, self.Y, self.W, self.b, self.A))
         self.step()
         self.gemm()
 
