@@ -183,7 +183,8 @@ def _note_first_compilation():
     from pathlib import Path
 
     cache = Path(os.environ.get("NUMBA_CACHE_DIR") or Path(__file__).parent / "__pycache__")
-    if not any(cache.glob("**/kernels.*.nbi")):
+    # A parallel kernel's index file: the serial helpers compile at import, before this runs.
+    if not any(cache.glob("**/kernels._per_task_backward_block-*.nbi")):
         print("mtrl-fast: compiling the kernels for float32 and float64 (first run only, about 30 s on 2 cores)...",
               file=sys.stderr, flush=True)
 
