@@ -169,16 +169,12 @@ def own_products(point, args):
 
 def _worker(conn, name, threads):
     """Serve one backend: set up a point, check its result, time rounds, measure peak memory."""
-    if name == "jax":
-        from .backends import get
-
-        get(name).set_threads(threads)  # before JAX starts its thread pool
     from . import set_num_threads
     from .backends import get
 
-    set_num_threads(threads)
     backend = get(name)
-    backend.set_threads(threads)
+    backend.set_threads(threads)  # first: JAX sizes its thread pool when it starts
+    set_num_threads(threads)  # our kernels and the BLAS every backend's NumPy side uses
     state = {}
     while True:
         command, payload = conn.recv()
@@ -392,9 +388,6 @@ def environment(backend_names):
     from .backends import get
     from .threads import config_info
 
-    from .ops import forward
-
-    forward(np.ones((1, 1)), np.ones((1, 1)), None, np.ones((1, 1)))  # starts Numba's threading layer
     info = config_info()
     versions = {}
     for name in backend_names:

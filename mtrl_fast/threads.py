@@ -75,8 +75,14 @@ def num_threads(k):
 
 
 def config_info():
-    """What a bug report needs: versions, threading, BLAS and CPU, as a dict."""
+    """What a bug report needs: versions, threading, BLAS and CPU, as a dict.
+
+    Runs one tiny parallel kernel first, so that the threading layer in use is known.
+    """
     from . import __version__
+    from .ops import forward
+
+    forward(np.ones((1, 1)), np.ones((1, 1)), None, np.ones((1, 1)))
 
     blas = [
         {key: entry.get(key) for key in ("internal_api", "version", "num_threads", "architecture", "filepath")}
@@ -102,7 +108,7 @@ def config_info():
         "platform": platform.platform(),
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "threading_layer": _config.threading_layer() or "not started",
+        "threading_layer": _config.threading_layer(),
         "num_threads": numba.get_num_threads(),
         "NUMBA_NUM_THREADS": numba.config.NUMBA_NUM_THREADS,
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
@@ -124,10 +130,6 @@ def show_config(file=None):
     dict
         The same information.
     """
-    # Run one tiny parallel kernel so that the threading layer in use is known.
-    from .ops import forward
-
-    forward(np.ones((1, 1)), np.ones((1, 1)), None, np.ones((1, 1)))
     info = config_info()
     for key, value in info.items():
         if key == "blas":

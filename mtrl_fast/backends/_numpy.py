@@ -44,8 +44,6 @@ def loss_and_grad(X, Y, W, b, A, loss):
 
 
 def backend(name):
-    limits = {}
-
     def prepare(X, Y, W, b, A, loss):
         last = {}
 
@@ -56,6 +54,6 @@ def backend(name):
         return PreparedStep(run, lambda: last["out"] if "out" in last else run())
 
     def set_threads(k):
-        limits["blas"] = threadpool_limits(limits=k, user_api="blas")
+        threadpool_limits(limits=k, user_api="blas")  # process-wide until changed
 
     return Backend(name, lambda: (True, ""), prepare, set_threads, lambda: np.__version__)
