@@ -64,3 +64,36 @@ def test_polynomial_exp_and_log1p_match_libm():
     es = np.concatenate([np.linspace(0.0, 1.0, 20001), np.logspace(-300, 0, 600)])
     got = np.array([kernels._log1p_unit(e) for e in es])
     np.testing.assert_allclose(got, np.log1p(es), rtol=2e-15, atol=0)
+
+
+@pytest.mark.parametrize("name, y", [(name, y) for name in losses.LOSSES for y in (-1.0, 1.0)])
+def test_float32_twin_matches_numpy_definition(name, y):
+    """Kernels on float32 arrays evaluate the loss in float32, to float32 accuracy."""
+    f32 = F_VALUES.astype(np.float32)
+    got = np.array([kernels._loss_value_and_slope(losses.LOSSES.index(name), f, np.float32(y)) for f in f32])
+    assert np.isfinite(got).all()
+    want_value = losses.value(name, f32.astype(np.float64), y)
+    want_slope = losses.slope(name, f32.astype(np.float64), y)
+    np.testing.assert_allclose(got[:, 0], want_value, rtol=4e-7, atol=1e-37)
+    np.testing.assert_allclose(got[:, 1], want_slope, rtol=4e-7, atol=1e-37)
+
+
+def test_float32_twin_propagates_nan():
+    for loss in range(len(losses.LOSSES)):
+        value, slope = kernels._loss_value_and_slope(loss, np.float32(np.nan), np.float32(1.0))
+        assert np.isnan(value)
+    value, slope = kernels._loss_value_and_slope(losses.loss_id("logistic"), np.float32(np.nan), np.float32(-1.0))
+    assert np.isnan(slope)
+
+
+def test_float32_polynomial_exp_and_log1p_match_libm():
+    xs = np.concatenate([np.linspace(0.0, 30.0, 20001), np.logspace(-8, np.log10(87), 2000)]).astype(np.float32)
+    got = np.array([kernels._exp_neg32(x) for x in xs], dtype=np.float64)
+    np.testing.assert_allclose(got, np.exp(-xs.astype(np.float64)), rtol=3e-7)
+    tiny = np.array([kernels._exp_neg32(np.float32(x)) for x in (90.0, 103.0, 104.0, 1e30)])
+    # subnormal results, to within a unit of the last place there (1.4e-45)
+    np.testing.assert_allclose(tiny[:2], np.exp(-np.array([90.0, 103.0])).astype(np.float32), rtol=1e-4, atol=1.5e-45)
+    assert tiny[2] < 1e-44 and tiny[3] == 0.0
+    es = np.concatenate([np.linspace(0.0, 1.0, 20001), np.logspace(-38, 0, 600)]).astype(np.float32)
+    got = np.array([kernels._log1p_unit32(e) for e in es], dtype=np.float64)
+    np.testing.assert_allclose(got, np.log1p(es.astype(np.float64)), rtol=3e-7, atol=0)
