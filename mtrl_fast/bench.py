@@ -4,8 +4,9 @@ Each backend runs in a process of its own (two threading runtimes in one process
 other), on the same seeded inputs. Before any timing every backend's result is checked against
 the NumPy reference (or, where the reference's task-by-task loop would take too long, against
 the NumPy peer, which the test suite checks against the reference). Rounds alternate between
-the backends, so that a slow spell of this shared machine hits them all alike, and medians are
-reported. The step's own matrix products are timed in the same rounds: a step's time over
+the backends, so that a slow spell of this shared machine hits them all alike; a round times a
+burst of back-to-back calls (as a training loop makes them) and keeps its median, and the table
+reports the median over rounds. The step's own matrix products are timed in the same rounds: a step's time over
 theirs says how much the step spends beyond BLAS.
 """
 import csv
@@ -167,6 +168,33 @@ def own_products(point, args):
     return run
 
 
+# A round times a burst of back-to-back calls lasting about this long, as a training loop makes
+# them, and keeps the burst's median: a lone call after an idle spell also times the wake-up of
+# every thread pool it uses (30-100 us each here, more on a busy host), which a loop never pays.
+_BURST_S = 0.02
+_BURST_MAX_CALLS = 20
+
+
+def _burst_calls(run):
+    """Calls per burst for a callable: one for slow calls, enough to last ``_BURST_S`` for fast ones."""
+    start = time.perf_counter()
+    run()
+    seconds = time.perf_counter() - start
+    return max(1, min(_BURST_MAX_CALLS, int(_BURST_S / max(seconds, 1e-9))))
+
+
+def _time_burst(run, calls):
+    """Median seconds of ``calls`` back-to-back calls, after one untimed call when ``calls > 1``."""
+    if calls > 1:
+        run()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def _worker(conn, name, threads):
     """Serve one backend: set up a point, check its result, time rounds, measure peak memory."""
     from . import set_num_threads
@@ -190,16 +218,14 @@ def _worker(conn, name, threads):
                 step.run()
                 step.run()
                 value, grads = step.result()
-                state.update(point=point, step=step, args=args)
+                state.update(point=point, step=step, args=args, calls={"step": _burst_calls(step.run)})
                 if name == "numba" and not for_memory:
                     state["gemm"] = own_products(point, args)
-                    state["gemm"]()
+                    state["calls"]["gemm"] = _burst_calls(state["gemm"])
                 conn.send(("ok", (value, tuple(None if g is None else np.asarray(g) for g in grads))))
             elif command == "time":
                 run = state["gemm"] if payload == "gemm" else state["step"].run
-                start = time.perf_counter()
-                run()
-                conn.send(("ok", time.perf_counter() - start))
+                conn.send(("ok", _time_burst(run, state["calls"][payload or "step"])))
             elif command == "peakmem":
                 gc.collect()
                 before = _rss_bytes("VmRSS")
@@ -257,9 +283,10 @@ class _Worker:
 
 # --- checking and timing -----------------------------------------------------------------------
 
-# Pause before each timed call, so that the thread pools of the backend timed just before
-# (OpenMP and Eigen workers spin for a while after their last task) are asleep again.
-_SETTLE_S = 0.05
+# Pause before each timed burst, so that the thread pools of the backend timed just before are
+# asleep again: OpenMP and Eigen workers spin for a while after their last task, and OpenBLAS's
+# for 2^28 cycles (about 0.09 s at 3 GHz), taking a core from whatever runs next.
+_SETTLE_S = 0.1
 
 REFERENCE_FLOP_BUDGET = 3e10  # beyond this the reference's per-task loop checks too slowly
 
