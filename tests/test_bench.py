@@ -1,5 +1,6 @@
 """The benchmark runner: checks before timing, alternating rounds, outputs (tiny shapes)."""
 import json
+import time
 
 import numpy as np
 
@@ -57,3 +58,22 @@ def test_run_and_write(tmp_path):
 def test_bench_command_rejects_unknown_backends(capsys):
     assert cli.main(["bench", "--backends", "numba,tensorflow"]) == 2
     assert "unknown backend" in capsys.readouterr().err
+
+
+def test_bursts_time_fast_calls_back_to_back_and_slow_calls_alone():
+    calls = []
+
+    def fast():
+        calls.append(1)
+
+    def slow():
+        time.sleep(bench._BURST_S * 1.5)
+
+    assert bench._burst_calls(fast) == bench._BURST_MAX_CALLS
+    assert bench._burst_calls(slow) == 1
+    calls.clear()
+    assert bench._time_burst(fast, 5) >= 0.0
+    assert len(calls) == 6  # one untimed call, then the burst
+    calls.clear()
+    bench._time_burst(fast, 1)
+    assert len(calls) == 1
