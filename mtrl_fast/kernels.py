@@ -12,6 +12,7 @@ are free of races and identical from call to call.
 """
 import math
 import threading
+from contextlib import contextmanager
 
 import numba
 import numpy as np
@@ -78,6 +79,35 @@ def _typed(signature, parallel=True):
     if not parallel:
         return numba.njit(signatures, **options)
     return lambda py_func: _LazyKernel(py_func, signatures, dict(options, parallel=True))
+
+
+# A parallel pass pays only beyond this much work, counted in elements of a plain elementwise
+# pass (about 0.1 ns each on one core here). Waking Numba's workers cost about 100 us per pass on
+# this 2-core VM (a tiny step: 300 us on 2 threads, 36 us on one), and inside a step OpenBLAS's
+# workers, which spin for about 0.1 s after each product, hold the other cores anyway.
+PARALLEL_MIN_WORK = 1 << 21
+
+
+def loss_cost(loss, dtype):
+    """Work of one loss evaluation, in elements of a plain elementwise pass."""
+    if loss != LOGISTIC:
+        return 1
+    return 8 if dtype == np.float32 else 24
+
+
+@contextmanager
+def threads_for(work):
+    """Run the kernels called inside on the calling thread alone when ``work`` is below
+    ``PARALLEL_MIN_WORK``; Numba's thread count is per Python thread, so this is thread-safe."""
+    previous = numba.get_num_threads()
+    if work >= PARALLEL_MIN_WORK or previous == 1:
+        yield
+        return
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 def chunk_count(rows):
@@ -296,6 +326,16 @@ def _add_into(target, source):
         target[c] += source[c]
 
 
+@numba.njit(["float64(float64[::1])"], **_COMPILE_OPTIONS)
+def _serial_sum(values):
+    """Serial sum. ``values.sum()`` in a ``parallel=True`` function becomes a parallel reduction
+    whose rounding depends on the thread count; this one rounds the same way whatever the count."""
+    total = 0.0
+    for value in values:
+        total += value
+    return total
+
+
 @_typed("void({f}[:, ::1], {f}[::1])")
 def _bias_relu(Z, b):
     """``Z <- relu(Z + b)`` in place, rows in parallel."""
@@ -329,7 +369,7 @@ def _loss_slopes(F, Y, loss, scale):
                 f_part[i] = scale_f * slope
             total += part_total
         partial[t] = total
-    return partial.sum()
+    return _serial_sum(partial)
 
 
 @_typed("void({f}[:, ::1], {f}[:, ::1], {f}[::1], intp)")
@@ -485,4 +525,4 @@ def _per_task_backward_block(Z, Y, A, b, row0, n, loss, scale, gA, gb, chunks):
             if edge_task[k, 1] != edge_task[k, 0]:
                 _add_into(gA[edge_task[k, 1]], edge[k, 1])
         _add_into(gb, gb_partial[k])
-    return loss_partial.sum()
+    return _serial_sum(loss_partial)

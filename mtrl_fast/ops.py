@@ -65,7 +65,8 @@ def forward(X, W, b, A, *, check_finite=True):
     with kernel_guard():
         if p.layout == "shared":
             H = p.X @ p.W.T
-            kernels._bias_relu(H, bias)
+            with kernels.threads_for(H.size):
+                kernels._bias_relu(H, bias)
             return p.A @ H.T
         F = np.empty(p.T * p.n, dtype=p.X.dtype)
         X_rows = p.X.reshape(p.T * p.n, p.d)
@@ -73,7 +74,8 @@ def forward(X, W, b, A, *, check_finite=True):
         for row0, rows in _row_blocks(p):
             Z = Z_block[:rows]
             np.matmul(X_rows[row0:row0 + rows], p.W.T, out=Z)
-            kernels._per_task_forward_block(Z, p.A, bias, row0, p.n, F, kernels.chunk_count(rows))
+            with kernels.threads_for(Z.size):
+                kernels._per_task_forward_block(Z, p.A, bias, row0, p.n, F, kernels.chunk_count(rows))
         return F.reshape(p.T, p.n)
 
 
@@ -130,17 +132,21 @@ def loss_and_grad(X, Y, W, b, A, loss="logistic", *, check_finite=True):
     with kernel_guard():
         if p.layout == "shared":
             H = p.X @ p.W.T
-            kernels._bias_relu(H, bias)
+            with kernels.threads_for(H.size):
+                kernels._bias_relu(H, bias)
             R = p.A @ H.T
-            total = kernels._loss_slopes(R, p.Y, loss_id(loss), scale)
+            with kernels.threads_for(R.size * kernels.loss_cost(loss_id(loss), R.dtype)):
+                total = kernels._loss_slopes(R, p.Y, loss_id(loss), scale)
             gA = R @ H
             chunks = kernels.chunk_count(p.n)
             if p.T <= FUSED_TASK_SUM_MAX_T:
                 D = np.empty_like(H)
-                kernels._masked_task_sum(R, p.A, H, D, gb, chunks)
+                with kernels.threads_for(H.size * (p.T + 1)):
+                    kernels._masked_task_sum(R, p.A, H, D, gb, chunks)
             else:
                 D = R.T @ p.A
-                kernels._relu_mask_colsum(D, H, gb, chunks)
+                with kernels.threads_for(H.size):
+                    kernels._relu_mask_colsum(D, H, gb, chunks)
             gW = D.T @ p.X
         else:
             total = 0.0
@@ -153,8 +159,9 @@ def loss_and_grad(X, Y, W, b, A, loss="logistic", *, check_finite=True):
                 Z = Z_block[:rows]
                 X_block = X_rows[row0:row0 + rows]
                 np.matmul(X_block, p.W.T, out=Z)
-                total += kernels._per_task_backward_block(
-                    Z, Y_rows, p.A, bias, row0, p.n, loss_id(loss), scale, gA, gb, kernels.chunk_count(rows))
+                with kernels.threads_for(4 * Z.size + rows * kernels.loss_cost(loss_id(loss), Z.dtype)):
+                    total += kernels._per_task_backward_block(
+                        Z, Y_rows, p.A, bias, row0, p.n, loss_id(loss), scale, gA, gb, kernels.chunk_count(rows))
                 if row0 == 0:
                     np.matmul(Z.T, X_block, out=gW)
                 else:

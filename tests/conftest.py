@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from mtrl_fast import losses
+from mtrl_fast import kernels, losses
 
 # Hypothesis profiles: "dev" explores new examples each run; "ci" (when CI is set) runs a fixed
 # set, so that a red run is reproducible; "thorough" is for a long hunt
@@ -14,6 +14,16 @@ settings.register_profile("dev", max_examples=60, deadline=None)
 settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True, print_blob=True)
 settings.register_profile("thorough", max_examples=2000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+
+@pytest.fixture(autouse=True)
+def parallel_kernels_at_every_size(monkeypatch):
+    """Run the parallel passes even on the tests' small problems, which the library itself would
+    run on one thread (``kernels.PARALLEL_MIN_WORK``), so that the tests exercise the chunked
+    code; ``test_threads`` checks that both paths agree bitwise."""
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_WORK", 0)
+
 
 # One tolerance per dtype, relative to the largest entry of the reference result.
 RTOL = {np.float32: 2e-5, np.float64: 1e-12}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import mtrl_fast
+from mtrl_fast import kernels, losses
 from conftest import make_problem
 
 
@@ -150,3 +151,38 @@ def test_show_config_reports_what_a_bug_report_needs(capsys):
         assert key in info and key in printed
     assert info["threading_layer"] in ("omp", "tbb", "workqueue")
     assert info["blas"], "no BLAS library found"
+
+
+def test_small_work_runs_serially_with_the_same_bits(monkeypatch):
+    """Below PARALLEL_MIN_WORK the passes run on the calling thread; chunking does not depend on
+    the thread count, so the results are bitwise those of the parallel passes."""
+    problems = _problems()
+    parallel = [_step(p) for p in problems]
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_WORK", 1 << 40)
+    for problem, expected in zip(problems, parallel):
+        _assert_identical(_step(problem), expected)
+
+
+def test_threads_for_is_per_python_thread_and_restores(monkeypatch):
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_WORK", 100)
+    with mtrl_fast.num_threads(2):
+        with kernels.threads_for(99):
+            assert numba.get_num_threads() == 1
+            seen = []
+            other = threading.Thread(target=lambda: seen.append(numba.get_num_threads()))
+            other.start()
+            other.join()
+            assert seen[0] != 1 or numba.config.NUMBA_NUM_THREADS == 1  # another thread keeps its own count
+        assert numba.get_num_threads() == 2
+        with kernels.threads_for(100):
+            assert numba.get_num_threads() == 2
+        with pytest.raises(RuntimeError):
+            with kernels.threads_for(1):
+                raise RuntimeError("inside")
+        assert numba.get_num_threads() == 2
+
+
+def test_loss_cost_weights_the_logistic_loss():
+    assert kernels.loss_cost(losses.loss_id("squared"), np.float32) == 1
+    assert kernels.loss_cost(losses.loss_id("logistic"), np.float64) > kernels.loss_cost(
+        losses.loss_id("logistic"), np.float32) > 1
