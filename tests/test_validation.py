@@ -107,3 +107,22 @@ def test_array_likes_are_accepted():
                                                    None, np.array([[1.5]]))
     assert value == pytest.approx(ref_value)
     np.testing.assert_allclose(grads.W, ref_grads.W)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_finite_check_finds_every_bad_entry_and_accepts_huge_finite_values(dtype):
+    from mtrl_fast._validate import _all_finite
+
+    base = np.arange(1.0, 61.0, dtype=dtype).reshape(5, 12)
+    assert _all_finite(base)
+    for bad in (np.nan, np.inf, -np.inf):
+        for index in [(0, 0), (2, 7), (4, 11)]:
+            array = base.copy()
+            array[index] = bad
+            assert not _all_finite(array)
+            assert not _all_finite(array[:, ::2] if index[1] % 2 == 0 else array[:, 1::2])  # not contiguous
+    huge = np.full((3, 4), np.finfo(dtype).max / 2, dtype=dtype)  # its squares overflow; still finite
+    assert _all_finite(huge)
+    huge[1, 2] = np.nan
+    assert not _all_finite(huge)
+    assert _all_finite(np.empty((0, 3), dtype=dtype))
