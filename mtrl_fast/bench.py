@@ -6,8 +6,8 @@ the NumPy reference (or, where the reference's task-by-task loop would take too 
 the NumPy peer, which the test suite checks against the reference). Rounds alternate between
 the backends, so that a slow spell of this shared machine hits them all alike; a round times a
 burst of back-to-back calls (as a training loop makes them) and keeps its median, and the table
-reports the median over rounds. The step's own matrix products are timed in the same rounds: a step's time over
-theirs says how much the step spends beyond BLAS.
+reports the median over rounds. The step's own matrix products are timed in the same rounds: a
+step's time over theirs says how much the step spends beyond BLAS.
 """
 import csv
 import gc

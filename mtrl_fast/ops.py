@@ -126,6 +126,7 @@ def loss_and_grad(X, Y, W, b, A, loss="logistic", *, check_finite=True):
     the loss, head gradients and masking fused into one pass per block.
     """
     p = check_problem(X, W, b, A, Y, loss=loss, check_finite=check_finite)
+    loss_code = loss_id(loss)
     scale = 1.0 / (p.T * p.n)
     bias = _bias_or_zeros(p)
     gb = np.zeros(p.m, dtype=p.X.dtype)
@@ -135,8 +136,8 @@ def loss_and_grad(X, Y, W, b, A, loss="logistic", *, check_finite=True):
             with kernels.threads_for(H.size):
                 kernels._bias_relu(H, bias)
             R = p.A @ H.T
-            with kernels.threads_for(R.size * kernels.loss_cost(loss_id(loss), R.dtype)):
-                total = kernels._loss_slopes(R, p.Y, loss_id(loss), scale)
+            with kernels.threads_for(R.size * kernels.loss_cost(loss_code, R.dtype)):
+                total = kernels._loss_slopes(R, p.Y, loss_code, scale)
             gA = R @ H
             chunks = kernels.chunk_count(p.n)
             if p.T <= FUSED_TASK_SUM_MAX_T:
@@ -159,9 +160,9 @@ def loss_and_grad(X, Y, W, b, A, loss="logistic", *, check_finite=True):
                 Z = Z_block[:rows]
                 X_block = X_rows[row0:row0 + rows]
                 np.matmul(X_block, p.W.T, out=Z)
-                with kernels.threads_for(4 * Z.size + rows * kernels.loss_cost(loss_id(loss), Z.dtype)):
+                with kernels.threads_for(4 * Z.size + rows * kernels.loss_cost(loss_code, Z.dtype)):
                     total += kernels._per_task_backward_block(
-                        Z, Y_rows, p.A, bias, row0, p.n, loss_id(loss), scale, gA, gb, kernels.chunk_count(rows))
+                        Z, Y_rows, p.A, bias, row0, p.n, loss_code, scale, gA, gb, kernels.chunk_count(rows))
                 if row0 == 0:
                     np.matmul(Z.T, X_block, out=gW)
                 else:
