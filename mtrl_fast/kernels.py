@@ -63,7 +63,8 @@ class _LazyKernel:
 
 # Every kernel and helper: fastmath (see _config) and NumPy's error model. Numba's default, Python's,
 # checks each float division for a zero divisor so as to raise ZeroDivisionError; that branch
-# keeps a loop with a division scalar (the float32 logistic loss measured 8x slower with it).
+# keeps a loop with a division scalar (a float32 logistic loop over 262K losses: 2.6 ms with it, 0.18 ms
+# without).
 # Divisors here are never zero, or are validated sizes.
 _COMPILE_OPTIONS = dict(fastmath=set(FASTMATH), error_model="numpy", cache=True)
 
