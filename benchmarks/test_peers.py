@@ -10,16 +10,14 @@ backends share this process here; `mtrl-fast bench` runs each in a process of it
 """
 import pytest
 
-from mtrl_fast import backends
-from mtrl_fast.bench import Point
+from mtrl_fast.bench import backends
+from mtrl_fast.bench.workload import PEER_POINTS
 
-SHAPES = [Point("shared", 1024, 256, 256, 64), Point("shared", 2048, 1024, 512, 256),
-          Point("per-task", 128, 256, 256, 32)]
 INSTALLED = [name for name in ("numba", "numpy", "torch", "jax") if backends.get(name).available()[0]]
 
 
 @pytest.mark.parametrize("name", INSTALLED)
-@pytest.mark.parametrize("point", SHAPES, ids=lambda p: p.label.replace(" ", "-"))
+@pytest.mark.parametrize("point", PEER_POINTS, ids=lambda p: p.label.replace(" ", "-"))
 def test_step(benchmark, point, name):
     benchmark.group = point.label
     step = backends.get(name).prepare(*point.inputs(), "logistic")

@@ -5,16 +5,24 @@ tasks, each with its own linear head ``A[t]``: ``forward`` computes every task's
 ``loss_and_grad`` the mean loss over tasks with its gradients, for one input matrix shared by all
 tasks ``X (n, d)`` or one per task ``X (T, n, d)``. ``mtrl_fast.reference`` holds plain NumPy
 versions of both.
-"""
-from . import _config  # noqa: F401  (first: sets the threading environment before kernels load)
-from .gradients import Gradients
-from .losses import LOSSES
-from .ops import forward, loss_and_grad
-from .threads import config_info, get_num_threads, num_threads, set_num_threads, show_config
 
-__version__ = "0.1.0"
+This package's top level is the kernel library alone (numpy, numba and threadpoolctl); the
+paper's reproduction (``mtrl_fast.paper``) and the benchmark harness (``mtrl_fast.bench``) are
+separate parts with extras of their own.
+"""
+from . import _runtime  # noqa: F401  (first: sets the threading environment before kernels load)
+from . import reference
+from ._info import config_info, show_config
+from ._runtime import get_num_threads, num_threads, set_num_threads
+from .gradients import Gradients
+from .losses import DTYPES, LAYOUTS, LOSSES
+from .ops import forward, loss_and_grad
+
+__version__ = "0.2.0"
 
 __all__ = [
+    "DTYPES",
+    "LAYOUTS",
     "LOSSES",
     "Gradients",
     "config_info",
@@ -22,6 +30,7 @@ __all__ = [
     "get_num_threads",
     "loss_and_grad",
     "num_threads",
+    "reference",
     "set_num_threads",
     "show_config",
 ]

@@ -6,9 +6,9 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from .losses import CLASSIFICATION_LOSSES, loss_id
+from .losses import CLASSIFICATION_LOSSES, DTYPES, PER_TASK, SHARED, loss_id
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+FLOAT_DTYPES = tuple(np.dtype(name) for name in DTYPES)
 
 
 class Problem(NamedTuple):
@@ -19,7 +19,7 @@ class Problem(NamedTuple):
     b: Optional[np.ndarray]
     A: np.ndarray
     Y: Optional[np.ndarray]
-    layout: str  # "shared" (X is (n, d)) or "per-task" (X is (T, n, d))
+    layout: str  # SHARED (X is (n, d)) or PER_TASK (X is (T, n, d))
     n: int
     d: int
     m: int
@@ -73,7 +73,7 @@ def check_problem(X, W, b, A, Y=None, loss=None, check_finite=True):
     if loss is not None:
         loss_id(loss)
     X = _as_float_array("X", X, (2, 3), "(n, d) or (T, n, d)")
-    layout = "shared" if X.ndim == 2 else "per-task"
+    layout = SHARED if X.ndim == 2 else PER_TASK
     W = _as_float_array("W", W, (2,), "(m, d)")
     A = _as_float_array("A", A, (2,), "(T, m)")
     m, d = W.shape
@@ -84,9 +84,9 @@ def check_problem(X, W, b, A, Y=None, loss=None, check_finite=True):
     if empty:
         raise ValueError(f"every dimension must be at least 1; got {', '.join(f'{k}=0' for k in empty)} "
                          f"(X {X.shape}, W {W.shape}, A {A.shape})")
-    x_text = "(n, d)" if layout == "shared" else "(T, n, d)"
-    x_expected = (n, d) if layout == "shared" else (T, n, d)
-    _check_shape("X", X, x_expected, f"{x_text} with d = W.shape[1]" + ("" if layout == "shared" else " and T = A.shape[0]"))
+    x_text = "(n, d)" if layout == SHARED else "(T, n, d)"
+    x_expected = (n, d) if layout == SHARED else (T, n, d)
+    _check_shape("X", X, x_expected, f"{x_text} with d = W.shape[1]" + ("" if layout == SHARED else " and T = A.shape[0]"))
     _check_shape("A", A, (T, m), "(T, m) with m = W.shape[0]")
     if b is not None:
         b = _as_float_array("b", b, (1,), "(m,)")

@@ -1,12 +1,28 @@
 """The ``mtrl-fast`` command."""
 import argparse
 import sys
+from importlib import import_module
+
+from .losses import DTYPES, LAYOUTS, LOSSES, PER_TASK, SHARED
+
+
+class MissingExtra(Exception):
+    """An optional part's dependencies are not installed."""
+
+
+def _part(module, extra):
+    """Import ``mtrl_fast.<module>``; a missing dependency becomes a message naming the extra."""
+    try:
+        return import_module(f"mtrl_fast.{module}")
+    except ImportError as error:
+        raise MissingExtra(f"{error} (install it with: pip install 'mtrl_fast[{extra}]')") from error
 
 
 def _cmd_step(args):
     import mtrl_fast
     from mtrl_fast import reference
-    from mtrl_fast.bench import step_inputs, time_call
+    from mtrl_fast.bench.timing import time_call
+    from mtrl_fast.bench.workload import step_inputs
 
     X, Y, W, b, A = step_inputs(args.layout, args.n, args.d, args.m, args.T, args.dtype)
     print(f"one loss_and_grad step, {args.layout} layout, (n, d, m, T) = ({args.n}, {args.d}, {args.m}, {args.T}), "
@@ -21,25 +37,29 @@ def _cmd_step(args):
 
 
 def _cmd_bench(args):
-    from mtrl_fast import bench
-    from mtrl_fast.backends import BACKENDS
+    from mtrl_fast.bench.backends import BACKENDS
+    from mtrl_fast.bench.output import environment, write_outputs
+    from mtrl_fast.bench.runner import run_benchmarks
+    from mtrl_fast.bench.workload import TARGET_POINTS, Point, make_grid
 
-    unknown = [b for b in args.backends if b not in BACKENDS]
-    if unknown:
-        print(f"mtrl-fast bench: unknown backend(s) {unknown}; choose from {BACKENDS}", file=sys.stderr)
-        return 2
-    points = bench.make_grid(layouts=args.layout, ds=args.d, ms=args.m, Ts=args.T, dtypes=args.dtype,
-                             quick=args.quick)
+    for option, values, allowed in (("--backends", args.backends, BACKENDS), ("--layout", args.layout, LAYOUTS),
+                                    ("--dtype", args.dtype, DTYPES)):
+        unknown = [v for v in values if v not in allowed]
+        if unknown:
+            print(f"mtrl-fast bench: {option}: unknown value(s) {unknown}; choose from {allowed}", file=sys.stderr)
+            return 2
+    points = make_grid(layouts=args.layout, ds=args.d, ms=args.m, Ts=args.T, dtypes=args.dtype, quick=args.quick)
     if args.targets:
-        points = [bench.Point(p.layout, p.n, p.d, p.m, p.T, dtype) for p in bench.TARGET_POINTS
-                  for dtype in args.dtype if p.layout in args.layout]
+        points = [p.replace(dtype=dtype) for p in TARGET_POINTS for dtype in args.dtype if p.layout in args.layout]
     if args.shapes:
-        points = [bench.Point(layout, *sizes, dtype) for layout, sizes in args.shapes for dtype in args.dtype]
-    env = bench.environment(args.backends)
+        points = [Point(layout, *sizes, dtype) for layout, sizes in args.shapes for dtype in args.dtype]
+    env = environment(args.backends)
+    if env.get("blas_pins"):
+        print(f"mtrl-fast bench: {env['blas_pins']}", file=sys.stderr)
     print(f"{len(points)} shapes x {len(args.backends)} backends, {args.repeat} alternating rounds each", file=sys.stderr)
-    rows = bench.run_benchmarks(points, args.backends, threads=args.threads, repeat=args.repeat, loss=args.loss,
-                                progress=not args.no_progress, log=lambda text: print(text, file=sys.stderr))
-    print(bench.write_outputs(rows, env, points, args.out))
+    rows = run_benchmarks(points, args.backends, threads=args.threads, repeat=args.repeat, loss=args.loss,
+                          progress=not args.no_progress, log=lambda text: print(text, file=sys.stderr))
+    print(write_outputs(rows, env, points, args.out))
     print(f"\nwritten: {args.out}/bench.json, bench.csv, table.txt, throughput-*.png")
     return 0
 
@@ -50,8 +70,8 @@ def _shapes(text):
     for item in filter(None, (part.strip() for part in text.split(";"))):
         layout, _, sizes = item.partition(":")
         values = _int_list(sizes)
-        if layout not in ("shared", "per-task") or len(values) != 4:
-            raise argparse.ArgumentTypeError(f"expected LAYOUT:n,d,m,T with LAYOUT shared or per-task, got {item!r}")
+        if layout not in LAYOUTS or len(values) != 4:
+            raise argparse.ArgumentTypeError(f"expected LAYOUT:n,d,m,T with LAYOUT one of {LAYOUTS}, got {item!r}")
         shapes.append((layout, values))
     return shapes
 
@@ -80,8 +100,9 @@ def _int_list(text):
 def _cmd_reproduce(args):
     from dataclasses import replace
 
-    from mtrl_fast.experiments import QUICK, Grid, reproduce
-    from mtrl_fast.report import claims_table
+    _part("paper", "paper")
+    from mtrl_fast.paper.experiments import QUICK, Grid, reproduce
+    from mtrl_fast.paper.report import claims_table
 
     base = QUICK if args.quick else Grid()
     pretrain_changes = {name: value for name, value in (
@@ -114,11 +135,11 @@ def build_parser():
     info.set_defaults(run=_cmd_info)
 
     step = commands.add_parser("step", help="time one loss_and_grad step, optionally against the NumPy reference")
-    step.add_argument("--layout", choices=["shared", "per-task"], default="shared")
+    step.add_argument("--layout", choices=LAYOUTS, default=SHARED)
     for name, default in (("n", 1024), ("d", 256), ("m", 256), ("T", 64)):
         step.add_argument(f"--{name}", type=int, default=default)
-    step.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    step.add_argument("--loss", default="logistic")
+    step.add_argument("--dtype", choices=DTYPES, default="float32")
+    step.add_argument("--loss", choices=LOSSES, default="logistic")
     step.add_argument("--repeat", type=int, default=7)
     step.add_argument("--reference", action="store_true", help="also time mtrl_fast.reference")
     step.add_argument("--reference-repeat", type=int, default=3)
@@ -134,13 +155,13 @@ def build_parser():
     bench.add_argument("--d", type=_int_list, help="sweep of input dimensions, e.g. 64,256,1024")
     bench.add_argument("--m", type=_int_list, help="sweep of widths")
     bench.add_argument("--T", type=_int_list, help="sweep of task counts")
-    bench.add_argument("--layout", type=_text_list, default=("shared", "per-task"))
-    bench.add_argument("--dtype", type=_text_list, default=("float32",))
+    bench.add_argument("--layout", type=_text_list, default=LAYOUTS, help=f"comma-separated, from {', '.join(LAYOUTS)}")
+    bench.add_argument("--dtype", type=_text_list, default=("float32",), help=f"comma-separated, from {', '.join(DTYPES)}")
     bench.add_argument("--backends", type=_text_list, default=("numba", "numpy", "torch", "jax"),
                        help="comma-separated, from numba, numpy, torch, jax, reference")
     bench.add_argument("--threads", type=int, help="threads per backend (default: all cores)")
     bench.add_argument("--repeat", type=int, default=7, help="alternating rounds per shape")
-    bench.add_argument("--loss", default="logistic")
+    bench.add_argument("--loss", choices=LOSSES, default="logistic")
     bench.add_argument("--out", default="bench-results")
     bench.add_argument("--no-progress", action="store_true")
     bench.set_defaults(run=_cmd_bench)
@@ -165,8 +186,8 @@ def build_parser():
     rep.add_argument("--head-lr", type=float, help="head step size")
     rep.add_argument("--lr", type=float, help="first-layer step size")
     rep.add_argument("--weight-decay", type=float, help="first-layer weight decay lambda")
-    rep.add_argument("--loss", choices=["squared", "logistic", "hinge", "correlation"])
-    rep.add_argument("--layout", choices=["per-task", "shared"])
+    rep.add_argument("--loss", choices=LOSSES)
+    rep.add_argument("--layout", choices=(PER_TASK, SHARED))
     rep.add_argument("--labels", choices=["linear", "relu-teacher"], help="label family")
     rep.add_argument("--noise", type=float, help="label-flip probability")
     rep.add_argument("--base-seed", type=int)
@@ -182,9 +203,9 @@ def _note_first_compilation():
     import os
     from pathlib import Path
 
-    cache = Path(os.environ.get("NUMBA_CACHE_DIR") or Path(__file__).parent / "__pycache__")
+    cache = Path(os.environ.get("NUMBA_CACHE_DIR") or Path(__file__).parent / "_kernels" / "__pycache__")
     # A parallel kernel's index file: the serial helpers compile at import, before this runs.
-    if not any(cache.glob("**/kernels._per_task_backward_block-*.nbi")):
+    if not any(cache.glob("**/_passes.per_task_backward_block-*.nbi")):
         print("mtrl-fast: compiling the kernels for float32 and float64 (first run only, about 30 s on 2 cores)...",
               file=sys.stderr, flush=True)
 
@@ -192,7 +213,11 @@ def _note_first_compilation():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     _note_first_compilation()
-    return args.run(args)
+    try:
+        return args.run(args)
+    except MissingExtra as error:
+        print(f"mtrl-fast {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

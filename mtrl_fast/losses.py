@@ -1,19 +1,27 @@
-"""The four per-example losses, written in plain NumPy as the readable definition.
+"""The four per-example losses in plain NumPy (the readable definitions), and the names of the
+losses, layouts and dtypes that the API, the paper's code, the benchmarks and the CLI share.
 
 Each loss is a function of the prediction ``f`` and the label ``y``; ``slope`` is its
 derivative with respect to ``f``. The compiled kernels carry a scalar twin of these formulas
-(``kernels._loss_value_and_slope``), tested against this module.
+(``mtrl_fast._kernels._losses``), tested against this module.
 """
 import numpy as np
 
 #: Loss names in kernel order: a loss's index here is the integer id the kernels receive.
 LOSSES = ("squared", "logistic", "hinge", "correlation")
 
+#: Input layouts: one ``X (n, d)`` shared by every task, or one ``X (T, n, d)`` per task.
+SHARED, PER_TASK = "shared", "per-task"
+LAYOUTS = (SHARED, PER_TASK)
+
+#: Array dtypes the kernels are compiled for.
+DTYPES = ("float32", "float64")
+
 #: Losses whose labels must be -1 or +1.
 CLASSIFICATION_LOSSES = frozenset({"logistic", "hinge", "correlation"})
 
 
-def loss_id(name):
+def loss_id(name: str) -> int:
     """Kernel id of the loss called ``name``; raises for an unknown name."""
     if not isinstance(name, str):
         raise TypeError(f"loss must be a string, one of {LOSSES}; got {type(name).__name__}")

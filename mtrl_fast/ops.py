@@ -1,17 +1,51 @@
-"""The public step: validate, then run the layout's BLAS products and fused kernels."""
+"""The public step: validate, then run the layout's BLAS products and fused passes."""
+import threading
+from contextlib import contextmanager
+from typing import Iterator, List, Optional, Tuple
+
 import numpy as np
 
-from . import kernels
-from ._config import BLOCK_BYTES, BLOCK_MIN_BYTES, kernel_guard
+from . import _kernels as kernels
 from ._validate import check_problem
 from .gradients import Gradients
-from .losses import loss_id
-
+from .losses import SHARED, loss_id
 
 # Up to this many tasks the shared layout forms (R^T A) * mask in one fused pass: BLAS runs a
-# product with an inner dimension this thin 2-10x slower (n = 1024, m = 256: T = 1, 1.58 ms
-# against 0.16 ms; T = 4, 0.35 against 0.25; from T = 8 on, BLAS wins).
+# product with an inner dimension this thin several times slower than the fused pass.
 FUSED_TASK_SUM_MAX_T = 4
+
+# The per-task step keeps one (rows, m) block of pre-activations at a time: at most BLOCK_BYTES,
+# and no more than an eighth of the inputs' size (so a step's peak memory stays within 1.25x of
+# its inputs, parameters and gradients), but at least BLOCK_MIN_BYTES so that the block's BLAS
+# products stay efficient.
+BLOCK_BYTES = 64 * 2**20
+BLOCK_MIN_BYTES = 4 * 2**20
+
+_recorder = threading.local()
+
+
+def _product(left, right, out=None):
+    """Every BLAS product of a step goes through here, so that ``record_products`` sees them."""
+    log = getattr(_recorder, "log", None)
+    if log is not None:
+        log.append((left, right))
+    return np.matmul(left, right, out=out)
+
+
+@contextmanager
+def record_products() -> Iterator[List[Tuple[np.ndarray, np.ndarray]]]:
+    """Collect the operands ``(left, right)`` of every matrix product the calls inside run.
+
+    For the benchmarks: the step's own products are derived from what the step really runs, in
+    this Python thread. The operands are the step's own arrays (views, not copies).
+    """
+    log: List[Tuple[np.ndarray, np.ndarray]] = []
+    previous = getattr(_recorder, "log", None)
+    _recorder.log = log
+    try:
+        yield log
+    finally:
+        _recorder.log = previous
 
 
 def _bias_or_zeros(p):
@@ -19,7 +53,7 @@ def _bias_or_zeros(p):
 
 
 def _block_rows(p):
-    """Stacked per-task rows processed at once (see ``_config.BLOCK_BYTES``)."""
+    """Stacked per-task rows processed at once (see ``BLOCK_BYTES``)."""
     budget = min(BLOCK_BYTES, max(BLOCK_MIN_BYTES, p.X.nbytes // 8))
     return max(1, min(p.T * p.n, budget // (p.m * p.X.dtype.itemsize)))
 
@@ -32,7 +66,8 @@ def _row_blocks(p):
         yield row0, min(step, total - row0)
 
 
-def forward(X, W, b, A, *, check_finite=True):
+def forward(X: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray, *,
+            check_finite: bool = True) -> np.ndarray:
     """Outputs of every task's network, ``F[t, i] = A[t] . relu(W x_(t,)i + b)``.
 
     Parameters
@@ -62,24 +97,22 @@ def forward(X, W, b, A, *, check_finite=True):
     """
     p = check_problem(X, W, b, A, check_finite=check_finite)
     bias = _bias_or_zeros(p)
-    with kernel_guard():
-        if p.layout == "shared":
-            H = p.X @ p.W.T
-            with kernels.threads_for(H.size):
-                kernels._bias_relu(H, bias)
-            return p.A @ H.T
-        F = np.empty(p.T * p.n, dtype=p.X.dtype)
-        X_rows = p.X.reshape(p.T * p.n, p.d)
-        Z_block = np.empty((_block_rows(p), p.m), dtype=p.X.dtype)
-        for row0, rows in _row_blocks(p):
-            Z = Z_block[:rows]
-            np.matmul(X_rows[row0:row0 + rows], p.W.T, out=Z)
-            with kernels.threads_for(Z.size):
-                kernels._per_task_forward_block(Z, p.A, bias, row0, p.n, F, kernels.chunk_count(rows))
-        return F.reshape(p.T, p.n)
+    if p.layout == SHARED:
+        H = _product(p.X, p.W.T)
+        kernels.bias_relu(H, bias)
+        return _product(p.A, H.T)
+    F = np.empty(p.T * p.n, dtype=p.X.dtype)
+    X_rows = p.X.reshape(p.T * p.n, p.d)
+    Z_block = np.empty((_block_rows(p), p.m), dtype=p.X.dtype)
+    for row0, rows in _row_blocks(p):
+        Z = Z_block[:rows]
+        _product(X_rows[row0:row0 + rows], p.W.T, out=Z)
+        kernels.per_task_forward_block(Z, p.A, bias, row0, p.n, F, kernels.chunk_count(rows))
+    return F.reshape(p.T, p.n)
 
 
-def loss_and_grad(X, Y, W, b, A, loss="logistic", *, check_finite=True):
+def loss_and_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray,
+                  loss: str = "logistic", *, check_finite: bool = True) -> Tuple[float, Gradients]:
     """Objective and its gradients for all tasks at once.
 
     The objective is the mean over tasks of each task's mean loss,
@@ -130,41 +163,35 @@ def loss_and_grad(X, Y, W, b, A, loss="logistic", *, check_finite=True):
     scale = 1.0 / (p.T * p.n)
     bias = _bias_or_zeros(p)
     gb = np.zeros(p.m, dtype=p.X.dtype)
-    with kernel_guard():
-        if p.layout == "shared":
-            H = p.X @ p.W.T
-            with kernels.threads_for(H.size):
-                kernels._bias_relu(H, bias)
-            R = p.A @ H.T
-            with kernels.threads_for(R.size * kernels.loss_cost(loss_code, R.dtype)):
-                total = kernels._loss_slopes(R, p.Y, loss_code, scale)
-            gA = R @ H
-            chunks = kernels.chunk_count(p.n)
-            if p.T <= FUSED_TASK_SUM_MAX_T:
-                D = np.empty_like(H)
-                with kernels.threads_for(H.size * (p.T + 1)):
-                    kernels._masked_task_sum(R, p.A, H, D, gb, chunks)
-            else:
-                D = R.T @ p.A
-                with kernels.threads_for(H.size):
-                    kernels._relu_mask_colsum(D, H, gb, chunks)
-            gW = D.T @ p.X
+    if p.layout == SHARED:
+        H = _product(p.X, p.W.T)
+        kernels.bias_relu(H, bias)
+        R = _product(p.A, H.T)
+        total = kernels.loss_slopes(R, p.Y, loss_code, scale)
+        gA = _product(R, H)
+        chunks = kernels.chunk_count(p.n)
+        if p.T <= FUSED_TASK_SUM_MAX_T:
+            D = np.empty_like(H)
+            kernels.masked_task_sum(R, p.A, H, D, gb, chunks)
         else:
-            total = 0.0
-            gA = np.zeros((p.T, p.m), dtype=p.X.dtype)
-            gW = np.empty((p.m, p.d), dtype=p.X.dtype)
-            X_rows = p.X.reshape(p.T * p.n, p.d)
-            Y_rows = p.Y.reshape(p.T * p.n)
-            Z_block = np.empty((_block_rows(p), p.m), dtype=p.X.dtype)
-            for row0, rows in _row_blocks(p):
-                Z = Z_block[:rows]
-                X_block = X_rows[row0:row0 + rows]
-                np.matmul(X_block, p.W.T, out=Z)
-                with kernels.threads_for(4 * Z.size + rows * kernels.loss_cost(loss_code, Z.dtype)):
-                    total += kernels._per_task_backward_block(
-                        Z, Y_rows, p.A, bias, row0, p.n, loss_code, scale, gA, gb, kernels.chunk_count(rows))
-                if row0 == 0:
-                    np.matmul(Z.T, X_block, out=gW)
-                else:
-                    gW += Z.T @ X_block
+            D = _product(R.T, p.A)
+            kernels.relu_mask_colsum(D, H, gb, chunks)
+        gW = _product(D.T, p.X)
+    else:
+        total = 0.0
+        gA = np.zeros((p.T, p.m), dtype=p.X.dtype)
+        gW = np.empty((p.m, p.d), dtype=p.X.dtype)
+        X_rows = p.X.reshape(p.T * p.n, p.d)
+        Y_rows = p.Y.reshape(p.T * p.n)
+        Z_block = np.empty((_block_rows(p), p.m), dtype=p.X.dtype)
+        for row0, rows in _row_blocks(p):
+            Z = Z_block[:rows]
+            X_block = X_rows[row0:row0 + rows]
+            _product(X_block, p.W.T, out=Z)
+            total += kernels.per_task_backward_block(
+                Z, Y_rows, p.A, bias, row0, p.n, loss_code, scale, gA, gb, kernels.chunk_count(rows))
+            if row0 == 0:
+                _product(Z.T, X_block, out=gW)
+            else:
+                gW += _product(Z.T, X_block)
     return total * scale, Gradients(W=gW, b=gb if p.b is not None else None, A=gA)

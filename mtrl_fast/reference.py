@@ -4,15 +4,18 @@ Written to be obviously right, not fast: every task is handled on its own, in a 
 as the formulas read, and the shared layout is treated as the per-task one with the same inputs
 for every task. Depends on NumPy alone (the kernels never run here).
 """
+from typing import Optional, Tuple
+
 import numpy as np
 
 from . import losses
 from ._validate import check_problem
 from .gradients import Gradients
+from .losses import SHARED
 
 
 def _task_inputs(p, t):
-    return p.X if p.layout == "shared" else p.X[t]
+    return p.X if p.layout == SHARED else p.X[t]
 
 
 def _pre_activations(p, t):
@@ -22,7 +25,8 @@ def _pre_activations(p, t):
     return Z
 
 
-def forward(X, W, b, A, *, check_finite=True):
+def forward(X: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray, *,
+            check_finite: bool = True) -> np.ndarray:
     """Same contract as ``mtrl_fast.forward``."""
     p = check_problem(X, W, b, A, check_finite=check_finite)
     F = np.empty((p.T, p.n), dtype=p.X.dtype)
@@ -32,7 +36,8 @@ def forward(X, W, b, A, *, check_finite=True):
     return F
 
 
-def loss_and_grad(X, Y, W, b, A, loss="logistic", *, check_finite=True):
+def loss_and_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray,
+                  loss: str = "logistic", *, check_finite: bool = True) -> Tuple[float, Gradients]:
     """Same contract as ``mtrl_fast.loss_and_grad``."""
     p = check_problem(X, W, b, A, Y, loss=loss, check_finite=check_finite)
     scale = 1.0 / (p.T * p.n)

@@ -1,33 +1,30 @@
 """asv: one multi-task step as d, width m and task count T grow, in both layouts.
 
-Each class sweeps one size around a base shape (pruning the full product keeps ``asv run``
-within minutes on 2 cores). ``setup`` builds seeded inputs and calls every timed function once,
-so that compilation and first-touch page faults stay out of the timings.
+Each class sweeps one size around the quick base shapes of ``mtrl_fast.bench.workload`` (pruning
+the full product keeps ``asv run`` within minutes on 2 cores). ``setup`` builds seeded inputs and
+calls every timed function once, so that compilation and first-touch page faults stay out of the
+timings.
 """
-import time
-
-import numpy as np
-
 import mtrl_fast
-from mtrl_fast.bench import Point, own_products
-from mtrl_fast.train import PretrainConfig, alternating_round
+from mtrl_fast.bench.timing import alternating_medians
+from mtrl_fast.bench.workload import BASES, Point, step_products, sweep_point
+from mtrl_fast.losses import LAYOUTS, PER_TASK
+from mtrl_fast.paper.train import PretrainConfig, alternating_round
 
-BASE = {"shared": dict(n=1024, d=256, m=256, T=64), "per-task": dict(n=128, d=256, m=256, T=32)}
+BASE = BASES["quick"]
 
 
 class _Step:
     """A step's time, throughput and time over its own matrix products; subclasses sweep a size."""
 
     param_names = ["layout", "size"]
+    axis = None
     timeout = 120
 
-    def point(self, layout, size):
-        raise NotImplementedError
-
     def setup(self, layout, size):
-        self.p = self.point(layout, size)
+        self.p = sweep_point(BASE[layout], self.axis, size)
         self.X, self.Y, self.W, self.b, self.A = self.p.inputs()
-        self.gemm = own_products(self.p, (self.X, self.Y, self.W, self.b, self.A))
+        self.gemm = step_products((self.X, self.Y, self.W, self.b, self.A))[0]
         self.step()
         self.gemm()
 
@@ -37,61 +34,45 @@ class _Step:
     def time_loss_and_grad(self, layout, size):
         self.step()
 
-    def _medians(self, rounds=7):
-        step, gemm = [], []
-        for _ in range(rounds):  # alternate, so a slow spell of the machine hits both
-            start = time.perf_counter()
-            self.step()
-            step.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            self.gemm()
-            gemm.append(time.perf_counter() - start)
-        return float(np.median(step)), float(np.median(gemm))
+    def _medians(self):
+        return alternating_medians({"step": self.step, "gemm": self.gemm}, rounds=7)
 
     def track_gflops(self, layout, size):
-        return self.p.flops / self._medians()[0] / 1e9
+        return self.p.flops / self._medians()["step"] / 1e9
 
     track_gflops.unit = "GFLOP/s"
 
     def track_roofline(self, layout, size):
         """Step time over the time of its own matrix products, measured alongside."""
-        step, gemm = self._medians()
-        return step / gemm
+        medians = self._medians()
+        return medians["step"] / medians["gemm"]
 
     track_roofline.unit = "step / GEMMs"
 
 
 class SweepD(_Step):
-    params = (["shared", "per-task"], [64, 1024, 4096])
-
-    def point(self, layout, d):
-        return Point(layout, **dict(BASE[layout], d=d))
+    params = (list(LAYOUTS), [64, 1024, 4096])
+    axis = "d"
 
 
 class SweepWidth(_Step):
-    params = (["shared", "per-task"], [64, 1024])
-
-    def point(self, layout, m):
-        return Point(layout, **dict(BASE[layout], m=m))
+    params = (list(LAYOUTS), [64, 1024])
+    axis = "m"
 
 
 class SweepTasks(_Step):
-    params = (["shared", "per-task"], [1, 64, 1024])
-
-    def point(self, layout, T):
-        base = BASE[layout]
-        n = base["n"] if layout == "shared" else max(1, base["n"] * base["T"] // T)  # per-task: T n fixed
-        return Point(layout, **dict(base, n=n, T=T))
+    params = (list(LAYOUTS), [1, 64, 1024])
+    axis = "T"
 
 
 class Base:
     """Forward pass and one alternating training round at the base shapes, float32 and float64."""
 
-    params = (["shared", "per-task"], ["float32", "float64"])
+    params = (list(LAYOUTS), ["float32", "float64"])
     param_names = ["layout", "dtype"]
 
     def setup(self, layout, dtype):
-        self.X, self.Y, self.W, self.b, self.A = Point(layout, **BASE[layout], dtype=dtype).inputs()
+        self.X, self.Y, self.W, self.b, self.A = BASE[layout].replace(dtype=dtype).inputs()
         self.config = PretrainConfig(width=self.W.shape[0], dtype=dtype, loss="logistic")
         self.time_forward(layout, dtype)
         self.time_train_step(layout, dtype)
@@ -112,7 +93,7 @@ class PerTaskMemory:
     param_names = ["T"]
 
     def setup(self, T):
-        self.args = Point("per-task", 256, 512, 256, T).inputs()
+        self.args = Point(PER_TASK, 256, 512, 256, T).inputs()
         mtrl_fast.loss_and_grad(*self.args, check_finite=False)
 
     def peakmem_per_task_step(self, T):

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 import mtrl_fast
 from mtrl_fast import reference
-from conftest import assert_close, assert_grads_close, gradient_scales, make_problem
+from helpers import assert_close, assert_grads_close, gradient_scales, make_problem
 
 problems = st.fixed_dictionaries({
     "layout": st.sampled_from(["shared", "per-task"]),

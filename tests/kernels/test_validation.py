@@ -4,7 +4,7 @@ import pytest
 
 import mtrl_fast
 from mtrl_fast import reference
-from conftest import make_problem
+from helpers import make_problem
 
 APIS = [mtrl_fast, reference]
 

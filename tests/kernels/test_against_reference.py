@@ -4,7 +4,7 @@ import pytest
 
 import mtrl_fast
 from mtrl_fast import Gradients, ops, reference
-from conftest import RTOL, assert_close, assert_grads_close, make_problem
+from helpers import RTOL, assert_close, assert_grads_close, make_problem
 
 SIZES = [
     # (n, d, m, T): edge sizes, then ordinary ones, then chunking cases (many tasks per

@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ._progress import Progress
+from .._progress import Progress
 from .metrics import probe_accuracy
 from .tasks import make_task_family
 from .train import PretrainConfig, initial_layer, oracle_layer, pretrain
@@ -207,7 +207,7 @@ def _compute_and_store(cell, grid, out):
 
 
 def _init_worker(threads):
-    from . import set_num_threads
+    from .. import set_num_threads
 
     set_num_threads(threads)
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..losses import LAYOUTS, PER_TASK
+
 LABEL_KINDS = ("linear", "relu-teacher")
 
 # E[relu(g)] for g ~ N(0, 1): centres a unit-norm ReLU teacher neuron on Gaussian inputs.
@@ -75,7 +77,7 @@ class TaskFamily:
         scores = np.einsum("tnk,tk->tn", Z, self.V) if X.ndim == 3 else self.V @ Z.T
         return np.where(scores >= 0, 1.0, -1.0)  # sign(0) = +1
 
-    def sample(self, n, rng, layout="per-task", dtype=np.float32):
+    def sample(self, n, rng, layout=PER_TASK, dtype=np.float32):
         """Draw ``n`` fresh samples per task with labels (flipped with probability ``noise``).
 
         Returns
@@ -83,9 +85,9 @@ class TaskFamily:
         X : ndarray, shape (T, n, d) for ``per-task``, (n, d) for ``shared``
         Y : ndarray, shape (T, n), labels -1/+1
         """
-        if layout not in ("per-task", "shared"):
-            raise ValueError(f"layout must be 'per-task' or 'shared'; got {layout!r}")
-        shape = (self.T, n, self.d) if layout == "per-task" else (n, self.d)
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
+        shape = (self.T, n, self.d) if layout == PER_TASK else (n, self.d)
         X = rng.standard_normal(shape, dtype=np.float64)
         Y = self.labels(X)
         if self.noise > 0:

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 import mtrl_fast
-from mtrl_fast import backends, reference
-from conftest import assert_close, assert_grads_close, make_problem
+from mtrl_fast import reference
+from mtrl_fast.bench import backends
+from helpers import assert_close, assert_grads_close, make_problem
 
 INSTALLED = [name for name in backends.BACKENDS if backends.get(name).available()[0]]
 
@@ -43,7 +44,7 @@ def test_numpy_peer_is_independent_of_the_kernels():
     """The NumPy peer checks the large shapes the reference is too slow for: it must not call ours."""
     import inspect
 
-    from mtrl_fast.backends import _numpy
+    from mtrl_fast.bench.backends import _numpy
 
     source = inspect.getsource(_numpy)
     assert "kernels" not in source and "ops" not in source

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mtrl_fast.tasks import make_task_family, orthonormal_basis, unit_vectors
+from mtrl_fast.paper.tasks import make_task_family, orthonormal_basis, unit_vectors
 
 
 @pytest.mark.parametrize("kind", ["linear", "relu-teacher"])

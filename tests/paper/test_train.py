@@ -4,9 +4,9 @@ import pytest
 
 import mtrl_fast
 
-from mtrl_fast.metrics import subspace_distance
-from mtrl_fast.tasks import make_task_family
-from mtrl_fast.train import PretrainConfig, initial_layer, oracle_layer, pretrain
+from mtrl_fast.paper.metrics import subspace_distance
+from mtrl_fast.paper.tasks import make_task_family
+from mtrl_fast.paper.train import PretrainConfig, initial_layer, oracle_layer, pretrain
 
 
 def _family(T, d=30, seed=0):

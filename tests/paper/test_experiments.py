@@ -4,10 +4,11 @@ from dataclasses import replace
 
 import pytest
 
-from mtrl_fast import cli, experiments, report
+from mtrl_fast import cli
+from mtrl_fast.paper import experiments, report
 from mtrl_fast._progress import Progress
-from mtrl_fast.experiments import Grid, plan, reproduce, run_grid
-from mtrl_fast.train import PretrainConfig
+from mtrl_fast.paper.experiments import Grid, plan, reproduce, run_grid
+from mtrl_fast.paper.train import PretrainConfig
 
 TINY = Grid(d=(8, 12), r=2, tasks=(1, 3, 6), seeds=2, downstream_d=(8, 12), n_new=(4, 10), downstream_tasks=6,
             n_test=100, probe_tasks=2, pretrain=PretrainConfig(width=12, samples_per_task=30))

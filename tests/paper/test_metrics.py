@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from mtrl_fast.metrics import RidgeProbe, energy_outside, probe_accuracy, relu_features, subspace_distance
-from mtrl_fast.tasks import make_task_family, orthonormal_basis
+from mtrl_fast.paper.metrics import RidgeProbe, energy_outside, probe_accuracy, relu_features, subspace_distance
+from mtrl_fast.paper.tasks import make_task_family, orthonormal_basis
 
 
 @pytest.fixture

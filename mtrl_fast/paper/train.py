@@ -8,9 +8,9 @@ from typing import List, Optional
 
 import numpy as np
 
-from .losses import loss_id
+from .. import loss_and_grad
+from ..losses import DTYPES, LAYOUTS, PER_TASK, loss_id
 from .metrics import energy_outside, subspace_distance
-from .ops import loss_and_grad
 from .tasks import unit_vectors
 
 
@@ -55,7 +55,7 @@ class PretrainConfig:
     weight_decay: float = 1.0
     loss: str = "correlation"
     samples_per_task: Optional[int] = None
-    layout: str = "per-task"
+    layout: str = PER_TASK
     bias: bool = False
     init_scale: float = 1.0
     dtype: str = "float32"
@@ -72,10 +72,10 @@ class PretrainConfig:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be non-negative; got {self.weight_decay}")
-        if self.layout not in ("per-task", "shared"):
-            raise ValueError(f"layout must be 'per-task' or 'shared'; got {self.layout!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}; got {self.layout!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}; got {self.dtype!r}")
 
     def samples(self, d):
         """Samples per task per phase for input dimension ``d``."""

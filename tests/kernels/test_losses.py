@@ -2,14 +2,15 @@
 import numpy as np
 import pytest
 
-from mtrl_fast import kernels, losses
+from mtrl_fast import losses
+from mtrl_fast._kernels import _losses, _math
 
 F_VALUES = np.array([-800.0, -40.0, -3.0, -1.0, -0.25, 0.0, 0.25, 0.999, 1.0, 1.001, 3.0, 40.0, 800.0])
 
 
 @pytest.mark.parametrize("name, y", [(name, y) for name in losses.LOSSES for y in (-1.0, 1.0)] + [("squared", 0.3)])
 def test_kernel_twin_matches_numpy_definition(name, y):
-    got = np.array([kernels._loss_value_and_slope(losses.LOSSES.index(name), f, y) for f in F_VALUES])
+    got = np.array([_losses._loss_value_and_slope(losses.LOSSES.index(name), f, y) for f in F_VALUES])
     np.testing.assert_allclose(got[:, 0], losses.value(name, F_VALUES, y), rtol=1e-14, atol=1e-300)
     np.testing.assert_allclose(got[:, 1], losses.slope(name, F_VALUES, y), rtol=1e-14, atol=1e-300)
     assert np.isfinite(got).all()
@@ -46,23 +47,23 @@ def test_unknown_loss():
 @pytest.mark.parametrize("name", losses.LOSSES)
 def test_kernel_twin_propagates_nan_and_handles_infinite_outputs(name):
     loss = losses.LOSSES.index(name)
-    value, slope = kernels._loss_value_and_slope(loss, np.nan, 1.0)
+    value, slope = _losses._loss_value_and_slope(loss, np.nan, 1.0)
     assert np.isnan(value)
     assert np.isnan(slope) == (name in ("squared", "logistic"))  # hinge and correlation slopes are -y
     if name == "logistic":
-        assert kernels._loss_value_and_slope(loss, np.inf, 1.0) == (0.0, 0.0) or \
-            kernels._loss_value_and_slope(loss, np.inf, 1.0)[0] < 1e-300
-        assert kernels._loss_value_and_slope(loss, -np.inf, 1.0) == (np.inf, -1.0)
+        assert _losses._loss_value_and_slope(loss, np.inf, 1.0) == (0.0, 0.0) or \
+            _losses._loss_value_and_slope(loss, np.inf, 1.0)[0] < 1e-300
+        assert _losses._loss_value_and_slope(loss, -np.inf, 1.0) == (np.inf, -1.0)
 
 
 def test_polynomial_exp_and_log1p_match_libm():
     """The vectorisable exp(-x) and log1p(e) used by the logistic loss, over their whole ranges."""
     xs = np.concatenate([np.linspace(0.0, 50.0, 20001), np.logspace(-12, np.log10(700), 2000)])
-    got = np.array([kernels._exp_neg(x) for x in xs])
+    got = np.array([_math._exp_neg(x) for x in xs])
     np.testing.assert_allclose(got, np.exp(-xs), rtol=5e-14)
-    assert kernels._exp_neg(745.0) < 1e-323 and kernels._exp_neg(1e300) == 0.0
+    assert _math._exp_neg(745.0) < 1e-323 and _math._exp_neg(1e300) == 0.0
     es = np.concatenate([np.linspace(0.0, 1.0, 20001), np.logspace(-300, 0, 600)])
-    got = np.array([kernels._log1p_unit(e) for e in es])
+    got = np.array([_math._log1p_unit(e) for e in es])
     np.testing.assert_allclose(got, np.log1p(es), rtol=2e-15, atol=0)
 
 
@@ -70,7 +71,7 @@ def test_polynomial_exp_and_log1p_match_libm():
 def test_float32_twin_matches_numpy_definition(name, y):
     """Kernels on float32 arrays evaluate the loss in float32, to float32 accuracy."""
     f32 = F_VALUES.astype(np.float32)
-    got = np.array([kernels._loss_value_and_slope(losses.LOSSES.index(name), f, np.float32(y)) for f in f32])
+    got = np.array([_losses._loss_value_and_slope(losses.LOSSES.index(name), f, np.float32(y)) for f in f32])
     assert np.isfinite(got).all()
     want_value = losses.value(name, f32.astype(np.float64), y)
     want_slope = losses.slope(name, f32.astype(np.float64), y)
@@ -80,20 +81,20 @@ def test_float32_twin_matches_numpy_definition(name, y):
 
 def test_float32_twin_propagates_nan():
     for loss in range(len(losses.LOSSES)):
-        value, slope = kernels._loss_value_and_slope(loss, np.float32(np.nan), np.float32(1.0))
+        value, slope = _losses._loss_value_and_slope(loss, np.float32(np.nan), np.float32(1.0))
         assert np.isnan(value)
-    value, slope = kernels._loss_value_and_slope(losses.loss_id("logistic"), np.float32(np.nan), np.float32(-1.0))
+    value, slope = _losses._loss_value_and_slope(losses.loss_id("logistic"), np.float32(np.nan), np.float32(-1.0))
     assert np.isnan(slope)
 
 
 def test_float32_polynomial_exp_and_log1p_match_libm():
     xs = np.concatenate([np.linspace(0.0, 30.0, 20001), np.logspace(-8, np.log10(87), 2000)]).astype(np.float32)
-    got = np.array([kernels._exp_neg32(x) for x in xs], dtype=np.float64)
+    got = np.array([_math._exp_neg32(x) for x in xs], dtype=np.float64)
     np.testing.assert_allclose(got, np.exp(-xs.astype(np.float64)), rtol=3e-7)
-    tiny = np.array([kernels._exp_neg32(np.float32(x)) for x in (90.0, 103.0, 104.0, 1e30)])
+    tiny = np.array([_math._exp_neg32(np.float32(x)) for x in (90.0, 103.0, 104.0, 1e30)])
     # subnormal results, to within a unit of the last place there (1.4e-45)
     np.testing.assert_allclose(tiny[:2], np.exp(-np.array([90.0, 103.0])).astype(np.float32), rtol=1e-4, atol=1.5e-45)
     assert tiny[2] < 1e-44 and tiny[3] == 0.0
     es = np.concatenate([np.linspace(0.0, 1.0, 20001), np.logspace(-38, 0, 600)]).astype(np.float32)
-    got = np.array([kernels._log1p_unit32(e) for e in es], dtype=np.float64)
+    got = np.array([_math._log1p_unit32(e) for e in es], dtype=np.float64)
     np.testing.assert_allclose(got, np.log1p(es.astype(np.float64)), rtol=3e-7, atol=0)

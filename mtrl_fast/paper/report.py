@@ -110,7 +110,7 @@ def _figures(results, grid, out):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "figures skipped: matplotlib is not installed (pip install 'mtrl_fast[plots]')"
+        return "figures skipped: matplotlib is not installed (pip install 'mtrl_fast[paper]')"
     recovery, downstream = results["recovery"], results["downstream"]
     names = []
     fig, ax = plt.subplots(figsize=(6, 4))

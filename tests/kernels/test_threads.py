@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 
 import mtrl_fast
-from mtrl_fast import kernels, losses
-from conftest import make_problem
+from mtrl_fast import _runtime, losses
+from mtrl_fast._kernels import _losses
+from helpers import make_problem
 
 
 def _step(problem, loss="logistic"):
@@ -63,15 +65,16 @@ def test_concurrent_calls_give_the_serial_results():
 def _run_python(code, **env):
     full_env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")}
     full_env.update(env)
-    tests_dir = os.path.dirname(__file__)
+    tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # helpers.py
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests_dir, full_env.get("PYTHONPATH")]))
+    # Run outside the checkout, so that `python -c` imports the installed package, not ./mtrl_fast.
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env=full_env, timeout=300)
+                          env=full_env, timeout=300, cwd=tempfile.gettempdir())
 
 
 CONCURRENT_SCRIPT = """
     import threading, numpy as np, mtrl_fast
-    from conftest import make_problem
+    from helpers import make_problem
     problem = make_problem("shared", np.float64, n=400, d=10, m=30, T=5)
     expected = mtrl_fast.loss_and_grad(*problem)[1].W
     bad = []
@@ -158,15 +161,15 @@ def test_small_work_runs_serially_with_the_same_bits(monkeypatch):
     the thread count, so the results are bitwise those of the parallel passes."""
     problems = _problems()
     parallel = [_step(p) for p in problems]
-    monkeypatch.setattr(kernels, "PARALLEL_MIN_WORK", 1 << 40)
+    monkeypatch.setattr(_runtime, "PARALLEL_MIN_WORK", 1 << 40)
     for problem, expected in zip(problems, parallel):
         _assert_identical(_step(problem), expected)
 
 
 def test_threads_for_is_per_python_thread_and_restores(monkeypatch):
-    monkeypatch.setattr(kernels, "PARALLEL_MIN_WORK", 100)
+    monkeypatch.setattr(_runtime, "PARALLEL_MIN_WORK", 100)
     with mtrl_fast.num_threads(2):
-        with kernels.threads_for(99):
+        with _runtime.threads_for(99):
             assert numba.get_num_threads() == 1
             seen = []
             other = threading.Thread(target=lambda: seen.append(numba.get_num_threads()))
@@ -174,15 +177,9 @@ def test_threads_for_is_per_python_thread_and_restores(monkeypatch):
             other.join()
             assert seen[0] != 1 or numba.config.NUMBA_NUM_THREADS == 1  # another thread keeps its own count
         assert numba.get_num_threads() == 2
-        with kernels.threads_for(100):
+        with _runtime.threads_for(100):
             assert numba.get_num_threads() == 2
         with pytest.raises(RuntimeError):
-            with kernels.threads_for(1):
+            with _runtime.threads_for(1):
                 raise RuntimeError("inside")
         assert numba.get_num_threads() == 2
-
-
-def test_loss_cost_weights_the_logistic_loss():
-    assert kernels.loss_cost(losses.loss_id("squared"), np.float32) == 1
-    assert kernels.loss_cost(losses.loss_id("logistic"), np.float64) > kernels.loss_cost(
-        losses.loss_id("logistic"), np.float32) > 1

@@ -1,0 +1,106 @@
+"""What a bug report or a benchmark header needs: versions, threading, BLAS and CPU."""
+import os
+import platform
+import sys
+from importlib import metadata
+from typing import Any, Dict, Optional, TextIO
+
+import numba
+import numpy as np
+from threadpoolctl import threadpool_info
+
+from . import _runtime
+
+# Optional packages whose versions are reported when installed (read from their metadata, so
+# nothing is imported).
+_OPTIONAL = ("scipy", "matplotlib", "torch", "jax", "dask", "distributed")
+
+#: Environment variables that pin OpenBLAS to one family of kernels.
+BLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def _installed_version(name):
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def blas_pin_warning() -> Optional[str]:
+    """A sentence on environment variables that pin OpenBLAS's kernels, or ``None``."""
+    pins = {name: os.environ[name] for name in BLAS_PINS if name in os.environ}
+    if not pins:
+        return None
+    return ("OpenBLAS kernels pinned by " + ", ".join(f"{k}={v}" for k, v in pins.items())
+            + ": BLAS timings are those of the pinned kernels, not what this CPU runs by default "
+              "(unset them for the command to measure the native kernels)")
+
+
+def config_info() -> Dict[str, Any]:
+    """Versions, threading, BLAS and CPU, as a dict.
+
+    Runs one tiny parallel kernel first, so that the threading layer in use is known.
+    """
+    from . import __version__
+    from .ops import forward
+
+    forward(np.ones((1, 1)), np.ones((1, 1)), None, np.ones((1, 1)))
+    blas = [
+        {key: entry.get(key) for key in ("internal_api", "version", "num_threads", "architecture", "filepath")}
+        for entry in threadpool_info()
+        if entry.get("user_api") == "blas"
+    ]
+    import llvmlite
+
+    info = {
+        "mtrl_fast": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "llvmlite": llvmlite.__version__,
+    }
+    info.update({name: version for name in _OPTIONAL if (version := _installed_version(name))})
+    info.update({
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "threading_layer": _runtime.threading_layer(),
+        "num_threads": numba.get_num_threads(),
+        "NUMBA_NUM_THREADS": numba.config.NUMBA_NUM_THREADS,
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+        "wait_policy_warning": _runtime.wait_policy_warning(),
+        "blas_pin_warning": blas_pin_warning(),
+        "blas": blas,
+    })
+    return info
+
+
+def show_config(file: Optional[TextIO] = None) -> Dict[str, Any]:
+    """Print versions, threading layer, thread counts, BLAS and CPU: paste it into a bug report.
+
+    Parameters
+    ----------
+    file : file-like, optional
+        Where to print; standard output by default.
+
+    Returns
+    -------
+    dict
+        The same information.
+    """
+    info = config_info()
+    for key, value in info.items():
+        if key == "blas":
+            for entry in value or [{"internal_api": "none found"}]:
+                print(f"{'blas':>20}: " + ", ".join(f"{k}={v}" for k, v in entry.items()), file=file)
+        elif value is not None:
+            print(f"{key:>20}: {value}", file=file)
+    return info

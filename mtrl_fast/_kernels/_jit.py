@@ -1,0 +1,85 @@
+"""Jit machinery: one compile-option set, float32/float64 typing, lazy compilation, passes.
+
+Every kernel is typed for float32 and float64 by one helper, C-ordered arrays only, so no input
+can trigger a surprise compile. Parallel kernels are wrapped in a :class:`Pass` that owns its
+work estimate and decides, per call, whether the work pays for waking the worker threads.
+"""
+import threading
+
+import numba
+
+from .. import _runtime
+
+# One fastmath flag set for every kernel. ``nnan`` and ``ninf`` stay out so that NaN and Inf
+# still propagate and can be detected; the rest only allow reassociation and fused or
+# approximate arithmetic.
+FASTMATH = frozenset({"reassoc", "contract", "afn", "arcp", "nsz"})
+
+# NumPy's error model: Numba's default (Python's) checks each float division for a zero divisor
+# so as to raise ZeroDivisionError, and that branch keeps a loop with a division scalar (the
+# float32 logistic loss lost its vectorisation). Divisors here are never zero, or are validated
+# sizes. Cached on disk: kernels are self-contained (no globals but constants).
+COMPILE_OPTIONS = dict(fastmath=set(FASTMATH), error_model="numpy", cache=True)
+
+FLOAT_TYPES = ("float32", "float64")
+
+
+def signatures(signature):
+    """The float32 and float64 versions of ``signature`` (``{f}`` stands for the float type)."""
+    return [signature.format(f=f) for f in FLOAT_TYPES]
+
+
+def serial_helper(signature):
+    """A serial kernel typed for float32 and float64, compiled at import: other kernels call it,
+    and Numba must see it as a compiled function."""
+    return numba.njit(signatures(signature), nogil=True, **COMPILE_OPTIONS)
+
+
+class _LazyKernel:
+    """A kernel compiled (or loaded from Numba's disk cache) for all its signatures on first call.
+
+    Importing the package then costs nothing, a command can say that a first compilation is
+    under way, and code that never calls a kernel never compiles one.
+    """
+
+    def __init__(self, py_func, signature_list, options):
+        self.py_func = py_func
+        self._signatures = signature_list
+        self._options = options
+        self._dispatcher = None
+        self._lock = threading.Lock()
+
+    @property
+    def dispatcher(self):
+        if self._dispatcher is None:
+            with self._lock:  # two threads' first calls compile once
+                if self._dispatcher is None:
+                    self._dispatcher = numba.njit(self._signatures, **self._options)(self.py_func)
+        return self._dispatcher
+
+    def __call__(self, *args):
+        return self.dispatcher(*args)
+
+
+class Pass:
+    """A parallel kernel and its work estimate.
+
+    Calling the pass runs the kernel on the calling thread alone when ``cost(*args)`` is below
+    :data:`mtrl_fast._runtime.PARALLEL_MIN_WORK` (elements of a plain elementwise pass), and under
+    the runtime's kernel guard (a lock only where Numba's threading layer is not thread-safe).
+    """
+
+    def __init__(self, py_func, signature, cost):
+        self.kernel = _LazyKernel(py_func, signatures(signature), dict(COMPILE_OPTIONS, nogil=True, parallel=True))
+        self.cost = cost
+        self.__name__ = py_func.__name__
+        self.__doc__ = py_func.__doc__
+
+    def __call__(self, *args):
+        with _runtime.kernel_guard(), _runtime.threads_for(self.cost(*args)):
+            return self.kernel(*args)
+
+
+def parallel_pass(signature, cost):
+    """Decorator: a :class:`Pass` over ``py_func`` typed by ``signature``, with work ``cost``."""
+    return lambda py_func: Pass(py_func, signature, cost)

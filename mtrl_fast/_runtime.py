@@ -1,0 +1,167 @@
+"""The runtime policy, in one place: the threading environment, serial or parallel, thread counts.
+
+Imported first by the package, so that the environment is in place before Numba starts its
+worker threads. Measured costs behind each choice are in ``docs/performance.md``.
+"""
+import os
+import threading
+import warnings
+from contextlib import contextmanager, nullcontext
+
+
+def _libgomp_loaded():
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            return "libgomp" in maps.read()
+    except OSError:
+        return False
+
+
+# GNU OpenMP's idle workers spin after each parallel loop and starve OpenBLAS's threads, which
+# alternate with them in every step. PASSIVE makes them sleep. libgomp reads the variable once,
+# when it is loaded, so it must be set before Numba starts its OpenMP pool; a value the user set
+# is respected.
+_WAIT_POLICY_PRESET = "OMP_WAIT_POLICY" in os.environ
+_LIBGOMP_WAS_LOADED = _libgomp_loaded()
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numba  # noqa: E402  (must come after the environment is set)
+import numpy as np  # noqa: E402
+from numba.np.ufunc import parallel as _numba_parallel  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+
+def _layer_importable(module):
+    try:
+        __import__(f"numba.np.ufunc.{module}")
+    except ImportError:
+        return False
+    return True
+
+
+# Numba's ``workqueue`` layer aborts the process when two Python threads enter parallel code at
+# once. Ask Numba for a thread-safe layer (TBB or OpenMP) unless the user chose one; where neither
+# exists, parallel kernels are serialised by a lock instead (see ``kernel_guard``).
+if "NUMBA_THREADING_LAYER" not in os.environ and not _numba_parallel._is_initialized:
+    if _layer_importable("tbbpool") or _layer_importable("omppool"):
+        numba.config.THREADING_LAYER = "threadsafe"
+
+_UNSAFE_LAYER_LOCK = threading.Lock()
+
+
+def threading_layer():
+    """Name of Numba's threading layer, or ``None`` before Numba has started its threads."""
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return None
+
+
+def kernel_guard():
+    """Context under which a parallel kernel runs: a lock only where the layer is not thread-safe."""
+    if threading_layer() in ("omp", "tbb"):
+        return nullcontext()
+    return _UNSAFE_LAYER_LOCK
+
+
+def wait_policy_warning():
+    """A sentence on why OMP_WAIT_POLICY may not be in force, or ``None`` when it is."""
+    if _LIBGOMP_WAS_LOADED and not _WAIT_POLICY_PRESET:
+        return (
+            "libgomp was loaded before mtrl_fast was imported, so OMP_WAIT_POLICY=PASSIVE may not "
+            "be in force; steps can run several times slower. Import mtrl_fast first or set "
+            "OMP_WAIT_POLICY=PASSIVE in the environment."
+        )
+    return None
+
+
+if wait_policy_warning() is not None:
+    warnings.warn(wait_policy_warning(), RuntimeWarning, stacklevel=2)
+
+
+# --- serial or parallel -------------------------------------------------------------------------
+
+#: A parallel pass pays only beyond this much work, counted in elements of a plain elementwise
+#: pass: waking Numba's workers costs more than a small pass, and inside a step OpenBLAS's workers,
+#: which spin for a while after each product, hold the other cores anyway.
+PARALLEL_MIN_WORK = 1 << 21
+
+
+@contextmanager
+def threads_for(work):
+    """Run the kernels called inside on the calling thread alone when ``work`` is below
+    ``PARALLEL_MIN_WORK``. Numba's thread count is per Python thread, so this is thread-safe."""
+    previous = numba.get_num_threads()
+    if work >= PARALLEL_MIN_WORK or previous == 1:
+        yield
+        return
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+# --- thread counts ------------------------------------------------------------------------------
+
+def _check_count(k):
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an integer number of threads; got {type(k).__name__}")
+    limit = numba.config.NUMBA_NUM_THREADS
+    if not 1 <= k <= limit:
+        raise ValueError(f"k must be between 1 and {limit} (NUMBA_NUM_THREADS); got {k}")
+    return int(k)
+
+
+def get_num_threads() -> int:
+    """Number of threads the kernels use in the calling thread.
+
+    Returns
+    -------
+    int
+    """
+    return numba.get_num_threads()
+
+
+def set_num_threads(k: int) -> None:
+    """Use ``k`` threads for the kernels and for the BLAS products of a step.
+
+    Parameters
+    ----------
+    k : int
+        From 1 to ``NUMBA_NUM_THREADS`` (by default the number of cores).
+
+    Notes
+    -----
+    Numba's count is per Python thread (set it in each thread that calls the kernels); the BLAS
+    limit is process-wide.
+    """
+    k = _check_count(k)
+    numba.set_num_threads(k)
+    threadpool_limits(limits=k, user_api="blas")
+
+
+@contextmanager
+def num_threads(k: int):
+    """Run a block with ``k`` threads, then restore the previous settings.
+
+    Parameters
+    ----------
+    k : int
+        From 1 to ``NUMBA_NUM_THREADS``.
+
+    Examples
+    --------
+    >>> import mtrl_fast
+    >>> with mtrl_fast.num_threads(1):
+    ...     mtrl_fast.get_num_threads()
+    1
+    """
+    k = _check_count(k)
+    previous = numba.get_num_threads()
+    with threadpool_limits(limits=k, user_api="blas"):
+        numba.set_num_threads(k)
+        try:
+            yield k
+        finally:
+            numba.set_num_threads(previous)

@@ -1,0 +1,8 @@
+"""The benchmark harness (``pip install "mtrl_fast[bench]"``).
+
+``workload``: the shapes, their inputs, FLOP counts and the step's own products (the one source
+the command, the asv suite, the pytest-benchmark comparisons and the CI checks share);
+``timing``: the one timer; ``runner``: per-backend processes, agreement checks, alternating
+rounds; ``output``: the table, CSV/JSON and plots; ``backends``: ours, the reference and the
+peers (NumPy, PyTorch, JAX) behind one interface.
+"""

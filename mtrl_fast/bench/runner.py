@@ -1,0 +1,254 @@
+"""Side-by-side benchmarks of one multi-task step: ours against NumPy, PyTorch and JAX.
+
+Each backend runs in a process of its own (two threading runtimes in one process distort each
+other), on the same seeded inputs. Before any timing every backend's result is checked against
+the NumPy reference (or, where the reference's task-by-task loop would take too long, against
+the NumPy peer, which the test suite checks against the reference). Rounds alternate between
+the backends (``timing``); the table reports the median over rounds. The step's own matrix
+products (``workload.step_products``) are timed in the same rounds: a step's time over theirs
+says how much the step spends beyond BLAS.
+"""
+import gc
+import os
+import time
+from dataclasses import asdict
+from multiprocessing import get_context
+
+import numpy as np
+
+from .._progress import Progress
+from .timing import burst_calls, time_burst
+from .workload import step_products
+
+
+# --- the worker process -----------------------------------------------------------------------
+
+def _rss_bytes(field):
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_peak_rss():
+    """Make VmHWM restart from the current resident size (Linux: clear_refs 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
+            clear.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _worker(conn, name, threads):
+    """Serve one backend: set up a point, check its result, time rounds, measure peak memory."""
+    from .. import set_num_threads
+    from .backends import get
+
+    backend = get(name)
+    backend.set_threads(threads)  # first: JAX sizes its thread pool when it starts
+    set_num_threads(threads)  # our kernels and the BLAS every backend's NumPy side uses
+    state = {}
+    while True:
+        command, payload = conn.recv()
+        try:
+            if command == "stop":
+                conn.send(("ok", None))
+                return
+            if command == "setup":
+                point, loss, for_memory = payload
+                state.clear()
+                args = point.inputs()
+                step = backend.prepare(*args, loss)
+                step.run()
+                step.run()
+                value, grads = step.result()
+                state.update(point=point, step=step, args=args, calls={"step": burst_calls(step.run)})
+                if name == "numba" and not for_memory:
+                    state["gemm"] = step_products(args, loss)[0]
+                    state["calls"]["gemm"] = burst_calls(state["gemm"])
+                conn.send(("ok", (value, tuple(None if g is None else np.asarray(g) for g in grads))))
+            elif command == "time":
+                run = state["gemm"] if payload == "gemm" else state["step"].run
+                conn.send(("ok", time_burst(run, state["calls"][payload or "step"])))
+            elif command == "peakmem":
+                gc.collect()
+                before = _rss_bytes("VmRSS")
+                if not _reset_peak_rss():
+                    conn.send(("ok", None))
+                    continue
+                state["step"].run()
+                inputs = sum(a.nbytes for a in state["args"] if a is not None)
+                conn.send(("ok", inputs + _rss_bytes("VmHWM") - before))
+            elif command == "version":
+                conn.send(("ok", backend.version()))
+        except Exception as error:  # reported to the parent, which marks the backend failed
+            conn.send(("error", f"{type(error).__name__}: {error}"))
+
+
+class _Worker:
+    """A backend's process. ``for_memory`` workers allocate every block of 128 KiB or more with
+    mmap and return it on free, so resident memory tracks live arrays (glibc otherwise keeps
+    freed memory for reuse, which hides a step's allocations from the peak); they only measure
+    memory, since that allocator setting slows every step a little."""
+
+    def __init__(self, name, threads, for_memory=False):
+        self.name = name
+        context = get_context("spawn")  # fork is unsafe once OpenMP or XLA threads exist
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker, args=(child, name, threads), daemon=True)
+        saved = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+        if for_memory:
+            os.environ["MALLOC_MMAP_THRESHOLD_"] = str(128 * 1024)  # read by glibc when the child starts
+        try:
+            self.process.start()
+        finally:
+            if for_memory:
+                if saved is None:
+                    del os.environ["MALLOC_MMAP_THRESHOLD_"]
+                else:
+                    os.environ["MALLOC_MMAP_THRESHOLD_"] = saved
+
+    def ask(self, command, payload=None):
+        self.conn.send((command, payload))
+        status, result = self.conn.recv()
+        if status == "error":
+            raise RuntimeError(f"{self.name}: {result}")
+        return result
+
+    def close(self):
+        try:
+            self.ask("stop")
+        except (OSError, EOFError, RuntimeError):
+            pass
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+# --- checking and timing -----------------------------------------------------------------------
+
+# Pause before each timed burst, so that the thread pools of the backend timed just before are
+# asleep again: OpenMP and Eigen workers spin for a while after their last task, and OpenBLAS's
+# for 2^28 cycles (measured 0.11 s here), taking a core from whatever runs next.
+_SETTLE_S = 0.15
+
+REFERENCE_FLOP_BUDGET = 3e10  # beyond this the reference's per-task loop checks too slowly
+
+
+def _reference_flops(point):
+    return 4 * point.T * point.n * point.d * point.m
+
+
+def _expected(point, loss, numpy_result):
+    """The result every backend must agree with, and what produced it."""
+    if _reference_flops(point) <= REFERENCE_FLOP_BUDGET or numpy_result is None:
+        from ..reference import loss_and_grad
+
+        value, grads = loss_and_grad(*point.inputs(), loss, check_finite=False)
+        return (value, tuple(grads)), "reference"
+    return numpy_result, "numpy"
+
+
+def _agrees(result, expected, dtype):
+    """Whether a backend's result matches, in relative Frobenius norm per gradient.
+
+    In float32 a pre-activation within rounding of zero can land on either side of the ReLU
+    kink depending on the BLAS (seen with PyTorch's MKL at n = 2048, d = 1024): that sample's
+    whole term moves one entry of a gradient by ~1e-2 of the largest entry, but the gradient as
+    a whole by far less. The norm test accepts such flips and still catches a wrong formula.
+    """
+    tolerance = 1e-3 if dtype == "float32" else 1e-9
+    value, grads = result
+    want_value, want_grads = expected
+    if not abs(value - want_value) <= tolerance * max(1.0, abs(want_value)):
+        return False, f"value {value:.6g} != {want_value:.6g}"
+    for name, got, want in zip("WbA", grads, want_grads):
+        if (got is None) != (want is None):
+            return False, f"gradient {name} missing"
+        if got is None:
+            continue
+        scale = float(np.linalg.norm(want)) or 1.0
+        error = float(np.linalg.norm(np.asarray(got, dtype=np.float64) - want))
+        if not error <= tolerance * scale:
+            return False, f"gradient {name} off by {error / scale:.2e} in relative norm"
+    return True, ""
+
+
+def run_benchmarks(points, backend_names, threads=None, repeat=7, loss="logistic", progress=True, log=print,
+                   measure_memory=True):
+    """Time every backend on every point; returns a list of row dicts (one per point and backend).
+
+    Row keys: the point's fields, ``backend``, ``median_s``, ``q25_s``, ``q75_s``, ``gflops``,
+    ``gemm_s`` (the step's own products, measured alongside), ``over_gemm``, ``peak_bytes``,
+    ``peak_over_inputs``, ``speedup_over_best_peer`` (ours only), ``checked_against``, ``note``.
+    ``peak_bytes`` is the bytes of the step's NumPy inputs and parameters plus what one warm step
+    adds to resident memory at its peak (outputs and every temporary); buffers a backend keeps
+    between steps (library workspaces, JAX's copies of the inputs) are not counted.
+    """
+    from .backends import PEERS, get
+
+    threads = threads or os.cpu_count() or 1
+    names = []
+    for name in backend_names:
+        ok, why = get(name).available()
+        if ok:
+            names.append(name)
+        else:
+            log(f"skipping {name}: {why}")
+    if "numba" not in names:
+        names.insert(0, "numba")  # the GEMM times come from our worker
+    workers = {name: _Worker(name, threads) for name in names}
+    memory_workers = {name: _Worker(name, threads, for_memory=True) for name in names} if measure_memory else {}
+    rows = []
+    bar = Progress(len(points), enabled=progress)
+    try:
+        for point in points:
+            results, notes = {}, {}
+            for name, worker in workers.items():
+                try:
+                    results[name] = worker.ask("setup", (point, loss, False))
+                except RuntimeError as error:
+                    notes[name] = str(error)
+            expected, checked_against = _expected(point, loss, results.get("numpy"))
+            for name in list(results):
+                ok, why = _agrees(results[name], expected, point.dtype)
+                if not ok:
+                    notes[name] = f"disagrees with {checked_against}: {why}"
+                    del results[name]
+            timed = [name for name in workers if name in results]
+            samples = {name: [] for name in timed}
+            gemm = []
+            for round_index in range(repeat):
+                order = timed[round_index % len(timed):] + timed[:round_index % len(timed)]
+                for name in order:
+                    time.sleep(_SETTLE_S)
+                    samples[name].append(workers[name].ask("time"))
+                if "numba" in results:
+                    time.sleep(_SETTLE_S)
+                    gemm.append(workers["numba"].ask("time", "gemm"))
+            gemm_s = float(np.median(gemm)) if gemm else float("nan")
+            for name in workers:
+                row = dict(asdict(point), backend=name, checked_against=checked_against, note=notes.get(name, ""))
+                if name in samples:
+                    times = np.array(samples[name])
+                    peak = None
+                    if name in memory_workers:
+                        memory_workers[name].ask("setup", (point, loss, True))
+                        peak = memory_workers[name].ask("peakmem")
+                    row.update(median_s=float(np.median(times)), q25_s=float(np.percentile(times, 25)),
+                               q75_s=float(np.percentile(times, 75)), gemm_s=gemm_s,
+                               gflops=point.flops / float(np.median(times)) / 1e9,
+                               over_gemm=float(np.median(times)) / gemm_s,
+                               peak_bytes=peak, peak_over_inputs=None if peak is None else peak / point.input_bytes())
+                rows.append(row)
+            ours = next((r for r in rows[-len(workers):] if r["backend"] == "numba" and "median_s" in r), None)
+            peers = [r["median_s"] for r in rows[-len(workers):] if r["backend"] in PEERS and "median_s" in r]
+            if ours and peers:
+                ours["speedup_over_best_peer"] = min(peers) / ours["median_s"]
+            bar.step(point.label)
+    finally:
+        for worker in list(workers.values()) + list(memory_workers.values()):
+            worker.close()
+    return rows

@@ -1,0 +1,68 @@
+"""The one timer of the benchmarks: bursts of back-to-back calls, rounds alternating between
+the things compared, medians.
+
+A round times a burst of back-to-back calls lasting about ``BURST_S``, as a training loop makes
+them, and keeps the burst's median: a lone call after an idle spell also times the wake-up of
+every thread pool it uses, which a loop never pays. Alternating the things compared within each
+round lets a slow spell of a shared machine hit them all alike.
+"""
+import time
+from typing import Callable, Dict, Tuple
+
+import numpy as np
+
+BURST_S = 0.02
+BURST_MAX_CALLS = 20
+
+
+def burst_calls(run: Callable[[], object]) -> int:
+    """Calls per burst for a callable: one for slow calls, enough to last ``BURST_S`` for fast ones."""
+    start = time.perf_counter()
+    run()
+    seconds = time.perf_counter() - start
+    return max(1, min(BURST_MAX_CALLS, int(BURST_S / max(seconds, 1e-9))))
+
+
+def time_burst(run: Callable[[], object], calls: int) -> float:
+    """Median seconds of ``calls`` back-to-back calls, after one untimed call when ``calls > 1``."""
+    if calls > 1:
+        run()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def alternating_samples(functions: Dict[str, Callable[[], object]], rounds: int,
+                        settle_s: float = 0.0) -> Dict[str, list]:
+    """Burst medians of each function, ``rounds`` rounds alternating between them.
+
+    The first call of each function (compilation, caches, first-touch pages) is outside the
+    timing; ``settle_s`` is slept before each burst, so that the thread pools of the function
+    timed just before are asleep again.
+    """
+    calls = {name: burst_calls(run) for name, run in functions.items()}
+    samples = {name: [] for name in functions}
+    names = list(functions)
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            if settle_s:
+                time.sleep(settle_s)
+            samples[name].append(time_burst(functions[name], calls[name]))
+    return samples
+
+
+def alternating_medians(functions: Dict[str, Callable[[], object]], rounds: int,
+                        settle_s: float = 0.0) -> Dict[str, float]:
+    """Median over rounds of :func:`alternating_samples`."""
+    return {name: float(np.median(times))
+            for name, times in alternating_samples(functions, rounds, settle_s).items()}
+
+
+def time_call(function: Callable, args: tuple, repeat: int) -> Tuple[float, float, float]:
+    """Median, min and max seconds of ``function(*args)`` over ``repeat`` bursts, after one warm-up."""
+    times = alternating_samples({"f": lambda: function(*args)}, repeat)["f"]
+    return float(np.median(times)), float(min(times)), float(max(times))

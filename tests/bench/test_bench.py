@@ -1,0 +1,127 @@
+"""The benchmark harness: workload, timer, checks before timing, alternating rounds, outputs."""
+import json
+import time
+
+import numpy as np
+import pytest
+
+from mtrl_fast import cli
+from mtrl_fast.bench import output, runner, timing, workload
+from mtrl_fast.bench.workload import Point
+
+
+def test_points_count_flops_and_bytes():
+    p = Point("shared", 10, 20, 30, 4)
+    assert p.flops == 4 * 10 * 20 * 30 + 6 * 10 * 30 * 4
+    q = Point("per-task", 10, 20, 30, 4)
+    assert q.flops == 4 * 4 * 10 * 20 * 30 + 5 * 4 * 10 * 30
+    assert q.input_bytes() == 4 * (4 * 10 * 20 + 4 * 10 + 2 * (30 * 20 + 30 + 4 * 30))
+
+
+def test_grids_hold_sweeps_around_a_base():
+    points = workload.make_grid(quick=True)
+    shared = [p for p in points if p.layout == "shared"]
+    base = shared[0]
+    assert {p.d for p in shared if (p.n, p.m, p.T) == (base.n, base.m, base.T)} >= {64, 256, 1024}
+    per_task = [p for p in points if p.layout == "per-task"]
+    assert len({p.T * p.n for p in per_task if (p.d, p.m) == (per_task[0].d, per_task[0].m)}) == 1
+    assert len(points) == len(set(points))
+
+
+@pytest.mark.parametrize("point, expected", [
+    # shared, many tasks: X W^T, A H^T, R H, R^T A, D^T X
+    (Point("shared", 64, 16, 8, 6), [((64, 16), (16, 8)), ((6, 8), (8, 64)), ((6, 64), (64, 8)),
+                                     ((64, 6), (6, 8)), ((8, 64), (64, 16))]),
+    # shared, few tasks: R^T A is fused into the mask pass, so it is not a product of the step
+    (Point("shared", 64, 16, 8, 2), [((64, 16), (16, 8)), ((2, 8), (8, 64)), ((2, 64), (64, 8)),
+                                     ((8, 64), (64, 16))]),
+    # per-task, one block: the stacked rows in and out
+    (Point("per-task", 8, 16, 4, 3), [((24, 16), (16, 4)), ((4, 24), (24, 16))]),
+])
+def test_step_products_are_what_the_step_runs(point, expected):
+    args = point.inputs()
+    run, shapes = workload.step_products(args)
+    assert shapes == expected
+    run()
+
+
+def test_step_products_follow_the_per_task_blocks(monkeypatch):
+    from mtrl_fast import ops
+
+    monkeypatch.setattr(ops, "BLOCK_BYTES", 10 * 4 * 4)  # 10 rows of m = 4 float32
+    monkeypatch.setattr(ops, "BLOCK_MIN_BYTES", 0)
+    _, shapes = workload.step_products(Point("per-task", 8, 16, 4, 3).inputs())
+    assert shapes == [((10, 16), (16, 4)), ((4, 10), (10, 16))] * 2 + [((4, 16), (16, 4)), ((4, 4), (4, 16))]
+
+
+def test_agreement_check_catches_a_wrong_gradient():
+    grads = (np.ones((3, 2)), None, np.ones((2, 3)))
+    assert runner._agrees((1.0, grads), (1.0, grads), "float64")[0]
+    wrong = (np.ones((3, 2)) * 1.01, None, np.ones((2, 3)))  # 1% off in norm
+    ok, why = runner._agrees((1.0, wrong), (1.0, grads), "float64")
+    assert not ok and "gradient W" in why
+    assert not runner._agrees((1.1, grads), (1.0, grads), "float32")[0]
+
+
+def test_run_and_write(tmp_path):
+    points = [Point("shared", 64, 16, 8, 3), Point("shared", 64, 32, 8, 3), Point("per-task", 16, 16, 8, 3)]
+    rows = runner.run_benchmarks(points, ["numba", "numpy", "reference"], threads=1, repeat=2, progress=False,
+                                 log=lambda text: None)
+    assert len(rows) == 3 * 3
+    for row in rows:
+        assert row["median_s"] > 0 and row["gflops"] > 0 and row["checked_against"] == "reference"
+        assert row["note"] == ""
+        assert row["peak_bytes"] is None or row["peak_bytes"] > 0
+    ours = [r for r in rows if r["backend"] == "numba"]
+    assert all(r["speedup_over_best_peer"] > 0 for r in ours)  # numpy is a peer; reference is not
+    env = output.environment(["numba", "numpy"])
+    table = output.write_outputs(rows, env, points, tmp_path)
+    assert "speedup over the best peer" in table and env["cpu"] in table
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert len(saved["rows"]) == 9
+    assert (tmp_path / "bench.csv").read_text().startswith("layout,n,d,m,T,dtype,backend")
+    assert (tmp_path / "throughput-shared-d.png").is_file()
+
+
+def test_table_warns_when_blas_kernels_are_pinned(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    env = output.environment(["numba"])
+    assert "OPENBLAS_CORETYPE=Haswell" in env["blas_pins"]
+    assert "WARNING" in output.format_table([], env)
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    monkeypatch.delenv("OPENBLAS_L2_SIZE", raising=False)
+    assert "WARNING" not in output.format_table([], output.environment(["numba"]))
+
+
+@pytest.mark.parametrize("option, value", [("--backends", "numba,tensorflow"), ("--layout", "bogus"),
+                                           ("--dtype", "float16")])
+def test_bench_command_rejects_unknown_values(capsys, option, value):
+    assert cli.main(["bench", option, value]) == 2
+    err = capsys.readouterr().err
+    assert option in err and "unknown value" in err
+
+
+def test_bursts_time_fast_calls_back_to_back_and_slow_calls_alone():
+    calls = []
+
+    def fast():
+        calls.append(1)
+
+    def slow():
+        time.sleep(timing.BURST_S * 1.5)
+
+    assert timing.burst_calls(fast) == timing.BURST_MAX_CALLS
+    assert timing.burst_calls(slow) == 1
+    calls.clear()
+    assert timing.time_burst(fast, 5) >= 0.0
+    assert len(calls) == 6  # one untimed call, then the burst
+    calls.clear()
+    timing.time_burst(fast, 1)
+    assert len(calls) == 1
+
+
+def test_alternating_rounds_take_turns():
+    order = []
+    samples = timing.alternating_samples({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, rounds=3)
+    assert {name: len(times) for name, times in samples.items()} == {"a": 3, "b": 3}
+    assert set(order) == {"a", "b"}

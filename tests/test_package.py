@@ -1,0 +1,42 @@
+"""What users install: the package the tests import, its top level, its metadata."""
+import os
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+import mtrl_fast
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(not os.environ.get("MTRL_FAST_TEST_INSTALLED"),
+                    reason="set MTRL_FAST_TEST_INSTALLED=1 when the tests run against an installed wheel (CI does)")
+def test_tests_import_the_installed_package_not_the_checkout():
+    package = Path(mtrl_fast.__file__).resolve().parent
+    assert CHECKOUT not in package.parents, f"mtrl_fast imported from the checkout: {package}"
+    assert "site-packages" in package.parts
+
+
+def test_one_version_and_typed():
+    assert metadata.version("mtrl_fast") == mtrl_fast.__version__
+    assert (Path(mtrl_fast.__file__).parent / "py.typed").is_file()
+
+
+def test_import_loads_the_kernel_library_alone():
+    """``import mtrl_fast`` brings neither the paper's code nor the benchmarks nor their extras."""
+    code = ("import sys, mtrl_fast; print(' '.join(m for m in ('mtrl_fast.paper', 'mtrl_fast.bench', "
+            "'mtrl_fast.cli', 'matplotlib', 'torch', 'jax', 'dask') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=tempfile.gettempdir())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_public_api_is_what_all_lists():
+    for name in mtrl_fast.__all__:
+        assert hasattr(mtrl_fast, name), name
+    assert mtrl_fast.LAYOUTS == ("shared", "per-task")
