@@ -46,9 +46,8 @@ def _all_finite(array):
     """Whether every entry is finite.
 
     ``x . x`` is NaN or Inf exactly when some entry is (squares cannot cancel), and BLAS reads the
-    array once without the temporary of ``isfinite`` (0.34 ms against 0.75-1.2 ms for 4M float32
-    entries); a sum of squares that overflows, or an array that is not contiguous, is checked
-    entry by entry.
+    array once without the temporary of ``isfinite`` (see docs/performance.md); a sum of squares
+    that overflows, or an array that is not contiguous, is checked entry by entry.
     """
     if array.flags.c_contiguous and array.size:
         flat = array.reshape(-1)

@@ -38,7 +38,7 @@ def _add_into(target, source):
 
     In a ``parallel=True`` function an array expression such as ``gb += row`` becomes a parallel
     region of its own; inside a serial reduction loop that launched the thread pool once per row
-    and made a pass 5x slower. Calling this plain loop instead keeps the reduction serial.
+    and made the pass several times slower. Calling this plain loop keeps the reduction serial.
     """
     for c in range(target.shape[0]):
         target[c] += source[c]
@@ -92,8 +92,8 @@ def relu_mask_colsum(G, H, gb, chunks):
     zero = G.dtype.type(0.0)
     partial = np.zeros((chunks, m), dtype=G.dtype)
     for k in prange(chunks):
-        # Row views and a local accumulator let LLVM vectorise the inner loop (6x faster than
-        # indexing the 2-d arrays), and a select instead of a conditional store keeps it branch-free.
+        # Row views and a local accumulator let LLVM vectorise the inner loop (indexing the 2-d
+        # arrays kept it scalar), and a select instead of a conditional store keeps it branch-free.
         column_sums = np.zeros(m, dtype=G.dtype)
         for i in range(rows * k // chunks, rows * (k + 1) // chunks):
             g_row = G[i]
@@ -197,7 +197,7 @@ def per_task_backward_block(Z, Y, A, b, row0, n, loss, scale, gA, gb, chunks):
         total = 0.0
         for part in range(lo, hi, _LOSS_ROWS):
             # Rows go through in runs: outputs first, then the loss over the run in one
-            # vectorised loop (a scalar loss per row measured 25-45 ns), then back-propagation.
+            # vectorised loop (a scalar loss per row does not vectorise), then back-propagation.
             end = min(part + _LOSS_ROWS, hi)
             for j in range(part, end):
                 z_row = Z[j]

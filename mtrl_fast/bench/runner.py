@@ -131,7 +131,7 @@ class _Worker:
 
 # Pause before each timed burst, so that the thread pools of the backend timed just before are
 # asleep again: OpenMP and Eigen workers spin for a while after their last task, and OpenBLAS's
-# for 2^28 cycles (measured 0.11 s here), taking a core from whatever runs next.
+# for 2^28 cycles (about 0.1 s), taking a core from whatever runs next.
 _SETTLE_S = 0.15
 
 REFERENCE_FLOP_BUDGET = 3e10  # beyond this the reference's per-task loop checks too slowly
