@@ -3,8 +3,9 @@
 A two-layer ReLU network with a first layer ``W (m, d)`` and bias ``b (m,)`` shared by ``T``
 tasks, each with its own linear head ``A[t]``: ``forward`` computes every task's outputs and
 ``loss_and_grad`` the mean loss over tasks with its gradients, for one input matrix shared by all
-tasks ``X (n, d)`` or one per task ``X (T, n, d)``. ``mtrl_fast.reference`` holds plain NumPy
-versions of both.
+tasks ``X (n, d)`` or one per task ``X (T, n, d)``; ``backward`` is the vector-Jacobian product of
+``forward`` for any upstream gradient. ``mtrl_fast.reference`` holds plain NumPy versions of all
+three; ``mtrl_fast.torch`` and ``mtrl_fast.jax`` wrap them as differentiable framework ops.
 
 This package's top level is the kernel library alone (numpy, numba and threadpoolctl); the
 paper's reproduction (``mtrl_fast.paper``) and the benchmark harness (``mtrl_fast.bench``) are
@@ -16,7 +17,7 @@ from ._info import config_info, show_config
 from ._runtime import get_num_threads, num_threads, set_num_threads
 from .gradients import Gradients
 from .losses import DTYPES, LAYOUTS, LOSSES
-from .ops import forward, loss_and_grad
+from .ops import backward, forward, loss_and_grad
 
 __version__ = "0.2.0"
 
@@ -25,6 +26,7 @@ __all__ = [
     "LAYOUTS",
     "LOSSES",
     "Gradients",
+    "backward",
     "config_info",
     "forward",
     "get_num_threads",

@@ -63,11 +63,16 @@ def _check_finite(name, array):
         raise ValueError(f"{name} contains NaN or Inf; pass check_finite=False to skip this check")
 
 
-def check_problem(X, W, b, A, Y=None, loss=None, check_finite=True):
-    """Validate the arguments of ``forward`` / ``loss_and_grad`` and return them C-ordered.
+_NOT_GIVEN = object()  # forward has no Y; None passed as Y is an error
 
-    ``Y`` and ``loss`` are checked only when given (``loss_and_grad``). Integer labels are
-    accepted and converted to the working dtype.
+
+def check_problem(X, W, b, A, Y=_NOT_GIVEN, loss=None, check_finite=True, y_name="Y"):
+    """Validate the arguments of ``forward`` / ``loss_and_grad`` / ``backward`` and return them
+    C-ordered.
+
+    ``Y`` and ``loss`` are checked only when given (``loss_and_grad``; ``backward`` passes its
+    upstream gradient as ``Y`` under the name ``y_name``). Integer arrays are accepted for ``Y``
+    and converted to the working dtype.
     """
     if loss is not None:
         loss_id(loss)
@@ -97,16 +102,20 @@ def check_problem(X, W, b, A, Y=None, loss=None, check_finite=True):
             raise TypeError(f"{name} has dtype {array.dtype} but X has {dtype}; all arrays must share one "
                             "float dtype (float32 or float64)")
 
-    if Y is not None:
+    if Y is _NOT_GIVEN:
+        Y = None
+    elif Y is None:
+        raise TypeError(f"{y_name} must be an array of shape (T, n), not None")
+    else:
         Y = np.asarray(Y)
         if Y.dtype.kind in "iu":
             Y = Y.astype(dtype)
         elif Y.dtype != dtype:
-            raise TypeError(f"Y must have dtype {dtype} (like X) or an integer dtype; got {Y.dtype}")
-        _check_shape("Y", Y, (T, n), "(T, n) with T = A.shape[0] and n = X.shape[-2]")
+            raise TypeError(f"{y_name} must have dtype {dtype} (like X) or an integer dtype; got {Y.dtype}")
+        _check_shape(y_name, Y, (T, n), "(T, n) with T = A.shape[0] and n = X.shape[-2]")
 
     if check_finite:
-        for name, array in (("X", X), ("W", W), ("b", b), ("A", A), ("Y", Y)):
+        for name, array in (("X", X), ("W", W), ("b", b), ("A", A), (y_name, Y)):
             if array is not None:
                 _check_finite(name, array)
     if Y is not None and loss in CLASSIFICATION_LOSSES and not (np.abs(Y) == 1).all():

@@ -159,15 +159,67 @@ def loss_and_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: Optional[np.nd
     the loss, head gradients and masking fused into one pass per block.
     """
     p = check_problem(X, W, b, A, Y, loss=loss, check_finite=check_finite)
-    loss_code = loss_id(loss)
-    scale = 1.0 / (p.T * p.n)
+    return _step(p, loss_id(loss), 1.0 / (p.T * p.n))
+
+
+def backward(X: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray, dF: np.ndarray, *,
+             check_finite: bool = True) -> Gradients:
+    """Vector-Jacobian product of :func:`forward`: the gradients of ``sum(dF * F)``.
+
+    For any upstream gradient ``dF`` of the outputs ``F = forward(X, W, b, A)`` (a loss of your
+    own, a framework's autograd), the gradients with respect to ``W``, ``b`` and ``A``, on the
+    same fused passes as :func:`loss_and_grad` (which is ``forward``, the loss and ``backward``
+    in one call, with ``dF`` the loss's derivative).
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, d) or (T, n, d)
+        Inputs: one matrix shared by every task, or one per task.
+    W : ndarray, shape (m, d)
+        Shared first layer.
+    b : ndarray, shape (m,), or None
+        First-layer bias; ``None`` for none.
+    A : ndarray, shape (T, m)
+        One linear head per task.
+    dF : ndarray, shape (T, n)
+        Upstream gradient of the outputs.
+    check_finite : bool, default True
+        Raise ``ValueError`` if any input holds NaN or Inf.
+
+    Returns
+    -------
+    Gradients
+        ``W (m, d)``, ``b (m,)`` (``None`` when ``b`` is ``None``) and ``A (T, m)``, in the
+        inputs' dtype.
+
+    Raises
+    ------
+    ValueError
+        A shape that does not fit the others, an empty dimension, or a non-finite value.
+    TypeError
+        A dtype other than float32/float64, or arrays of different dtypes.
+    """
+    p = check_problem(X, W, b, A, dF, check_finite=check_finite, y_name="dF")
+    return _step(p, kernels.UPSTREAM, 1.0)[1]
+
+
+def _step(p, loss_code, scale):
+    """The fused step on checked inputs: ``(sum of losses * scale, Gradients)``.
+
+    With ``loss_code = UPSTREAM``, ``p.Y`` holds the upstream gradient ``dF`` itself and
+    ``scale`` is 1: the shared layout then skips the output product, and the per-task pass takes
+    ``dF`` in place of the loss's derivative.
+    """
     bias = _bias_or_zeros(p)
     gb = np.zeros(p.m, dtype=p.X.dtype)
     if p.layout == SHARED:
         H = _product(p.X, p.W.T)
         kernels.bias_relu(H, bias)
-        R = _product(p.A, H.T)
-        total = kernels.loss_slopes(R, p.Y, loss_code, scale)
+        if loss_code == kernels.UPSTREAM:
+            total, R = 0.0, p.Y
+        else:
+            R = _product(p.A, H.T)
+            total = kernels.loss_slopes(R, p.Y, loss_code, scale)
         gA = _product(R, H)
         chunks = kernels.chunk_count(p.n)
         if p.T <= FUSED_TASK_SUM_MAX_T:

@@ -1,4 +1,4 @@
-"""Plain NumPy versions of ``forward`` and ``loss_and_grad``: the ground truth for the tests.
+"""Plain NumPy versions of ``forward``, ``backward`` and ``loss_and_grad``: the tests' ground truth.
 
 Written to be obviously right, not fast: every task is handled on its own, in a loop, exactly
 as the formulas read, and the shared layout is treated as the per-task one with the same inputs
@@ -36,23 +36,29 @@ def forward(X: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray
     return F
 
 
-def loss_and_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray,
-                  loss: str = "logistic", *, check_finite: bool = True) -> Tuple[float, Gradients]:
-    """Same contract as ``mtrl_fast.loss_and_grad``."""
-    p = check_problem(X, W, b, A, Y, loss=loss, check_finite=check_finite)
-    scale = 1.0 / (p.T * p.n)
-    value = 0.0
+def backward(X: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray, dF: np.ndarray, *,
+             check_finite: bool = True) -> Gradients:
+    """Same contract as ``mtrl_fast.backward``."""
+    p = check_problem(X, W, b, A, dF, check_finite=check_finite, y_name="dF")
     gW = np.zeros_like(p.W)
     gb = np.zeros(p.m, dtype=p.X.dtype)
     gA = np.zeros_like(p.A)
     for t in range(p.T):
         Z = _pre_activations(p, t)
         H = np.maximum(Z, 0)
-        F_t = H @ p.A[t]
-        value += losses.value(loss, F_t.astype(np.float64), p.Y[t]).sum()
-        R_t = (losses.slope(loss, F_t.astype(np.float64), p.Y[t]) * scale).astype(p.X.dtype)
-        gA[t] = R_t @ H
-        D = np.outer(R_t, p.A[t]) * (Z > 0)
+        gA[t] = p.Y[t] @ H
+        D = np.outer(p.Y[t], p.A[t]) * (Z > 0)
         gW += D.T @ _task_inputs(p, t)
         gb += D.sum(axis=0)
-    return value * scale, Gradients(W=gW, b=gb if p.b is not None else None, A=gA)
+    return Gradients(W=gW, b=gb if p.b is not None else None, A=gA)
+
+
+def loss_and_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray,
+                  loss: str = "logistic", *, check_finite: bool = True) -> Tuple[float, Gradients]:
+    """Same contract as ``mtrl_fast.loss_and_grad``: ``forward``, the mean loss, ``backward``."""
+    p = check_problem(X, W, b, A, Y, loss=loss, check_finite=check_finite)
+    F = forward(p.X, p.W, p.b, p.A, check_finite=False).astype(np.float64)
+    scale = 1.0 / (p.T * p.n)
+    value = losses.value(loss, F, p.Y).sum() * scale
+    dF = (losses.slope(loss, F, p.Y) * scale).astype(p.X.dtype)
+    return value, backward(p.X, p.W, p.b, p.A, dF, check_finite=False)

@@ -11,6 +11,9 @@ from ._jit import COMPILE_OPTIONS as _COMPILE_OPTIONS
 from ._math import _exp_neg, _exp_neg32, _log1p_unit, _log1p_unit32
 
 SQUARED, LOGISTIC, HINGE, CORRELATION = 0, 1, 2, 3  # order of losses.LOSSES
+# Not a loss: the "labels" are the upstream gradient dF itself (value 0, slope y), so that
+# ``backward`` runs through the same fused passes as ``loss_and_grad``.
+UPSTREAM = 4
 
 
 def loss_cost(loss, dtype):
@@ -41,6 +44,8 @@ def _loss_value_and_slope64(loss, f, y):
         if margin >= 1.0:
             return 0.0, 0.0
         return 1.0 - margin, -y  # a NaN margin lands here and stays NaN
+    if loss == UPSTREAM:
+        return 0.0, y
     return -y * f, -y  # CORRELATION
 
 
@@ -64,6 +69,8 @@ def _loss_value_and_slope32(loss, f, y):
         if margin >= one:
             return zero, zero
         return one - margin, -y
+    if loss == UPSTREAM:
+        return zero, y
     return -y * f, -y  # CORRELATION
 
 
