@@ -26,10 +26,10 @@ class Problem(NamedTuple):
     T: int
 
 
-def _as_float_array(name, value, ndim, shape_text):
+def _as_float_array(name, value, ndim, shape_text, convert=True):
     if value is None:
         raise TypeError(f"{name} must be an array of shape {shape_text}, not None")
-    array = np.asarray(value)
+    array = np.asarray(value) if convert else value
     if array.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64; got {array.dtype}")
     if array.ndim not in ndim:
@@ -66,20 +66,16 @@ def _check_finite(name, array):
 _NOT_GIVEN = object()  # forward has no Y; None passed as Y is an error
 
 
-def check_problem(X, W, b, A, Y=_NOT_GIVEN, loss=None, check_finite=True, y_name="Y"):
-    """Validate the arguments of ``forward`` / ``loss_and_grad`` / ``backward`` and return them
-    C-ordered.
+def check_shapes(X, W, b, A, Y=_NOT_GIVEN, y_name="Y", convert=True):
+    """Check shapes and dtypes and return ``(X, W, b, A, Y, layout, n, d, m, T)``.
 
-    ``Y`` and ``loss`` are checked only when given (``loss_and_grad``; ``backward`` passes its
-    upstream gradient as ``Y`` under the name ``y_name``). Integer arrays are accepted for ``Y``
-    and converted to the working dtype.
+    With ``convert=False`` the arguments are taken as they are, as long as they have ``shape``,
+    ``ndim`` and ``dtype`` (a JAX tracer at trace time, say): nothing is read or copied.
     """
-    if loss is not None:
-        loss_id(loss)
-    X = _as_float_array("X", X, (2, 3), "(n, d) or (T, n, d)")
+    X = _as_float_array("X", X, (2, 3), "(n, d) or (T, n, d)", convert)
     layout = SHARED if X.ndim == 2 else PER_TASK
-    W = _as_float_array("W", W, (2,), "(m, d)")
-    A = _as_float_array("A", A, (2,), "(T, m)")
+    W = _as_float_array("W", W, (2,), "(m, d)", convert)
+    A = _as_float_array("A", A, (2,), "(T, m)", convert)
     m, d = W.shape
     T = A.shape[0]
     n = X.shape[-2]
@@ -93,7 +89,7 @@ def check_problem(X, W, b, A, Y=_NOT_GIVEN, loss=None, check_finite=True, y_name
     _check_shape("X", X, x_expected, f"{x_text} with d = W.shape[1]" + ("" if layout == SHARED else " and T = A.shape[0]"))
     _check_shape("A", A, (T, m), "(T, m) with m = W.shape[0]")
     if b is not None:
-        b = _as_float_array("b", b, (1,), "(m,)")
+        b = _as_float_array("b", b, (1,), "(m,)", convert)
         _check_shape("b", b, (m,), "(m,) with m = W.shape[0]")
 
     dtype = X.dtype
@@ -107,12 +103,33 @@ def check_problem(X, W, b, A, Y=_NOT_GIVEN, loss=None, check_finite=True, y_name
     elif Y is None:
         raise TypeError(f"{y_name} must be an array of shape (T, n), not None")
     else:
-        Y = np.asarray(Y)
-        if Y.dtype.kind in "iu":
+        Y = np.asarray(Y) if convert else Y
+        if np.dtype(Y.dtype).kind in "iu":
             Y = Y.astype(dtype)
         elif Y.dtype != dtype:
             raise TypeError(f"{y_name} must have dtype {dtype} (like X) or an integer dtype; got {Y.dtype}")
         _check_shape(y_name, Y, (T, n), "(T, n) with T = A.shape[0] and n = X.shape[-2]")
+    return X, W, b, A, Y, layout, n, d, m, T
+
+
+def _writable(array):
+    """``array``, or a copy of it where the kernels would refuse it (read-only: memory-mapped,
+    buffer-backed, broadcast). Only for the small operands that reach compiled code (``b``, ``A``,
+    ``Y``); ``X`` and ``W`` only meet BLAS, which reads anything."""
+    return array if array is None or array.flags.writeable else array.copy()
+
+
+def check_problem(X, W, b, A, Y=_NOT_GIVEN, loss=None, check_finite=True, y_name="Y"):
+    """Validate the arguments of ``forward`` / ``loss_and_grad`` / ``backward`` and return them
+    C-ordered.
+
+    ``Y`` and ``loss`` are checked only when given (``loss_and_grad``; ``backward`` passes its
+    upstream gradient as ``Y`` under the name ``y_name``). Integer arrays are accepted for ``Y``
+    and converted to the working dtype.
+    """
+    if loss is not None:
+        loss_id(loss)
+    X, W, b, A, Y, layout, n, d, m, T = check_shapes(X, W, b, A, Y, y_name)
 
     if check_finite:
         for name, array in (("X", X), ("W", W), ("b", b), ("A", A), (y_name, Y)):
@@ -125,9 +142,9 @@ def check_problem(X, W, b, A, Y=_NOT_GIVEN, loss=None, check_finite=True, y_name
     return Problem(
         X=np.ascontiguousarray(X),
         W=np.ascontiguousarray(W),
-        b=None if b is None else np.ascontiguousarray(b),
-        A=np.ascontiguousarray(A),
-        Y=None if Y is None else np.ascontiguousarray(Y),
+        b=None if b is None else _writable(np.ascontiguousarray(b)),
+        A=_writable(np.ascontiguousarray(A)),
+        Y=None if Y is None else _writable(np.ascontiguousarray(Y)),
         layout=layout,
         n=n,
         d=d,

@@ -158,7 +158,7 @@ def build_parser():
     bench.add_argument("--layout", type=_text_list, default=LAYOUTS, help=f"comma-separated, from {', '.join(LAYOUTS)}")
     bench.add_argument("--dtype", type=_text_list, default=("float32",), help=f"comma-separated, from {', '.join(DTYPES)}")
     bench.add_argument("--backends", type=_text_list, default=("numba", "numpy", "torch", "jax"),
-                       help="comma-separated, from numba, numpy, torch, jax, reference")
+                       help="comma-separated, from numba, numpy, torch, jax, torch+ours, jax+ours, reference")
     bench.add_argument("--threads", type=int, help="threads per backend (default: all cores)")
     bench.add_argument("--repeat", type=int, default=7, help="alternating rounds per shape")
     bench.add_argument("--loss", choices=LOSSES, default="logistic")

@@ -67,3 +67,21 @@ def assert_grads_close(grads, expected, problem, loss, dtype):
             continue
         assert got.dtype == dtype, name
         assert_close(got, want, dtype, scale=max(scales[name], float(np.abs(want).max())))
+
+
+def random_problem(layout="shared", dtype=np.float64, n=7, d=4, m=5, T=3, bias=True, seed=0, labels="sign"):
+    """Gaussian inputs, for gradient checks by finite differences: with or without bias, every
+    pre-activation and hinge margin is at least 1e-3 away from its kink."""
+    for attempt in range(1000):
+        rng = np.random.default_rng([seed, attempt])
+        X = rng.standard_normal((n, d) if layout == "shared" else (T, n, d))
+        W = rng.standard_normal((m, d)) / np.sqrt(d)
+        b = 0.3 * rng.standard_normal(m) if bias else None
+        A = rng.standard_normal((T, m))
+        Y = rng.standard_normal((T, n)) if labels == "real" else np.where(rng.random((T, n)) < 0.5, -1.0, 1.0)
+        Z = X @ W.T + (0 if b is None else b)
+        H = np.maximum(Z, 0)
+        F = A @ H.T if X.ndim == 2 else np.einsum("tm,tnm->tn", A, H)
+        if np.abs(Z).min() > 1e-3 and np.abs(Y * F - 1).min() > 1e-3:
+            return tuple(None if a is None else a.astype(dtype) for a in (X, Y, W, b, A))
+    raise AssertionError("no kink-free draw found")

@@ -9,10 +9,13 @@ say why in ``available()``.
 from importlib import import_module
 from typing import Callable, NamedTuple
 
-BACKENDS = ("numba", "numpy", "torch", "jax", "reference")
+BACKENDS = ("numba", "numpy", "torch", "jax", "torch+ours", "jax+ours", "reference")
 PEERS = ("numpy", "torch", "jax")
 
-_MODULES = {"numba": "_ours", "reference": "_ours", "numpy": "_numpy", "torch": "_torch", "jax": "_jax"}
+# "torch+ours" and "jax+ours": the same step through the framework, with mtrl_fast.torch / mtrl_fast.jax's
+# loss op in place of the framework's own autograd graph.
+_MODULES = {"numba": "_ours", "reference": "_ours", "numpy": "_numpy", "torch": "_torch", "jax": "_jax",
+            "torch+ours": "_torch", "jax+ours": "_jax"}
 
 
 class PreparedStep(NamedTuple):

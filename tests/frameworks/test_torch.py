@@ -1,0 +1,148 @@
+"""mtrl_fast.torch: gradients, opcheck, agreement with PyTorch's own autograd, training, errors."""
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import numpy as np
+import pytest
+
+import mtrl_fast
+from helpers import random_problem
+
+torch = pytest.importorskip("torch")
+mt = pytest.importorskip("mtrl_fast.torch")
+
+
+def _tensors(layout, dtype=np.float64, bias=True, loss="logistic", **sizes):
+    X, Y, W, b, A = random_problem(layout, dtype, bias=bias, labels="real" if loss == "squared" else "sign",
+                                   **(sizes or dict(n=7, d=4, m=5, T=3)))
+    params = [None if a is None else torch.tensor(a, requires_grad=True) for a in (W, b, A)]
+    return torch.from_numpy(X), torch.from_numpy(Y), *params
+
+
+def _plain(X, W, b, A):
+    """The same network in plain PyTorch."""
+    Z = X @ W.T + (0 if b is None else b)
+    H = torch.relu(Z)
+    return A @ H.T if X.ndim == 2 else torch.einsum("tnm,tm->tn", H, A)
+
+
+def _plain_loss(X, Y, W, b, A, name):
+    F = _plain(X, W, b, A)
+    per_example = {"squared": lambda: 0.5 * (F - Y) ** 2, "logistic": lambda: torch.nn.functional.softplus(-Y * F),
+                   "hinge": lambda: torch.clamp(1 - Y * F, min=0), "correlation": lambda: -Y * F}[name]()
+    return per_example.mean()
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("loss", mtrl_fast.LOSSES)
+def test_gradcheck(layout, loss, bias):
+    X, Y, W, b, A = _tensors(layout, bias=bias, loss=loss)
+    inputs = tuple(p for p in (W, b, A) if p is not None)
+
+    def with_bias(*params):
+        W_, b_, A_ = (params[0], params[1], params[2]) if bias else (params[0], None, params[1])
+        return W_, b_, A_
+
+    assert torch.autograd.gradcheck(lambda *p: mt.loss(X, Y, *with_bias(*p), loss), inputs)
+    assert torch.autograd.gradcheck(lambda *p: mt.forward(X, *with_bias(*p)), inputs)
+
+
+def test_opcheck(layout):
+    X, Y, W, b, A = _tensors(layout)
+    for op, args in ((mt._forward_op, (X, W, b, A)), (mt._forward_op, (X, W, None, A)),
+                     (mt._loss_op, (X, Y, W, b, A, "logistic")), (mt._loss_op, (X, Y, W, None, A, "hinge"))):
+        results = torch.library.opcheck(op, args)
+        assert set(results.values()) == {"SUCCESS"}, results
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 1e-4)], ids=["float64", "float32"])
+@pytest.mark.parametrize("loss", mtrl_fast.LOSSES)
+def test_gradients_equal_pytorch_autograd(layout, loss, dtype, rtol):
+    X, Y, W, b, A = _tensors(layout, dtype, loss=loss, n=40, d=6, m=9, T=5)
+    ours = torch.autograd.grad(mt.loss(X, Y, W, b, A, loss), (W, b, A))
+    plain = torch.autograd.grad(_plain_loss(X, Y, W, b, A, loss), (W, b, A))
+    for got, want in zip(ours, plain):
+        scale = float(want.abs().max()) or 1.0
+        assert float((got - want).abs().max()) <= rtol * scale
+    dF = torch.randn(Y.shape, dtype=Y.dtype)
+    ours = torch.autograd.grad(mt.forward(X, W, b, A), (W, b, A), dF)
+    plain = torch.autograd.grad(_plain(X, W, b, A), (W, b, A), dF)
+    for got, want in zip(ours, plain):
+        assert float((got - want).abs().max()) <= rtol * (float(want.abs().max()) or 1.0)
+
+
+def test_sgd_on_the_module_follows_the_plain_model(layout):
+    torch.manual_seed(0)
+    T, n, d, m = 4, 30, 6, 8
+    model = mt.MultiTaskReLU(d, m, T, dtype=torch.float64)
+    plain = {name: p.detach().clone().requires_grad_() for name, p in model.named_parameters()}
+    X = torch.randn((n, d) if layout == "shared" else (T, n, d), dtype=torch.float64)
+    Y = torch.sign(torch.randn(T, n, dtype=torch.float64))
+    ours_opt = torch.optim.SGD(model.parameters(), lr=0.3)
+    plain_opt = torch.optim.SGD(plain.values(), lr=0.3)
+    for _ in range(20):
+        ours_opt.zero_grad()
+        model.loss(X, Y).backward()
+        ours_opt.step()
+        plain_opt.zero_grad()
+        _plain_loss(X, Y, plain["W"], plain["b"], plain["A"], "logistic").backward()
+        plain_opt.step()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), plain[name].detach(), rtol=1e-10, atol=1e-12)
+    assert model(X).shape == (T, n)
+
+
+@pytest.mark.parametrize("change, error, words", [
+    (dict(X="meta"), ValueError, ["X", "meta", "CPU"]),
+    (dict(W="half"), TypeError, ["W", "float32 or torch.float64"]),
+    (dict(A="bad shape"), ValueError, ["A", "(T, m)"]),
+    (dict(X="requires grad"), ValueError, ["X", "requires grad", "detach"]),
+    (dict(b="not a tensor"), TypeError, ["b", "torch.Tensor"]),
+])
+def test_bad_inputs_name_the_argument(change, error, words):
+    X, Y, W, b, A = _tensors("shared")
+    args = dict(X=X, W=W, b=b, A=A)
+    name, kind = next(iter(change.items()))
+    args[name] = {"meta": lambda t: torch.empty(t.shape, dtype=t.dtype, device="meta"),
+                  "half": lambda t: t.detach().half(), "bad shape": lambda t: t.detach()[:, :-1],
+                  "requires grad": lambda t: t.clone().requires_grad_(), "not a tensor": lambda t: t.detach().numpy()}[kind](args[name])
+    for call in (lambda: mt.forward(args["X"], args["W"], args["b"], args["A"]),
+                 lambda: mt.loss(args["X"], Y, args["W"], args["b"], args["A"])):
+        with pytest.raises(error) as raised:
+            call()
+        for word in words:
+            assert word in str(raised.value)
+
+
+def test_module_validates():
+    with pytest.raises(ValueError, match="width"):
+        mt.MultiTaskReLU(4, 0, 2)
+    with pytest.raises(TypeError, match="dtype"):
+        mt.MultiTaskReLU(4, 3, 2, dtype=torch.float16)
+
+
+MIXED_LOOP = """
+    import time, torch, mtrl_fast, mtrl_fast.torch as mt
+    torch.manual_seed(0)
+    model = mt.MultiTaskReLU(256, 256, 32)
+    X, Y = torch.randn(1024, 256), torch.sign(torch.randn(32, 1024))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    def step():
+        opt.zero_grad(); model.loss(X, Y).backward(); opt.step()
+        return torch.relu(X @ model.W.detach().T).sum()  # a torch op between ours, on torch's pool
+    for _ in range(5): step()
+    times = []
+    for _ in range(60):
+        start = time.perf_counter(); step(); times.append(time.perf_counter() - start)
+    print(len(times), torch.get_num_threads(), mtrl_fast.get_num_threads())
+"""
+
+
+def test_mixed_loop_with_pytorch_threads_finishes():
+    """PyTorch's OpenMP pool, Numba's and OpenBLAS's alternate in one loop without deadlocking."""
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(MIXED_LOOP)], capture_output=True, text=True,
+                            timeout=240, cwd=tempfile.gettempdir())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == "60"
