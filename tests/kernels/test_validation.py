@@ -126,3 +126,24 @@ def test_finite_check_finds_every_bad_entry_and_accepts_huge_finite_values(dtype
     huge[1, 2] = np.nan
     assert not _all_finite(huge)
     assert _all_finite(np.empty((0, 3), dtype=dtype))
+
+
+@pytest.mark.parametrize("api", APIS, ids=["kernels", "reference"])
+def test_read_only_and_broadcast_arrays_give_the_writable_results(api, tmp_path):
+    """Memory-mapped, buffer-backed, read-only and zero-stride inputs are accepted as they are."""
+    X, Y, W, b, A = make_problem("per-task", np.float64, n=20, d=5, m=6, T=3)
+    expected = api.loss_and_grad(X, Y, W, b, A)
+    np.save(tmp_path / "Y.npy", Y)
+    frozen = [a.copy() for a in (X, W, A)]
+    for a in frozen:
+        a.setflags(write=False)
+    b_buffer = np.frombuffer(b.tobytes(), dtype=b.dtype)
+    value, grads = api.loss_and_grad(frozen[0], np.load(tmp_path / "Y.npy", mmap_mode="r"), frozen[1], b_buffer,
+                                     frozen[2])
+    assert value == expected[0]
+    for got, want in zip(grads, expected[1]):
+        np.testing.assert_array_equal(got, want)
+    b_const = np.broadcast_to(np.float64(0.5), (6,))
+    np.testing.assert_array_equal(api.forward(X, W, b_const, A), api.forward(X, W, np.full(6, 0.5), A))
+    np.testing.assert_array_equal(api.backward(X, W, b_const, A, np.broadcast_to(Y[:1], Y.shape)).W,
+                                  api.backward(X, W, np.full(6, 0.5), A, np.repeat(Y[:1], 3, axis=0)).W)
