@@ -12,7 +12,6 @@ import pytest
 
 import mtrl_fast
 from mtrl_fast import _runtime, losses
-from mtrl_fast._kernels import _losses
 from helpers import make_problem
 
 
