@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import mtrl_fast
-from mtrl_fast import _runtime, losses
+from mtrl_fast import _runtime
 from helpers import make_problem
 
 
