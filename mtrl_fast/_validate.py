@@ -26,10 +26,24 @@ class Problem(NamedTuple):
     T: int
 
 
-def _as_float_array(name, value, ndim, shape_text, convert=True):
+def _as_array(name, value, shape_text, convert):
+    """``value`` as a native-byte-order ndarray; ``None`` and masked arrays are refused by name."""
     if value is None:
         raise TypeError(f"{name} must be an array of shape {shape_text}, not None")
-    array = np.asarray(value) if convert else value
+    if isinstance(value, np.ma.MaskedArray):
+        # np.asarray would silently drop the mask, and a masked loss has no single sound meaning.
+        raise TypeError(f"{name} is a masked array; mtrl_fast ignores no entries: pass {name}.filled(value), "
+                        f"or drop the masked rows, as a plain ndarray")
+    if not convert:
+        return value
+    array = np.asarray(value)
+    if not array.dtype.isnative:  # big-endian data from a file, say: convert, as NumPy itself would compute
+        array = array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
+def _as_float_array(name, value, ndim, shape_text, convert=True):
+    array = _as_array(name, value, shape_text, convert)
     if array.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64; got {array.dtype}")
     if array.ndim not in ndim:
@@ -100,10 +114,8 @@ def check_shapes(X, W, b, A, Y=_NOT_GIVEN, y_name="Y", convert=True):
 
     if Y is _NOT_GIVEN:
         Y = None
-    elif Y is None:
-        raise TypeError(f"{y_name} must be an array of shape (T, n), not None")
     else:
-        Y = np.asarray(Y) if convert else Y
+        Y = _as_array(y_name, Y, "(T, n)", convert)
         if np.dtype(Y.dtype).kind in "iu":
             Y = Y.astype(dtype)
         elif Y.dtype != dtype:

@@ -147,3 +147,29 @@ def test_read_only_and_broadcast_arrays_give_the_writable_results(api, tmp_path)
     np.testing.assert_array_equal(api.forward(X, W, b_const, A), api.forward(X, W, np.full(6, 0.5), A))
     np.testing.assert_array_equal(api.backward(X, W, b_const, A, np.broadcast_to(Y[:1], Y.shape)).W,
                                   api.backward(X, W, np.full(6, 0.5), A, np.repeat(Y[:1], 3, axis=0)).W)
+
+
+@pytest.mark.parametrize("api", APIS, ids=["kernels", "reference"])
+@pytest.mark.parametrize("name", ["X", "Y", "W", "b", "A"])
+def test_masked_arrays_are_refused_by_name(api, name):
+    """np.asarray would drop the mask, so the result would depend on the values under it."""
+    args = good("per-task")
+    args[name] = np.ma.masked_array(args[name], mask=np.zeros(args[name].shape, dtype=bool))
+    with pytest.raises(TypeError, match=rf"^{name} is a masked array.*{name}\.filled"):
+        call(api, **args)
+
+
+@pytest.mark.parametrize("api", APIS, ids=["kernels", "reference"])
+@pytest.mark.parametrize("layout", ["shared", "per-task"])
+def test_non_native_byte_order_is_converted(api, layout):
+    args = good(layout)
+    expected = call(api, **args)
+    swapped = {k: v.astype(v.dtype.newbyteorder(">" if np.little_endian else "<")) for k, v in args.items()}
+    assert not swapped["X"].dtype.isnative
+    value, grads = call(api, **swapped)
+    assert value == expected[0]
+    for got, want in zip(grads, expected[1]):
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype.isnative
+    np.testing.assert_array_equal(api.forward(swapped["X"], swapped["W"], swapped["b"], swapped["A"]),
+                                  api.forward(args["X"], args["W"], args["b"], args["A"]))
