@@ -20,10 +20,14 @@ def _libgomp_loaded():
 # GNU OpenMP's idle workers spin after each parallel loop and starve OpenBLAS's threads, which
 # alternate with them in every step. PASSIVE makes them sleep. libgomp reads the variable once,
 # when it is loaded, so it must be set before Numba starts its OpenMP pool; a value the user set
-# is respected.
-_WAIT_POLICY_PRESET = "OMP_WAIT_POLICY" in os.environ
+# is respected, and MTRL_FAST_SET_WAIT_POLICY=0 leaves it unset (PyTorch's own ops, which share
+# that libgomp, run faster with its default spinning; ours in the same loop then run slower).
+#: The user's own OMP_WAIT_POLICY (``None`` when unset), before mtrl_fast sets its default.
+USER_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
+SETS_WAIT_POLICY = USER_WAIT_POLICY is None and os.environ.get("MTRL_FAST_SET_WAIT_POLICY", "1") != "0"
 _LIBGOMP_WAS_LOADED = _libgomp_loaded()
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if SETS_WAIT_POLICY:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 import numba  # noqa: E402  (must come after the environment is set)
 import numpy as np  # noqa: E402
@@ -66,7 +70,7 @@ def kernel_guard():
 
 def wait_policy_warning():
     """A sentence on why OMP_WAIT_POLICY may not be in force, or ``None`` when it is."""
-    if _LIBGOMP_WAS_LOADED and not _WAIT_POLICY_PRESET:
+    if _LIBGOMP_WAS_LOADED and SETS_WAIT_POLICY:
         return (
             "libgomp was loaded before mtrl_fast was imported, so OMP_WAIT_POLICY=PASSIVE may not "
             "be in force; steps can run several times slower. Import mtrl_fast first or set "

@@ -1,4 +1,10 @@
 """Test helpers: exact test problems, the project-wide tolerance and closeness checks."""
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+
 import numpy as np
 
 from mtrl_fast import losses
@@ -85,3 +91,15 @@ def random_problem(layout="shared", dtype=np.float64, n=7, d=4, m=5, T=3, bias=T
         if np.abs(Z).min() > 1e-3 and np.abs(Y * F - 1).min() > 1e-3:
             return tuple(None if a is None else a.astype(dtype) for a in (X, Y, W, b, A))
     raise AssertionError("no kink-free draw found")
+
+
+def run_python(code, timeout=300, **env):
+    """Run ``code`` in a fresh interpreter, as a user's script: outside the checkout (so that it
+    imports the installed package), with the environment this process had before mtrl_fast set
+    ``OMP_WAIT_POLICY`` (and no ``NUMBA_THREADING_LAYER``), plus ``env``."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")}
+    full_env.update(env)
+    tests_dir = os.path.dirname(os.path.abspath(__file__))  # so that the code can import helpers
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests_dir, full_env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=tempfile.gettempdir())

@@ -11,12 +11,15 @@ says how much the step spends beyond BLAS.
 import gc
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from multiprocessing import get_context
 
 import numpy as np
 
 from .._progress import Progress
+from .._runtime import USER_WAIT_POLICY
+from .backends import PEERS
 from .timing import burst_calls, time_burst
 from .workload import step_products
 
@@ -87,6 +90,25 @@ def _worker(conn, name, threads):
             conn.send(("error", f"{type(error).__name__}: {error}"))
 
 
+@contextmanager
+def _environment(changes):
+    """Set (or, for ``None``, unset) environment variables for the block, then restore them."""
+    saved = {key: os.environ.get(key) for key in changes}
+
+    def apply(values):
+        for key, value in values.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    apply(changes)
+    try:
+        yield
+    finally:
+        apply(saved)
+
+
 class _Worker:
     """A backend's process. ``for_memory`` workers allocate every block of 128 KiB or more with
     mmap and return it on free, so resident memory tracks live arrays (glibc otherwise keeps
@@ -98,17 +120,15 @@ class _Worker:
         context = get_context("spawn")  # fork is unsafe once OpenMP or XLA threads exist
         self.conn, child = context.Pipe()
         self.process = context.Process(target=_worker, args=(child, name, threads), daemon=True)
-        saved = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+        changes = {}
         if for_memory:
-            os.environ["MALLOC_MMAP_THRESHOLD_"] = str(128 * 1024)  # read by glibc when the child starts
-        try:
+            changes["MALLOC_MMAP_THRESHOLD_"] = str(128 * 1024)  # read by glibc when the child starts
+        if name in PEERS:
+            # A peer runs with its users' OpenMP setting, not the PASSIVE that importing
+            # mtrl_fast sets: PyTorch's own step is faster with libgomp's default spinning.
+            changes.update(OMP_WAIT_POLICY=USER_WAIT_POLICY, MTRL_FAST_SET_WAIT_POLICY="0")
+        with _environment(changes):  # the spawned child copies os.environ when it starts
             self.process.start()
-        finally:
-            if for_memory:
-                if saved is None:
-                    del os.environ["MALLOC_MMAP_THRESHOLD_"]
-                else:
-                    os.environ["MALLOC_MMAP_THRESHOLD_"] = saved
 
     def ask(self, command, payload=None):
         self.conn.send((command, payload))

@@ -1,5 +1,6 @@
 """The benchmark harness: workload, timer, checks before timing, alternating rounds, outputs."""
 import json
+import re
 import time
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from mtrl_fast import cli
 from mtrl_fast.bench import output, runner, timing, workload
 from mtrl_fast.bench.workload import Point
+from helpers import run_python
 
 
 def test_points_count_flops_and_bytes():
@@ -125,3 +127,24 @@ def test_alternating_rounds_take_turns():
     samples = timing.alternating_samples({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, rounds=3)
     assert {name: len(times) for name, times in samples.items()} == {"a": 3, "b": 3}
     assert set(order) == {"a", "b"}
+
+
+PEER_POLICY = """
+    from mtrl_fast.bench.runner import _Worker
+    for name in ("numpy", "numba"):
+        worker = _Worker(name, 1)
+        worker.ask("version")
+        worker.close()
+        print("done", name, flush=True)
+"""
+
+
+def test_peers_run_with_the_users_wait_policy_and_ours_with_passive():
+    """The NumPy/PyTorch/JAX workers get the user's OpenMP setting (here: unset, libgomp's spinning
+    default), not the PASSIVE that importing mtrl_fast sets; our own worker keeps PASSIVE."""
+    result = run_python(PEER_POLICY, OMP_DISPLAY_ENV="VERBOSE")
+    assert result.returncode == 0, result.stderr
+    # Every libgomp prints its settings when it loads: the parent's, the numpy worker's, ours.
+    blocks = re.findall(r"GOMP_SPINCOUNT = '(\d+)'", result.stderr)
+    assert blocks[0] == "0"  # the parent imported mtrl_fast
+    assert len(blocks) == 3 and blocks[1] != "0" and blocks[2] == "0", result.stderr

@@ -1,14 +1,12 @@
 """mtrl_fast.torch: gradients, opcheck, agreement with PyTorch's own autograd, training, errors."""
-import subprocess
-import sys
-import tempfile
-import textwrap
+import json
+import re
 
 import numpy as np
 import pytest
 
 import mtrl_fast
-from helpers import random_problem
+from helpers import random_problem, run_python
 
 torch = pytest.importorskip("torch")
 mt = pytest.importorskip("mtrl_fast.torch")
@@ -124,25 +122,61 @@ def test_module_validates():
 
 
 MIXED_LOOP = """
-    import time, torch, mtrl_fast, mtrl_fast.torch as mt
+    import json, mtrl_fast, torch, mtrl_fast.torch as mt  # the README's order: mtrl_fast first
+    from mtrl_fast.bench.timing import alternating_medians
     torch.manual_seed(0)
     model = mt.MultiTaskReLU(256, 256, 32)
     X, Y = torch.randn(1024, 256), torch.sign(torch.randn(32, 1024))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    arrays = [t.detach().numpy().copy() for t in (X, Y, model.W, model.b, model.A)]
     def step():
         opt.zero_grad(); model.loss(X, Y).backward(); opt.step()
-        return torch.relu(X @ model.W.detach().T).sum()  # a torch op between ours, on torch's pool
-    for _ in range(5): step()
-    times = []
-    for _ in range(60):
-        start = time.perf_counter(); step(); times.append(time.perf_counter() - start)
-    print(len(times), torch.get_num_threads(), mtrl_fast.get_num_threads())
+        torch.relu(X @ model.W.detach().T).sum()  # a torch op between ours, on torch's pool
+    def bare():
+        mtrl_fast.loss_and_grad(*arrays)
+        torch.relu(X @ model.W.detach().T).sum()
+    medians = alternating_medians({"mixed": step, "bare": bare}, rounds=15, settle_s=0.05)
+    print(json.dumps({"ratio": medians["mixed"] / medians["bare"], "torch": torch.get_num_threads(),
+                      "ours": mtrl_fast.get_num_threads()}))
 """
 
 
-def test_mixed_loop_with_pytorch_threads_finishes():
-    """PyTorch's OpenMP pool, Numba's and OpenBLAS's alternate in one loop without deadlocking."""
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(MIXED_LOOP)], capture_output=True, text=True,
-                            timeout=240, cwd=tempfile.gettempdir())
+def test_mixed_loop_with_pytorch_threads_neither_deadlocks_nor_slows_down():
+    """PyTorch's OpenMP pool, Numba's and OpenBLAS's alternate in one training loop (the README's
+    import order) without deadlocking, at the bare call's speed: the loop measured 0.9-1.1x the bare
+    call plus the same torch op at large shapes, 1.7x at this small one (the optimizer update and the
+    wrapper), against 9.7x with spinning workers. Noise on a shared 2-core host reaches +-30%."""
+    ratios = []
+    for _ in range(2):  # one rerun absorbs a noisy spell of the host
+        result = run_python(MIXED_LOOP)
+        assert result.returncode == 0, result.stderr
+        found = json.loads(result.stdout.strip().splitlines()[-1])
+        ratios.append(found["ratio"])
+        if found["ratio"] < 3.0:
+            break
+    assert min(ratios) < 3.0, f"a mixed training step ran {ratios} times the bare call"
+
+
+SPIN_COUNT = """
+    import {first}, {second}
+    import mtrl_fast.torch as mt, torch
+    X = torch.randn(300, 64)
+    mt.forward(X, torch.randn(64, 64), None, torch.randn(8, 64)).sum()  # Numba's OpenMP pool starts
+    torch.relu(X @ X.T).sum()  # and PyTorch's
+"""
+
+
+@pytest.mark.parametrize("first, second", [("mtrl_fast", "torch"), ("torch", "mtrl_fast")])
+def test_one_libgomp_for_both_pools_with_the_first_imports_policy(first, second):
+    """PyTorch and Numba share one libgomp, which reads its wait policy when it loads: importing
+    mtrl_fast first makes every idle OpenMP worker sleep (spin count 0); importing torch first
+    leaves libgomp's spinning default, and mtrl_fast says so."""
+    result = run_python(SPIN_COUNT.format(first=first, second=second), OMP_DISPLAY_ENV="VERBOSE")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split()[0] == "60"
+    spin_counts = set(re.findall(r"GOMP_SPINCOUNT = '(\d+)'", result.stderr))
+    if first == "mtrl_fast":
+        assert spin_counts == {"0"}
+        assert "OMP_WAIT_POLICY=PASSIVE may not be in force" not in result.stderr
+    else:
+        assert spin_counts and spin_counts != {"0"}
+        assert "OMP_WAIT_POLICY=PASSIVE may not be in force" in result.stderr

@@ -1,9 +1,4 @@
 """Thread control, safety under concurrent calls, and bitwise-repeatable results."""
-import os
-import subprocess
-import sys
-import tempfile
-import textwrap
 import threading
 
 import numba
@@ -12,7 +7,7 @@ import pytest
 
 import mtrl_fast
 from mtrl_fast import _runtime
-from helpers import make_problem
+from helpers import make_problem, run_python
 
 
 def _step(problem, loss="logistic"):
@@ -61,19 +56,9 @@ def test_concurrent_calls_give_the_serial_results():
     assert not errors, errors
 
 
-def _run_python(code, **env):
-    full_env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")}
-    full_env.update(env)
-    tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # helpers.py
-    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests_dir, full_env.get("PYTHONPATH")]))
-    # Run outside the checkout, so that `python -c` imports the installed package, not ./mtrl_fast.
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env=full_env, timeout=300, cwd=tempfile.gettempdir())
-
-
 CONCURRENT_SCRIPT = """
     import threading, numpy as np, mtrl_fast
-    from helpers import make_problem
+    from helpers import make_problem, run_python
     problem = make_problem("shared", np.float64, n=400, d=10, m=30, T=5)
     expected = mtrl_fast.loss_and_grad(*problem)[1].W
     bad = []
@@ -90,14 +75,14 @@ CONCURRENT_SCRIPT = """
 
 def test_unsafe_workqueue_layer_is_serialised():
     """Numba's workqueue layer aborts on concurrent parallel calls; the package serialises them."""
-    result = _run_python(CONCURRENT_SCRIPT, NUMBA_THREADING_LAYER="workqueue")
+    result = run_python(CONCURRENT_SCRIPT, NUMBA_THREADING_LAYER="workqueue")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["workqueue", "0"]
 
 
 def test_default_layer_is_thread_safe_and_openmp_workers_sleep():
     """By default a thread-safe layer runs, and OpenMP workers do not spin against BLAS."""
-    result = _run_python("""
+    result = run_python("""
         import os, mtrl_fast, numpy as np
         mtrl_fast.forward(np.ones((2, 2)), np.ones((2, 2)), None, np.ones((1, 2)))
         import numba
@@ -110,7 +95,7 @@ def test_default_layer_is_thread_safe_and_openmp_workers_sleep():
 
 
 def test_user_wait_policy_is_respected():
-    result = _run_python("import os, mtrl_fast; print(os.environ['OMP_WAIT_POLICY'])", OMP_WAIT_POLICY="ACTIVE")
+    result = run_python("import os, mtrl_fast; print(os.environ['OMP_WAIT_POLICY'])", OMP_WAIT_POLICY="ACTIVE")
     assert result.stdout.strip() == "ACTIVE"
 
 
@@ -182,3 +167,9 @@ def test_threads_for_is_per_python_thread_and_restores(monkeypatch):
             with _runtime.threads_for(1):
                 raise RuntimeError("inside")
         assert numba.get_num_threads() == 2
+
+
+def test_wait_policy_can_be_left_to_libgomp():
+    result = run_python("import os, mtrl_fast; print(os.environ.get('OMP_WAIT_POLICY'))", MTRL_FAST_SET_WAIT_POLICY="0")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "None"
