@@ -10,8 +10,12 @@ it stopped, and a finished cell is never computed again (unless its settings cha
 import hashlib
 import json
 import os
+import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -20,6 +24,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from .._progress import Progress
+from . import store
 from .metrics import probe_accuracy
 from .tasks import make_task_family
 from .train import PretrainConfig, initial_layer, oracle_layer, pretrain
@@ -173,81 +178,213 @@ def run_cell(cell, grid):
     return records
 
 
-def _write_atomically(path, text):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+def peak_bytes(cell, grid):
+    """Estimated peak memory of computing ``cell``: two batches of samples alive at once, one of
+    them still in float64 as drawn, plus the step's pre-activations (at most 64 MiB a block)."""
+    T = cell.T if cell.study == "recovery" else grid.downstream_tasks
+    n = grid.pretrain.samples(cell.d)
+    itemsize = np.dtype(grid.pretrain.dtype).itemsize
+    inputs = n * cell.d * (T if grid.pretrain.layout == "per-task" else 1)
+    probes = grid.n_test * cell.d * 8 * 2 if cell.study == "downstream" else 0
+    return inputs * (8 + 2 * itemsize) + min(64 * 2**20, n * T * grid.pretrain.width * itemsize) + probes
+
+
+def available_memory():
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``), or ``None``."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_problem(grid, jobs=1):
+    """A sentence on why ``grid`` cannot fit in memory with ``jobs`` cells at once, or ``None``."""
+    available = available_memory()
+    if available is None:
+        return None
+    cells = plan(grid)
+    largest = max(cells, key=lambda cell: peak_bytes(cell, grid))
+    need = peak_bytes(largest, grid) * min(jobs, len(cells))
+    if need <= available:
+        return None
+    gib = 2.0**30
+    return (f"the largest cell ({largest.key}) needs about {peak_bytes(largest, grid) / gib:.1f} GiB"
+            + (f", {need / gib:.1f} GiB for {min(jobs, len(cells))} at once" if jobs > 1 else "")
+            + f", and this machine has {available / gib:.1f} GiB available")
 
 
 def _cell_path(out, cell):
     return Path(out) / "cells" / f"{cell.key}.json"
 
 
+def expected_records(cell, grid):
+    """How many records ``cell`` yields."""
+    return 1 if cell.study == "recovery" else len(grid.n_new) * len(FEATURES)
+
+
 def load_cell(out, cell, grid):
-    """A finished cell's records, or ``None`` when it is missing, unreadable or from other settings."""
-    try:
-        stored = json.loads(_cell_path(out, cell).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if stored.get("fingerprint") != fingerprint(cell, grid):
-        return None
-    return stored["records"]
+    """A finished cell's records, or ``None`` when it is missing, from other settings or malformed
+    (see ``store.load_cell``)."""
+    return store.load_cell(_cell_path(out, cell), cell, fingerprint(cell, grid), expected_records(cell, grid))
 
 
-def _compute_and_store(cell, grid, out):
+def _blas():
+    from threadpoolctl import threadpool_info
+
+    return [f"{pool['internal_api']} {pool['version']} ({pool.get('architecture')})"
+            for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def _compute(cell, grid, threads):
+    """Run one cell with ``threads`` threads (kernels and BLAS); returns what the store keeps."""
+    from .. import num_threads
+
     start = time.perf_counter()
-    records = run_cell(cell, grid)
-    payload = {"cell": asdict(cell), "fingerprint": fingerprint(cell, grid), "settings": _settings_of(cell, grid),
-               "seconds": time.perf_counter() - start, "records": records}
-    _write_atomically(_cell_path(out, cell), json.dumps(payload, indent=1))
-    return cell, records, payload["seconds"]
+    with num_threads(threads):
+        records = run_cell(cell, grid)
+    return {"cell": asdict(cell), "fingerprint": fingerprint(cell, grid), "settings": _settings_of(cell, grid),
+            "seconds": time.perf_counter() - start, "threads": threads, "blas": _blas(), "records": records}
 
 
-def _init_worker(threads):
-    from .. import set_num_threads
-
-    set_num_threads(threads)
+def _store(out, cell, payload):
+    store.write_text_atomically(_cell_path(out, cell), json.dumps(payload, indent=1))
 
 
-def run_grid(grid, out, jobs=1, progress=True):
+# --- stopping cleanly ---------------------------------------------------------------------------
+
+class Stopped(KeyboardInterrupt):
+    """The run was stopped by SIGINT or SIGTERM; every finished cell is stored."""
+
+
+class WorkerDied(RuntimeError):
+    """A worker process died (killed by the OS, perhaps for memory) while computing a cell."""
+
+
+@contextmanager
+def _stop_on_signals():
+    """Turn SIGTERM (and SIGINT) into ``Stopped`` in the main thread, so that cleanup runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(number, frame):
+        raise Stopped(signal.Signals(number).name)
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _watch_parent(parent):
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)  # the run is gone: nobody would store this worker's result
+
+
+def _init_worker(parent):
+    # Ctrl-C reaches the whole process group: the parent stops the workers itself, without a
+    # traceback from each. And a worker whose parent died (even by SIGKILL) exits within a second.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _end_workers(pool):
+    """Stop the pool now: cancel queued cells and end the running ones' processes."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
+    for process in processes:
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+
+
+def run_grid(grid, out, jobs=1, progress=True, threads=1):
     """Compute every cell of ``grid`` not already finished in ``out``; return all records.
+
+    Parameters
+    ----------
+    grid : Grid
+    out : path
+        Output folder; ``out/cells`` holds one file per finished cell.
+    jobs : int
+        Cells computed at once, each in its own process (1: in this process).
+    progress : bool
+    threads : int
+        Threads of each cell's kernels and BLAS. Records are bitwise identical for the same
+        ``threads`` (and BLAS build), whatever ``jobs``.
 
     Returns
     -------
     dict
         ``{"recovery": [...], "downstream": [...]}``, in plan order.
+
+    Raises
+    ------
+    Stopped
+        SIGINT or SIGTERM: workers ended, finished cells stored; run again to resume.
+    WorkerDied
+        A worker process was killed; finished cells stored.
+    store.OutputLocked
+        Another run is writing into ``out``.
     """
     out = Path(out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
-    cells = plan(grid)
-    results = {cell: load_cell(out, cell, grid) for cell in cells}
-    todo = [cell for cell in cells if results[cell] is None]
-    bar = Progress(len(todo), enabled=progress)
-    if progress:
-        print(f"{len(cells)} cells, {len(cells) - len(todo)} already done in {out}, {len(todo)} to run", file=bar.stream)
-    if jobs <= 1:
-        for cell in todo:
-            _, results[cell], seconds = _compute_and_store(cell, grid, out)
-            bar.step(f"{cell.key} ({seconds:.1f}s)")
-    elif todo:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        # spawn, not fork: OpenMP's thread pool does not survive a fork.
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker,
-                                 initargs=(threads,)) as pool:
-            futures = [pool.submit(_compute_and_store, cell, grid, out) for cell in todo]
-            for future in as_completed(futures):
-                cell, results[cell], seconds = future.result()
-                bar.step(f"{cell.key} ({seconds:.1f}s)")
+    with store.locked(out), _stop_on_signals():
+        store.remove_temporary_files(out / "cells")
+        cells = plan(grid)
+        results = {cell: load_cell(out, cell, grid) for cell in cells}
+        todo = [cell for cell in cells if results[cell] is None]
+        bar = Progress(len(todo), enabled=progress)
+        if progress:
+            print(f"{len(cells)} cells, {len(cells) - len(todo)} already done in {out}, {len(todo)} to run",
+                  file=bar.stream)
+
+        def finished(cell, payload):
+            _store(out, cell, payload)  # here, not in the worker: workers need no shared filesystem
+            results[cell] = payload["records"]
+            bar.step(f"{cell.key} ({payload['seconds']:.1f}s)")
+
+        if jobs <= 1 or len(todo) <= 1:
+            for cell in todo:
+                finished(cell, _compute(cell, grid, threads))
+        elif todo:
+            # spawn, not fork: OpenMP's thread pool does not survive a fork.
+            pool = ProcessPoolExecutor(min(jobs, len(todo)), mp_context=get_context("spawn"),
+                                       initializer=_init_worker, initargs=(os.getpid(),))
+            try:
+                futures = {pool.submit(_compute, cell, grid, threads): cell for cell in todo}
+                for future in as_completed(futures):
+                    finished(futures[future], future.result())
+            except BrokenProcessPool:
+                _end_workers(pool)
+                lost = sum(results[cell] is None for cell in todo)
+                raise WorkerDied(f"a worker process died (killed by the operating system, perhaps for lack of "
+                                 f"memory) with {lost} cells unfinished; every finished cell is stored in "
+                                 f"{out / 'cells'}: run the same command again to resume, with fewer --jobs if "
+                                 "memory ran out") from None
+            except BaseException:
+                _end_workers(pool)
+                raise
+            pool.shutdown()
     gathered = {"recovery": [], "downstream": []}
     for cell in cells:
         gathered[cell.study].extend(results[cell])
     return gathered
 
 
-def reproduce(grid, out, jobs=1, progress=True):
+def reproduce(grid, out, jobs=1, progress=True, threads=1):
     """Run ``grid`` into ``out`` (resuming), then write results, CSVs, figures and the report.
 
     Returns
@@ -257,5 +394,6 @@ def reproduce(grid, out, jobs=1, progress=True):
     """
     from . import report
 
-    results = run_grid(grid, out, jobs=jobs, progress=progress)
-    return report.write_outputs(results, grid, Path(out))
+    results = run_grid(grid, out, jobs=jobs, progress=progress, threads=threads)
+    with store.locked(out):
+        return report.write_outputs(results, grid, Path(out))

@@ -11,8 +11,10 @@ from datetime import datetime, timezone
 import numpy as np
 from scipy.stats import spearmanr
 
-RECOVERY_FIELDS = ("d", "r", "T", "seed", "subspace_distance", "energy_outside", "final_loss")
-DOWNSTREAM_FIELDS = ("d", "n_new", "features", "seed", "accuracy")
+from . import store
+
+RECOVERY_FIELDS = tuple(store.RECORD_FIELDS["recovery"])
+DOWNSTREAM_FIELDS = tuple(store.RECORD_FIELDS["downstream"])
 
 
 def _mean(records, value, **where):
@@ -102,8 +104,8 @@ def _log_axis(ax, values):
     ax.minorticks_off()
 
 
-def _figures(results, grid, out):
-    """Write the PNG figures; returns their file names, or a sentence on why there are none."""
+def _figures(results, grid, stage):
+    """Write the PNG figures to ``stage(name)``; returns their names, or a sentence on why there are none."""
     try:
         import matplotlib
 
@@ -127,7 +129,7 @@ def _figures(results, grid, out):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "recovery.png", dpi=120)
+    fig.savefig(stage("recovery.png"), dpi=120, format="png")
     plt.close(fig)
     names.append("recovery.png")
 
@@ -147,7 +149,7 @@ def _figures(results, grid, out):
         axes[0][0].set_ylabel("probe accuracy on a new task")
         axes[0][-1].legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out / "downstream.png", dpi=120)
+        fig.savefig(stage("downstream.png"), dpi=120, format="png")
         plt.close(fig)
         names.append("downstream.png")
     return names
@@ -213,6 +215,9 @@ def _report(results, grid, rows, figures):
 def write_outputs(results, grid, out):
     """Write results.json, recovery.csv, downstream.csv, the figures and report.md into ``out``.
 
+    All or nothing: the files are written beside their final names and renamed into place only
+    when every one was written, so a failure (a full disk, say) leaves the previous set whole.
+
     Returns
     -------
     list of dict
@@ -221,9 +226,10 @@ def write_outputs(results, grid, out):
     rows = claims(results, grid)
     document = {"config": grid.to_dict(), "recovery": results["recovery"], "downstream": results["downstream"],
                 "claims": rows}
-    (out / "results.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
-    (out / "recovery.csv").write_text(_csv(results["recovery"], RECOVERY_FIELDS), encoding="utf-8")
-    (out / "downstream.csv").write_text(_csv(results["downstream"], DOWNSTREAM_FIELDS), encoding="utf-8")
-    figures = _figures(results, grid, out)
-    (out / "report.md").write_text(_report(results, grid, rows, figures), encoding="utf-8")
+    with store.staged_files(out) as stage:
+        stage("results.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
+        stage("recovery.csv").write_text(_csv(results["recovery"], RECOVERY_FIELDS), encoding="utf-8")
+        stage("downstream.csv").write_text(_csv(results["downstream"], DOWNSTREAM_FIELDS), encoding="utf-8")
+        figures = _figures(results, grid, stage)
+        stage("report.md").write_text(_report(results, grid, rows, figures), encoding="utf-8")
     return rows

@@ -67,7 +67,8 @@ def test_changed_settings_recompute_and_corrupt_cells_are_redone(tmp_path, monke
     assert calls == []
     broken = tmp_path / "cells" / f"{plan(TINY)[0].key}.json"
     broken.write_text("{not json")
-    run_grid(TINY, tmp_path, progress=False)
+    with pytest.warns(RuntimeWarning, match="not valid JSON; recomputing the cell"):
+        run_grid(TINY, tmp_path, progress=False)
     assert calls == [plan(TINY)[0].key]
     changed = replace(TINY, pretrain=replace(TINY.pretrain, head_lr=0.2))
     calls.clear()

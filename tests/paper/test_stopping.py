@@ -1,0 +1,105 @@
+"""Stopping a real `mtrl-fast reproduce --jobs 2` run: signals to the command, a killed command,
+a killed worker. Each test starts the installed command in a process of its own."""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+# Cells of a few seconds each, so that a signal lands mid-run.
+GRID = ["--d", "300", "--tasks", "50,100,150", "--seeds", "2", "--width", "1024", "--downstream-d", "20", "--n-new", "5",
+        "--downstream-tasks", "2", "--jobs", "2"]
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except OSError:
+        return False
+
+
+def _children(pid):
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _command_line(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _start(out):
+    command = [sys.executable, "-m", "mtrl_fast", "reproduce", "--out", str(out), *GRID]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=tempfile.gettempdir(), start_new_session=True)
+    deadline = time.monotonic() + 120
+    workers = []
+    while time.monotonic() < deadline and process.poll() is None:
+        # The two worker processes (the command's other child is multiprocessing's resource tracker).
+        workers = [pid for pid in _children(process.pid) if "spawn_main" in _command_line(pid)]
+        if len(workers) >= 2 and list((out / "cells").glob("*.json")):
+            break
+        time.sleep(0.2)
+    assert process.poll() is None and len(workers) >= 2, "the run did not get going"
+    return process, workers
+
+
+def _wait_gone(pids, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.1)
+    return [pid for pid in pids if _alive(pid)]
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_the_run_ends_its_workers_and_it_resumes(tmp_path, signum, code):
+    out = tmp_path / "out"
+    process, workers = _start(out)
+    os.killpg(process.pid, signum) if signum == signal.SIGINT else process.send_signal(signum)  # Ctrl-C: the group
+    start = time.monotonic()
+    _, err = process.communicate(timeout=30)
+    assert time.monotonic() - start < 10
+    assert process.returncode == code, err
+    assert f"stopped by {signal.Signals(signum).name}" in err and "run the same command to resume" in err
+    assert "Traceback" not in err
+    assert _wait_gone(workers, 5) == []
+    assert not list(out.glob("**/.*.tmp"))
+    finished = len(list((out / "cells").glob("*.json")))
+    resumed = subprocess.run([sys.executable, "-m", "mtrl_fast", "reproduce", "--out", str(out), *GRID],
+                             capture_output=True, text=True, cwd=tempfile.gettempdir(), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{finished} already done" in resumed.stderr
+
+
+def test_workers_exit_when_the_command_is_killed(tmp_path):
+    process, workers = _start(tmp_path / "out")
+    process.kill()
+    process.communicate(timeout=30)
+    assert _wait_gone(workers, 10) == [], "workers outlived the killed command"
+
+
+def test_a_killed_worker_stops_the_run_with_a_message(tmp_path):
+    process, workers = _start(tmp_path / "out")
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "a worker process died" in err and "run the same command again to resume" in err
+    assert "Traceback" not in err
+    assert _wait_gone(workers, 5) == []
