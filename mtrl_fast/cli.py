@@ -1,13 +1,34 @@
-"""The ``mtrl-fast`` command."""
+"""The ``mtrl-fast`` command.
+
+Every option is checked before any work starts; a bad one is a one-line message naming it, with
+exit status 2. Errors during a run are one line and exit status 1 (``--debug``, or
+``MTRL_FAST_DEBUG=1``, shows the traceback); a run stopped by SIGINT or SIGTERM exits with 130 or
+143 after ending its workers.
+"""
 import argparse
+import os
 import sys
 from importlib import import_module
 
+from . import _cli_types as types
+from .bench.backends import BACKENDS  # a plain list: no benchmark dependency
 from .losses import DTYPES, LAYOUTS, LOSSES, PER_TASK, SHARED
 
 
 class MissingExtra(Exception):
     """An optional part's dependencies are not installed."""
+
+
+class OptionError(Exception):
+    """Options that are each valid but do not work together (or do not fit this machine)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line: no usage block above the message."""
+
+    def error(self, message):
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)  # a typed "\r" stays visible
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _part(module, extra):
@@ -24,6 +45,10 @@ def _cmd_step(args):
     from mtrl_fast.bench.timing import time_call
     from mtrl_fast.bench.workload import step_inputs
 
+    from mtrl_fast.bench.workload import Point
+
+    point = Point(args.layout, args.n, args.d, args.m, args.T, args.dtype)
+    _check_memory(3 * point.input_bytes(), f"a step at (n, d, m, T) = ({args.n}, {args.d}, {args.m}, {args.T})")
     X, Y, W, b, A = step_inputs(args.layout, args.n, args.d, args.m, args.T, args.dtype)
     print(f"one loss_and_grad step, {args.layout} layout, (n, d, m, T) = ({args.n}, {args.d}, {args.m}, {args.T}), "
           f"{args.dtype}, {mtrl_fast.get_num_threads()} threads, median of {args.repeat}")
@@ -37,17 +62,10 @@ def _cmd_step(args):
 
 
 def _cmd_bench(args):
-    from mtrl_fast.bench.backends import BACKENDS
     from mtrl_fast.bench.output import environment, write_outputs
     from mtrl_fast.bench.runner import run_benchmarks
     from mtrl_fast.bench.workload import TARGET_POINTS, Point, make_grid
 
-    for option, values, allowed in (("--backends", args.backends, BACKENDS), ("--layout", args.layout, LAYOUTS),
-                                    ("--dtype", args.dtype, DTYPES)):
-        unknown = [v for v in values if v not in allowed]
-        if unknown:
-            print(f"mtrl-fast bench: {option}: unknown value(s) {unknown}; choose from {allowed}", file=sys.stderr)
-            return 2
     points = make_grid(layouts=args.layout, ds=args.d, ms=args.m, Ts=args.T, dtypes=args.dtype, quick=args.quick)
     if args.targets:
         points = [p.replace(dtype=dtype) for p in TARGET_POINTS for dtype in args.dtype if p.layout in args.layout]
@@ -69,15 +87,11 @@ def _shapes(text):
     shapes = []
     for item in filter(None, (part.strip() for part in text.split(";"))):
         layout, _, sizes = item.partition(":")
-        values = _int_list(sizes)
+        values = types.positive_ints(sizes)
         if layout not in LAYOUTS or len(values) != 4:
             raise argparse.ArgumentTypeError(f"expected LAYOUT:n,d,m,T with LAYOUT one of {LAYOUTS}, got {item!r}")
         shapes.append((layout, values))
     return shapes
-
-
-def _text_list(text):
-    return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
 def _cmd_info(args):
@@ -87,21 +101,20 @@ def _cmd_info(args):
     return 0
 
 
-def _int_list(text):
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
+def _check_memory(need, what):
+    from mtrl_fast.paper.experiments import available_memory
+
+    available = available_memory()
+    if available is not None and need > available:
+        raise OptionError(f"{what} needs about {need / 2**30:.1f} GiB, and this machine has "
+                          f"{available / 2**30:.1f} GiB available")
 
 
 def _cmd_reproduce(args):
     from dataclasses import replace
 
     _part("paper", "paper")
-    from mtrl_fast.paper.experiments import QUICK, Grid, reproduce
+    from mtrl_fast.paper.experiments import QUICK, Grid, memory_problem, reproduce
     from mtrl_fast.paper.report import claims_table
 
     base = QUICK if args.quick else Grid()
@@ -116,9 +129,12 @@ def _cmd_reproduce(args):
     try:
         grid = replace(base, pretrain=replace(base.pretrain, **pretrain_changes), **grid_changes)
     except ValueError as error:
-        print(f"mtrl-fast reproduce: {error}", file=sys.stderr)
-        return 2
-    rows = reproduce(grid, args.out, jobs=args.jobs, progress=not args.no_progress)
+        raise OptionError(error) from None
+    jobs = args.jobs or max(1, (os.cpu_count() or 1) // args.threads)
+    problem = memory_problem(grid, jobs)
+    if problem:
+        raise OptionError(f"{problem}: lower --d, --tasks or --samples-per-task" + (", or --jobs" if jobs > 1 else ""))
+    rows = reproduce(grid, args.out, jobs=jobs, progress=not args.no_progress, threads=args.threads)
     print()
     print(claims_table(rows))
     print(f"\nreport: {args.out}/report.md (results.json, recovery.csv, downstream.csv, figures beside it)")
@@ -128,70 +144,79 @@ def _cmd_reproduce(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="mtrl-fast", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error (or MTRL_FAST_DEBUG=1)")
+    parser = _Parser(prog="mtrl-fast", description=__doc__.split("\n")[0], parents=[common])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    info = commands.add_parser("info", help="versions, threading layer, BLAS: paste into a bug report")
+    info = commands.add_parser("info", parents=[common], help="versions, threading layer, BLAS: paste into a bug report")
     info.set_defaults(run=_cmd_info)
 
-    step = commands.add_parser("step", help="time one loss_and_grad step, optionally against the NumPy reference")
+    step = commands.add_parser("step", parents=[common],
+                               help="time one loss_and_grad step, optionally against the NumPy reference")
     step.add_argument("--layout", choices=LAYOUTS, default=SHARED)
     for name, default in (("n", 1024), ("d", 256), ("m", 256), ("T", 64)):
-        step.add_argument(f"--{name}", type=int, default=default)
+        step.add_argument(f"--{name}", type=types.positive_int, default=default)
     step.add_argument("--dtype", choices=DTYPES, default="float32")
     step.add_argument("--loss", choices=LOSSES, default="logistic")
-    step.add_argument("--repeat", type=int, default=7)
+    step.add_argument("--repeat", type=types.positive_int, default=7)
     step.add_argument("--reference", action="store_true", help="also time mtrl_fast.reference")
-    step.add_argument("--reference-repeat", type=int, default=3)
+    step.add_argument("--reference-repeat", type=types.positive_int, default=3)
     step.set_defaults(run=_cmd_step)
 
     bench = commands.add_parser(
-        "bench", help="side-by-side step timings: ours against NumPy, PyTorch and JAX",
+        "bench", parents=[common], help="side-by-side step timings: ours against NumPy, PyTorch and JAX",
         description="Time one loss_and_grad step per backend, each in its own process, over a grid of shapes; "
                     "print a table and write bench.json, bench.csv, table.txt and throughput plots to --out.")
     bench.add_argument("--quick", action="store_true", help="a small grid (about 2 minutes on 2 cores)")
     bench.add_argument("--targets", action="store_true", help="only the four speed-target shapes")
     bench.add_argument("--shapes", type=_shapes, help="exact shapes instead of a grid: 'shared:n,d,m,T;per-task:n,d,m,T'")
-    bench.add_argument("--d", type=_int_list, help="sweep of input dimensions, e.g. 64,256,1024")
-    bench.add_argument("--m", type=_int_list, help="sweep of widths")
-    bench.add_argument("--T", type=_int_list, help="sweep of task counts")
-    bench.add_argument("--layout", type=_text_list, default=LAYOUTS, help=f"comma-separated, from {', '.join(LAYOUTS)}")
-    bench.add_argument("--dtype", type=_text_list, default=("float32",), help=f"comma-separated, from {', '.join(DTYPES)}")
-    bench.add_argument("--backends", type=_text_list, default=("numba", "numpy", "torch", "jax"),
-                       help="comma-separated, from numba, numpy, torch, jax, torch+ours, jax+ours, reference")
-    bench.add_argument("--threads", type=int, help="threads per backend (default: all cores)")
-    bench.add_argument("--repeat", type=int, default=7, help="alternating rounds per shape")
+    bench.add_argument("--d", type=types.positive_ints, help="sweep of input dimensions, e.g. 64,256,1024")
+    bench.add_argument("--m", type=types.positive_ints, help="sweep of widths")
+    bench.add_argument("--T", type=types.positive_ints, help="sweep of task counts")
+    bench.add_argument("--layout", type=types.choices(LAYOUTS), default=LAYOUTS,
+                       help=f"comma-separated, from {', '.join(LAYOUTS)}")
+    bench.add_argument("--dtype", type=types.choices(DTYPES), default=("float32",),
+                       help=f"comma-separated, from {', '.join(DTYPES)}")
+    bench.add_argument("--backends", type=types.choices(BACKENDS), default=("numba", "numpy", "torch", "jax"),
+                       help=f"comma-separated, from {', '.join(BACKENDS)}")
+    bench.add_argument("--threads", type=types.thread_count, help="threads per backend (default: all cores)")
+    bench.add_argument("--repeat", type=types.positive_int, default=7, help="alternating rounds per shape")
     bench.add_argument("--loss", choices=LOSSES, default="logistic")
-    bench.add_argument("--out", default="bench-results")
+    bench.add_argument("--out", type=types.output_folder, default="bench-results")
     bench.add_argument("--no-progress", action="store_true")
     bench.set_defaults(run=_cmd_bench)
 
     rep = commands.add_parser(
-        "reproduce", help="the paper's experiments: subspace recovery against T, downstream probes",
+        "reproduce", parents=[common], help="the paper's experiments: subspace recovery against T, downstream probes",
         description="Run the reproduction grid into --out (resuming a killed run), then write results.json, "
                     "recovery.csv, downstream.csv, recovery.png, downstream.png and report.md.")
     rep.add_argument("--quick", action="store_true", help="small grid: d 50,200; T 1,5,20,100; n_new 20,100")
-    rep.add_argument("--out", default="results", help="output folder (default: results)")
-    rep.add_argument("--d", type=_int_list, help="input dimensions of the recovery study, e.g. 50,100,200")
-    rep.add_argument("--r", type=int, help="dimension of the ground-truth subspace (default 5)")
-    rep.add_argument("--tasks", type=_int_list, help="task counts T, e.g. 1,2,5,10,20,50,100")
-    rep.add_argument("--seeds", type=int, help="repetitions of every cell")
-    rep.add_argument("--width", type=int, help="neurons m (default 256)")
-    rep.add_argument("--samples-per-task", type=int, help="n1 = n2 per task per phase (default 5 d)")
-    rep.add_argument("--n-new", type=_int_list, help="samples of a new task for the probe, e.g. 10,20,50")
-    rep.add_argument("--downstream-d", type=_int_list, help="input dimensions of the downstream study")
-    rep.add_argument("--downstream-tasks", type=int, help="T of the multi-task features probed downstream")
-    rep.add_argument("--rounds", type=int, help="alternating rounds (default 1: one large step)")
-    rep.add_argument("--head-steps", type=int, help="head steps per round")
-    rep.add_argument("--head-lr", type=float, help="head step size")
-    rep.add_argument("--lr", type=float, help="first-layer step size")
-    rep.add_argument("--weight-decay", type=float, help="first-layer weight decay lambda")
+    rep.add_argument("--out", type=types.output_folder, default="results", help="output folder (default: results)")
+    rep.add_argument("--d", type=types.positive_ints, help="input dimensions of the recovery study, e.g. 50,100,200")
+    rep.add_argument("--r", type=types.positive_int, help="dimension of the ground-truth subspace (default 5)")
+    rep.add_argument("--tasks", type=types.positive_ints, help="task counts T, e.g. 1,2,5,10,20,50,100")
+    rep.add_argument("--seeds", type=types.positive_int, help="repetitions of every cell")
+    rep.add_argument("--width", type=types.positive_int, help="neurons m (default 256)")
+    rep.add_argument("--samples-per-task", type=types.positive_int, help="n1 = n2 per task per phase (default 5 d)")
+    rep.add_argument("--n-new", type=types.positive_ints, help="samples of a new task for the probe, e.g. 10,20,50")
+    rep.add_argument("--downstream-d", type=types.positive_ints, help="input dimensions of the downstream study")
+    rep.add_argument("--downstream-tasks", type=types.positive_int, help="T of the multi-task features probed downstream")
+    rep.add_argument("--rounds", type=types.positive_int, help="alternating rounds (default 1: one large step)")
+    rep.add_argument("--head-steps", type=types.positive_int, help="head steps per round")
+    rep.add_argument("--head-lr", type=types.positive_float, help="head step size")
+    rep.add_argument("--lr", type=types.positive_float, help="first-layer step size")
+    rep.add_argument("--weight-decay", type=types.nonnegative_float, help="first-layer weight decay lambda")
     rep.add_argument("--loss", choices=LOSSES)
     rep.add_argument("--layout", choices=(PER_TASK, SHARED))
     rep.add_argument("--labels", choices=["linear", "relu-teacher"], help="label family")
-    rep.add_argument("--noise", type=float, help="label-flip probability")
-    rep.add_argument("--base-seed", type=int)
-    rep.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes (default 1)")
+    rep.add_argument("--noise", type=types.probability_below_half, help="label-flip probability, in [0, 0.5)")
+    rep.add_argument("--base-seed", type=types.nonnegative_int)
+    rep.add_argument("--jobs", type=types.positive_int,
+                     help="cells computed at once, each in its own process (default: cores / --threads)")
+    rep.add_argument("--threads", type=types.thread_count, default=1,
+                     help="threads of each cell (default 1); records are bitwise identical for equal --threads, "
+                          "whatever --jobs")
     rep.add_argument("--no-progress", action="store_true")
     rep.add_argument("--strict", action="store_true", help="exit 1 when a claim fails")
     rep.set_defaults(run=_cmd_reproduce)
@@ -212,12 +237,28 @@ def _note_first_compilation():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("MTRL_FAST_DEBUG", "") not in ("", "0")
+    prog = f"mtrl-fast {args.command}"
     _note_first_compilation()
     try:
         return args.run(args)
-    except MissingExtra as error:
-        print(f"mtrl-fast {args.command}: {error}", file=sys.stderr)
+    except (MissingExtra, OptionError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:  # SIGINT, or SIGTERM during a reproduction (see paper.experiments)
+        how = str(stop) or "SIGINT"
+        resume = f"; finished cells are kept in {args.out}: run the same command to resume" \
+            if args.command == "reproduce" else ""
+        print(f"\n{prog}: stopped by {how}{resume}", file=sys.stderr)
+        return 143 if how == "SIGTERM" else 130
+    except Exception as error:  # noqa: BLE001 - the one place that turns any failure into a message
+        if debug:
+            raise
+        text = str(error) or type(error).__name__
+        if isinstance(error, OSError) and error.filename:
+            text = f"{error.strerror or error} ({error.filename})"
+        print(f"{prog}: error: {text} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

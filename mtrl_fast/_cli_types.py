@@ -1,0 +1,116 @@
+"""Value checks for the command line's options: each takes the option's text and returns its value,
+or raises ``argparse.ArgumentTypeError`` saying what it expected (argparse adds the option's name).
+"""
+import argparse
+import math
+import os
+from pathlib import Path
+
+
+def _fail(message):
+    raise argparse.ArgumentTypeError(message)
+
+
+def _integer(text):
+    try:
+        return int(text)
+    except ValueError:
+        _fail(f"expected an integer, got {text!r}")
+
+
+def _number(text):
+    try:
+        value = float(text)
+    except ValueError:
+        _fail(f"expected a number, got {text!r}")
+    if not math.isfinite(value):
+        _fail(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text):
+    value = _integer(text)
+    if value < 1:
+        _fail(f"expected an integer of at least 1, got {value}")
+    return value
+
+
+def nonnegative_int(text):
+    value = _integer(text)
+    if value < 0:
+        _fail(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def positive_ints(text):
+    """Comma-separated positive integers, at least one: ``50,100,200``."""
+    values = tuple(_integer(part.strip()) for part in text.split(",") if part.strip())
+    if not values:
+        _fail("expected comma-separated integers, got none")
+    small = [v for v in values if v < 1]
+    if small:
+        _fail(f"expected integers of at least 1, got {small[0]}")
+    return values
+
+
+def positive_float(text):
+    value = _number(text)
+    if value <= 0:
+        _fail(f"expected a positive number, got {text}")
+    return value
+
+
+def nonnegative_float(text):
+    value = _number(text)
+    if value < 0:
+        _fail(f"expected a non-negative number, got {text}")
+    return value
+
+
+def probability_below_half(text):
+    """A label-flip probability: at 1/2 or above the labels carry no signal (or the opposite one)."""
+    value = _number(text)
+    if not 0 <= value < 0.5:
+        _fail(f"expected a probability in [0, 0.5), got {text}")
+    return value
+
+
+def thread_count(text):
+    """From 1 to the threads Numba may use (``NUMBA_NUM_THREADS``, by default the core count)."""
+    value = positive_int(text)
+    limit = int(os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1)
+    if value > limit:
+        _fail(f"expected at most {limit} (this machine's cores, or NUMBA_NUM_THREADS), got {value}")
+    return value
+
+
+def choices(allowed):
+    """Comma-separated values, each one of ``allowed``: ``float32,float64``."""
+
+    def parse(text):
+        values = tuple(part.strip() for part in text.split(",") if part.strip())
+        if not values:
+            _fail(f"expected comma-separated values from {', '.join(allowed)}, got none")
+        unknown = [v for v in values if v not in allowed]
+        if unknown:
+            _fail(f"unknown value {unknown[0]!r}; choose from {', '.join(allowed)}")
+        return values
+
+    return parse
+
+
+def output_folder(text):
+    """A folder to write into: it exists as a folder, or can be created, and is writable."""
+    if not text.strip():
+        _fail("expected a folder name, got an empty string")
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        _fail(f"{text} is a file, not a folder")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        _fail(f"cannot create {text}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        _fail(f"cannot write in {existing}: permission denied")
+    return str(path)
