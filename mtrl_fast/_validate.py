@@ -93,10 +93,10 @@ def check_shapes(X, W, b, A, Y=_NOT_GIVEN, y_name="Y", convert=True):
     m, d = W.shape
     T = A.shape[0]
     n = X.shape[-2]
-    sizes = {"n": n, "d": d, "m": m, "T": T}
-    empty = [name for name, size in sizes.items() if size == 0]
+    empty = [f"{size}=0" for size, value in (("n", n), ("d", d), ("m", m), ("T", T)) if value == 0]
     if empty:
-        raise ValueError(f"every dimension must be at least 1; got {', '.join(f'{k}=0' for k in empty)} "
+        name = next(name for name, array in (("X", X), ("W", W), ("A", A)) if 0 in array.shape)
+        raise ValueError(f"{name} is empty: {', '.join(empty)}; every dimension must be at least 1 "
                          f"(X {X.shape}, W {W.shape}, A {A.shape})")
     x_text = "(n, d)" if layout == SHARED else "(T, n, d)"
     x_expected = (n, d) if layout == SHARED else (T, n, d)
