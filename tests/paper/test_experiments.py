@@ -76,10 +76,13 @@ def test_changed_settings_recompute_and_corrupt_cells_are_redone(tmp_path, monke
     assert len(calls) == len(plan(changed))
 
 
-def test_parallel_jobs_give_the_serial_results(tmp_path):
-    small = replace(TINY, d=(8,), tasks=(1, 3), downstream_d=(8,), seeds=1)
-    serial = run_grid(small, tmp_path / "serial", progress=False)
-    parallel = run_grid(small, tmp_path / "parallel", jobs=2, progress=False)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_records_are_bitwise_the_same_whatever_jobs_for_equal_threads(tmp_path, threads):
+    """The README's determinism promise: same --threads, any --jobs, identical records."""
+    small = replace(TINY, d=(8, 40), tasks=(1, 30), downstream_d=(8,), seeds=1,
+                    pretrain=replace(TINY.pretrain, width=64))
+    serial = run_grid(small, tmp_path / "serial", progress=False, threads=threads)
+    parallel = run_grid(small, tmp_path / "parallel", jobs=2, progress=False, threads=threads)
     assert parallel == serial
 
 
