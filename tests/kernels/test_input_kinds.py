@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import mtrl_fast
 from mtrl_fast import reference
-from helpers import make_problem
+from helpers import assert_close, make_problem
 
 
 def _read_only(a):
@@ -67,12 +67,22 @@ def test_any_array_kind_gives_the_plain_result_or_a_named_error(layout, dtype, k
         return
     if kinds["b"] == "None":
         plain["b"] = None  # no bias: a valid call
-    assert all(kinds[name] in SAME_VALUES for name in ARGS if plain[name] is not None), f"{kinds} was not refused"
-    expected = api.loss_and_grad(plain["X"], plain["Y"], plain["W"], plain["b"], plain["A"])
-    assert value == expected[0]
+    if all(kinds[name] in SAME_VALUES for name in ARGS if plain[name] is not None):
+        expected = api.loss_and_grad(plain["X"], plain["Y"], plain["W"], plain["b"], plain["A"])
+        assert value == expected[0]
+        for got, want in zip(grads, expected[1]):
+            np.testing.assert_array_equal(got, want)
+            assert got is None or (got.dtype == dtype and got.dtype.isnative)
+        return
+    # A changed shape can still be a valid, different problem (A and Y both one task short; a
+    # shared X (n, 1) with an extra axis read as per-task): then it must be solved correctly.
+    converted = [None if args[name] is None else np.array(args[name]) for name in ARGS]
+    expected = reference.loss_and_grad(*converted)
+    assert_close(value, expected[0], dtype)
     for got, want in zip(grads, expected[1]):
-        np.testing.assert_array_equal(got, want)
-        assert got is None or (got.dtype == dtype and got.dtype.isnative)
+        assert (got is None) == (want is None)
+        if got is not None:
+            assert_close(got, want, dtype, scale=1.0 + float(np.abs(want).max()))
 
 
 @pytest.mark.parametrize("kind", sorted(SAME_VALUES))
