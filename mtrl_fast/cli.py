@@ -42,7 +42,7 @@ def _part(module, extra):
 def _cmd_step(args):
     import mtrl_fast
     from mtrl_fast import reference
-    from mtrl_fast.bench.timing import time_call
+    from mtrl_fast.bench.timing import breakdown, time_call
     from mtrl_fast.bench.workload import step_inputs
 
     from mtrl_fast.bench.workload import Point
@@ -54,6 +54,11 @@ def _cmd_step(args):
           f"{args.dtype}, {mtrl_fast.get_num_threads()} threads, median of {args.repeat}")
     ours = time_call(mtrl_fast.loss_and_grad, (X, Y, W, b, A, args.loss), args.repeat)
     print(f"  mtrl_fast  {ours[0] * 1e3:10.2f} ms  (min {ours[1] * 1e3:.2f}, max {ours[2] * 1e3:.2f})")
+    if args.breakdown:
+        total, parts = breakdown(mtrl_fast.loss_and_grad, (X, Y, W, b, A, args.loss), args.repeat)
+        print(f"  where the time goes (median of {args.repeat} steps, {total * 1e3:.2f} ms each):")
+        for label, seconds in parts.items():
+            print(f"    {label:<48} {seconds * 1e3:9.3f} ms  {seconds / total:6.1%}")
     if args.reference:
         ref = time_call(reference.loss_and_grad, (X, Y, W, b, A, args.loss), args.reference_repeat)
         print(f"  reference  {ref[0] * 1e3:10.2f} ms  (min {ref[1] * 1e3:.2f}, max {ref[2] * 1e3:.2f})")
@@ -160,6 +165,8 @@ def build_parser():
     step.add_argument("--dtype", choices=DTYPES, default="float32")
     step.add_argument("--loss", choices=LOSSES, default="logistic")
     step.add_argument("--repeat", type=types.positive_int, default=7)
+    step.add_argument("--breakdown", action="store_true",
+                      help="also print where a step's time goes: checks, each product, each fused pass")
     step.add_argument("--reference", action="store_true", help="also time mtrl_fast.reference")
     step.add_argument("--reference-repeat", type=types.positive_int, default=3)
     step.set_defaults(run=_cmd_step)

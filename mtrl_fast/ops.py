@@ -6,6 +6,7 @@ from typing import Iterator, List, Optional, Tuple
 import numpy as np
 
 from . import _kernels as kernels
+from . import _profile
 from ._validate import check_problem
 from .gradients import Gradients
 from .losses import SHARED, loss_id
@@ -25,11 +26,14 @@ _recorder = threading.local()
 
 
 def _product(left, right, out=None):
-    """Every BLAS product of a step goes through here, so that ``record_products`` sees them."""
+    """Every BLAS product of a step goes through here, so that ``record_products`` and
+    ``_profile.recording`` see them."""
     log = getattr(_recorder, "log", None)
     if log is not None:
         log.append((left, right))
-    return np.matmul(left, right, out=out)
+    if _profile.log() is None:
+        return np.matmul(left, right, out=out)
+    return _profile.timed_call(f"product {left.shape} @ {right.shape}", np.matmul, left, right, out=out)
 
 
 @contextmanager
@@ -95,7 +99,7 @@ def forward(X: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray
     TypeError
         A dtype other than float32/float64, or arrays of different dtypes.
     """
-    p = check_problem(X, W, b, A, check_finite=check_finite)
+    p = _profile.timed_call("checks", check_problem, X, W, b, A, check_finite=check_finite)
     bias = _bias_or_zeros(p)
     if p.layout == SHARED:
         H = _product(p.X, p.W.T)
@@ -158,7 +162,7 @@ def loss_and_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: Optional[np.nd
     stacked ``(T n, d)`` rows go through in blocks of at most 64 MiB of pre-activations, with
     the loss, head gradients and masking fused into one pass per block.
     """
-    p = check_problem(X, W, b, A, Y, loss=loss, check_finite=check_finite)
+    p = _profile.timed_call("checks", check_problem, X, W, b, A, Y, loss=loss, check_finite=check_finite)
     return _step(p, loss_id(loss), 1.0 / (p.T * p.n))
 
 
@@ -199,7 +203,7 @@ def backward(X: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarra
     TypeError
         A dtype other than float32/float64, or arrays of different dtypes.
     """
-    p = check_problem(X, W, b, A, dF, check_finite=check_finite, y_name="dF")
+    p = _profile.timed_call("checks", check_problem, X, W, b, A, dF, check_finite=check_finite, y_name="dF")
     return _step(p, kernels.UPSTREAM, 1.0)[1]
 
 

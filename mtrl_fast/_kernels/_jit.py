@@ -8,7 +8,7 @@ import threading
 
 import numba
 
-from .. import _runtime
+from .. import _profile, _runtime
 
 # One fastmath flag set for every kernel. ``nnan`` and ``ninf`` stay out so that NaN and Inf
 # still propagate and can be detected; the rest only allow reassociation and fused or
@@ -77,7 +77,7 @@ class Pass:
 
     def __call__(self, *args):
         with _runtime.kernel_guard(), _runtime.threads_for(self.cost(*args)):
-            return self.kernel(*args)
+            return _profile.timed_call(self.__name__, self.kernel, *args)
 
 
 def parallel_pass(signature, cost):

@@ -66,3 +66,30 @@ def time_call(function: Callable, args: tuple, repeat: int) -> Tuple[float, floa
     """Median, min and max seconds of ``function(*args)`` over ``repeat`` bursts, after one warm-up."""
     times = alternating_samples({"f": lambda: function(*args)}, repeat)["f"]
     return float(np.median(times)), float(min(times)), float(max(times))
+
+
+def breakdown(function: Callable, args: tuple, repeat: int) -> Tuple[float, Dict[str, float]]:
+    """Where one call's time goes: ``(median total, {part: median seconds per call})``.
+
+    The parts are what the step logs (``mtrl_fast._profile``): the checks, each BLAS product
+    (by operand shapes, summed over a call's blocks) and each fused pass. ``"outside the parts"``
+    is the rest: allocation, Python, the gaps between calls.
+    """
+    from .._profile import recording
+
+    function(*args)
+    totals, parts = [], []
+    for _ in range(repeat):
+        with recording() as log:
+            start = time.perf_counter()
+            function(*args)
+            totals.append(time.perf_counter() - start)
+        per_call: Dict[str, float] = {}
+        for label, seconds in log:
+            per_call[label] = per_call.get(label, 0.0) + seconds
+        parts.append(per_call)
+    labels = list(dict.fromkeys(label for per_call in parts for label in per_call))
+    medians = {label: float(np.median([per_call.get(label, 0.0) for per_call in parts])) for label in labels}
+    total = float(np.median(totals))
+    medians["outside the parts"] = float(np.median([t - sum(p.values()) for t, p in zip(totals, parts)]))
+    return total, medians

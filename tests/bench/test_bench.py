@@ -139,3 +139,28 @@ def test_peers_run_with_the_users_wait_policy_and_ours_with_passive():
     blocks = re.findall(r"GOMP_SPINCOUNT = '(\d+)'", result.stderr)
     assert blocks[0] == "0"  # the parent imported mtrl_fast
     assert len(blocks) == 3 and blocks[1] != "0" and blocks[2] == "0", result.stderr
+
+
+@pytest.mark.parametrize("layout", ["shared", "per-task"])
+def test_breakdown_names_the_checks_every_product_and_pass(layout):
+    import mtrl_fast
+
+    args = workload.step_inputs(layout, 64, 16, 8, 5, "float64")
+    total, parts = timing.breakdown(mtrl_fast.loss_and_grad, args, repeat=3)
+    products = [label for label in parts if label.startswith("product ")]
+    with mtrl_fast.ops.record_products() as recorded:
+        mtrl_fast.loss_and_grad(*args)
+    assert len(products) == len({(left.shape, right.shape) for left, right in recorded})
+    assert "checks" in parts and "outside the parts" in parts
+    assert ("bias_relu" in parts) == (layout == "shared")
+    assert ("per_task_backward_block" in parts) == (layout == "per-task")
+    assert sum(parts.values()) == pytest.approx(total, rel=0.5)
+    assert mtrl_fast._profile.log() is None  # recording ends with the breakdown
+
+
+def test_step_command_prints_the_breakdown(capsys):
+    from mtrl_fast import cli
+
+    assert cli.main(["step", "--n", "64", "--d", "16", "--m", "8", "--T", "5", "--repeat", "3", "--breakdown"]) == 0
+    out = capsys.readouterr().out
+    assert "where the time goes" in out and "checks" in out and "product (64, 16) @ (16, 8)" in out
