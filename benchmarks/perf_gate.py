@@ -1,0 +1,165 @@
+"""CI gate: is the working tree's step slower than a git ref's, beyond the noise?
+
+    python benchmarks/perf_gate.py --base HEAD~1
+
+The ref's ``mtrl_fast`` package is exported (``git archive``) into a temporary folder; one worker
+process imports it, another the working tree's, each from its own folder. Both build the same
+seeded inputs for a fixed set of points (both layouts, small and large) and warm up; then rounds
+alternate between them, point by point, each timing a burst of back-to-back calls of the public
+``mtrl_fast.loss_and_grad`` after a pause that lets the other side's thread pools fall asleep.
+The rounds are spread over several pairs of processes. A point fails when the working tree's median is more than ``--threshold`` slower than the ref's
+*and* a one-sided Mann-Whitney U test on the two sets of round samples gives p < ``--alpha``:
+a noisy spell that hits one round does not fail the gate, a real regression does. Exit status 1
+when a point fails, 0 otherwise.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import mannwhitneyu
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: (layout, n, d, m, T): a small and a large step of each layout.
+POINTS = (
+    ("shared", 1024, 256, 256, 64),
+    ("shared", 4096, 1024, 512, 256),
+    ("per-task", 128, 256, 256, 32),
+    ("per-task", 256, 512, 256, 64),
+)
+SETTLE_S = 0.15  # OpenBLAS's workers spin about 0.1 s after a product
+BURST_S = 0.05
+
+# The worker uses only what every version has: the public loss_and_grad, and NumPy for inputs.
+WORKER = r"""
+import json, sys, time
+import numpy as np
+import mtrl_fast
+
+def inputs(layout, n, d, m, T):
+    rng = np.random.default_rng([n, d, m, T])
+    X = rng.standard_normal((n, d) if layout == "shared" else (T, n, d), dtype=np.float32)
+    Y = np.where(rng.random((T, n)) < 0.5, -1.0, 1.0).astype(np.float32)
+    W = (rng.standard_normal((m, d), dtype=np.float32) / np.sqrt(d)).astype(np.float32)
+    b = np.zeros(m, dtype=np.float32)
+    A = (rng.standard_normal((T, m), dtype=np.float32) / np.sqrt(m)).astype(np.float32)
+    return X, Y, W, b, A
+
+points = [inputs(*p) for p in json.loads(sys.argv[1])]
+calls = []
+for args in points:
+    mtrl_fast.loss_and_grad(*args, check_finite=False)  # compile, touch pages
+    start = time.perf_counter()
+    mtrl_fast.loss_and_grad(*args, check_finite=False)
+    calls.append(max(1, int(float(sys.argv[2]) / max(time.perf_counter() - start, 1e-9))))
+print(json.dumps({"package": mtrl_fast.__file__}), flush=True)
+for line in sys.stdin:
+    i = int(line)
+    times = []
+    for _ in range(calls[i]):
+        start = time.perf_counter()
+        mtrl_fast.loss_and_grad(*points[i], check_finite=False)
+        times.append(time.perf_counter() - start)
+    print(float(np.median(times)), flush=True)
+"""
+
+
+class Worker:
+    """A process timing steps with the ``mtrl_fast`` found in ``tree``."""
+
+    def __init__(self, tree):
+        env = dict(os.environ, PYTHONPATH=str(tree))
+        self.process = subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(POINTS), str(BURST_S)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                                        cwd=tempfile.gettempdir())
+        hello = self.process.stdout.readline()
+        if not hello:
+            raise RuntimeError(f"the worker for {tree} failed to start (see its error above)")
+        self.package = json.loads(hello)["package"]
+        if not self.package.startswith(str(tree)):
+            raise RuntimeError(f"the worker for {tree} imported {self.package}")
+
+    def time(self, index):
+        self.process.stdin.write(f"{index}\n")
+        self.process.stdin.flush()
+        return float(self.process.stdout.readline())
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+def export(ref, folder):
+    """The ref's ``mtrl_fast`` package, from ``git archive``, under ``folder``."""
+    archive = folder / "base.tar"
+    subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "-o", str(archive), ref, "mtrl_fast"],
+                   check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(folder / "base", filter="data")
+    return folder / "base"
+
+
+def verdict(base, new, threshold, alpha):
+    """``(ratio of medians new / base, one-sided p that new is slower, failed)``."""
+    ratio = float(np.median(new) / np.median(base))
+    p = float(mannwhitneyu(new, base, alternative="greater").pvalue)
+    return ratio, p, ratio > 1 + threshold and p < alpha
+
+
+def measure(base_tree, new_tree, rounds, pairs):
+    """Samples per point, ``{"base": [[...], ...], "new": [[...], ...]}``, in alternating rounds.
+
+    The rounds are shared among ``pairs`` successive pairs of worker processes: one process can be
+    a few percent faster or slower than another running the same code (where its arrays and
+    buffers landed in memory), which several processes per side average out.
+    """
+    samples = {side: [[] for _ in POINTS] for side in ("base", "new")}
+    for pair in range(pairs):
+        workers = {"base": Worker(base_tree), "new": Worker(new_tree)}
+        try:
+            for round_index in range(pair * rounds // pairs, (pair + 1) * rounds // pairs):
+                order = ("base", "new") if round_index % 2 == 0 else ("new", "base")
+                for i in range(len(POINTS)):
+                    for side in order:
+                        time.sleep(SETTLE_S)
+                        samples[side][i].append(workers[side].time(i))
+        finally:
+            for worker in workers.values():
+                worker.close()
+    return samples
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", required=True, help="git ref to compare the working tree with, e.g. HEAD~1")
+    parser.add_argument("--rounds", type=int, default=16)
+    parser.add_argument("--pairs", type=int, default=4, help="successive pairs of worker processes sharing the rounds")
+    parser.add_argument("--threshold", type=float, default=0.10, help="slowdown tolerated (default 0.10: 10%%)")
+    parser.add_argument("--alpha", type=float, default=0.01, help="significance level of the one-sided test")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:
+        base_tree = export(args.base, Path(folder))
+        print(f"perf gate: working tree against {args.base}, {args.rounds} alternating rounds in {args.pairs} pairs "
+              f"of processes, fails beyond "
+              f"+{args.threshold:.0%} at p < {args.alpha}", flush=True)
+        samples = measure(base_tree, ROOT, args.rounds, args.pairs)
+    failed = False
+    for i, point in enumerate(POINTS):
+        base, new = samples["base"][i], samples["new"][i]
+        ratio, p, slower = verdict(base, new, args.threshold, args.alpha)
+        failed |= slower
+        print(f"  {point[0]:<8} (n, d, m, T) = {point[1:]!s:<22} {args.base} {np.median(base) * 1e3:8.2f} ms  "
+              f"working tree {np.median(new) * 1e3:8.2f} ms  ratio {ratio:5.3f}  p {p:.3g}  "
+              f"{'SLOWER' if slower else 'ok'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
