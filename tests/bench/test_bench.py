@@ -164,3 +164,24 @@ def test_step_command_prints_the_breakdown(capsys):
     assert cli.main(["step", "--n", "64", "--d", "16", "--m", "8", "--T", "5", "--repeat", "3", "--breakdown"]) == 0
     out = capsys.readouterr().out
     assert "where the time goes" in out and "checks" in out and "product (64, 16) @ (16, 8)" in out
+
+
+def test_perf_gate_verdict_fails_only_a_significant_slowdown_beyond_the_threshold():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "perf_gate.py"
+    if not path.exists():
+        pytest.skip("benchmarks/ is not beside the tests")
+    spec = importlib.util.spec_from_file_location("perf_gate", path)
+    gate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gate)
+    rng = np.random.default_rng(0)
+    base = 0.050 * (1 + 0.03 * rng.standard_normal(16))
+    same = 0.050 * (1 + 0.03 * rng.standard_normal(16))
+    assert not gate.verdict(base, same, 0.10, 0.01)[2]
+    assert gate.verdict(base, base * 1.25, 0.10, 0.01)[2]
+    assert not gate.verdict(base, base * 1.05, 0.10, 0.01)[2]  # significant, but within the threshold
+    one_bad_round = base.copy()
+    one_bad_round[3] *= 3
+    assert not gate.verdict(base, one_bad_round, 0.10, 0.01)[2]  # a noisy spell is not a regression
