@@ -68,7 +68,7 @@ def _cmd_step(args):
 
 def _cmd_bench(args):
     from mtrl_fast.bench.output import environment, write_outputs
-    from mtrl_fast.bench.runner import run_benchmarks
+    from mtrl_fast.bench.runner import run_benchmarks, worker_blas
     from mtrl_fast.bench.workload import TARGET_POINTS, Point, make_grid
 
     points = make_grid(layouts=args.layout, ds=args.d, ms=args.m, Ts=args.T, dtypes=args.dtype, quick=args.quick)
@@ -77,11 +77,14 @@ def _cmd_bench(args):
     if args.shapes:
         points = [Point(layout, *sizes, dtype) for layout, sizes in args.shapes for dtype in args.dtype]
     env = environment(args.backends)
-    if env.get("blas_pins"):
-        print(f"mtrl-fast bench: {env['blas_pins']}", file=sys.stderr)
+    if args.native_blas:
+        env.update(blas=worker_blas(native_blas=True), blas_pins=None)
+    elif env.get("blas_pins"):
+        print(f"mtrl-fast bench: {env['blas_pins']} (--native-blas runs the backends without them)", file=sys.stderr)
     print(f"{len(points)} shapes x {len(args.backends)} backends, {args.repeat} alternating rounds each", file=sys.stderr)
     rows = run_benchmarks(points, args.backends, threads=args.threads, repeat=args.repeat, loss=args.loss,
-                          progress=not args.no_progress, log=lambda text: print(text, file=sys.stderr))
+                          progress=not args.no_progress, log=lambda text: print(text, file=sys.stderr),
+                          native_blas=args.native_blas)
     print(write_outputs(rows, env, points, args.out))
     print(f"\nwritten: {args.out}/bench.json, bench.csv, table.txt, throughput-*.png")
     return 0
@@ -190,6 +193,8 @@ def build_parser():
     bench.add_argument("--threads", type=types.thread_count, help="threads per backend (default: all cores)")
     bench.add_argument("--repeat", type=types.positive_int, default=7, help="alternating rounds per shape")
     bench.add_argument("--loss", choices=LOSSES, default="logistic")
+    bench.add_argument("--native-blas", action="store_true",
+                       help="run the backends without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE: this CPU's own kernels")
     bench.add_argument("--out", type=types.output_folder, default="bench-results")
     bench.add_argument("--no-progress", action="store_true")
     bench.set_defaults(run=_cmd_bench)

@@ -18,6 +18,7 @@ from multiprocessing import get_context
 import numpy as np
 
 from .._progress import Progress
+from .._info import BLAS_PINS
 from .._runtime import USER_WAIT_POLICY
 from .backends import PEERS
 from .timing import burst_calls, time_burst
@@ -86,6 +87,11 @@ def _worker(conn, name, threads):
                 conn.send(("ok", inputs + _rss_bytes("VmHWM") - before))
             elif command == "version":
                 conn.send(("ok", backend.version()))
+            elif command == "blas":
+                from .._info import config_info
+
+                conn.send(("ok", "; ".join(f"{b['internal_api']} {b['version']} ({b['architecture']})"
+                                           for b in config_info()["blas"])))
         except Exception as error:  # reported to the parent, which marks the backend failed
             conn.send(("error", f"{type(error).__name__}: {error}"))
 
@@ -115,7 +121,7 @@ class _Worker:
     freed memory for reuse, which hides a step's allocations from the peak); they only measure
     memory, since that allocator setting slows every step a little."""
 
-    def __init__(self, name, threads, for_memory=False):
+    def __init__(self, name, threads, for_memory=False, native_blas=False):
         self.name = name
         context = get_context("spawn")  # fork is unsafe once OpenMP or XLA threads exist
         self.conn, child = context.Pipe()
@@ -123,6 +129,9 @@ class _Worker:
         changes = {}
         if for_memory:
             changes["MALLOC_MMAP_THRESHOLD_"] = str(128 * 1024)  # read by glibc when the child starts
+        if native_blas:
+            # OpenBLAS reads these when it loads in the child: without them it picks this CPU's kernels.
+            changes.update({pin: None for pin in BLAS_PINS})
         if name in PEERS:
             # A peer runs with its users' OpenMP setting, not the PASSIVE that importing
             # mtrl_fast sets: PyTorch's own step is faster with libgomp's default spinning.
@@ -196,14 +205,24 @@ def _agrees(result, expected, dtype):
     return True, ""
 
 
+def worker_blas(threads=1, native_blas=False):
+    """The BLAS (and the kernel family it picked) that a backend's process gets."""
+    worker = _Worker("numba", threads, native_blas=native_blas)
+    try:
+        return worker.ask("blas")
+    finally:
+        worker.close()
+
+
 def run_benchmarks(points, backend_names, threads=None, repeat=7, loss="logistic", progress=True, log=print,
-                   measure_memory=True):
+                   measure_memory=True, native_blas=False):
     """Time every backend on every point; returns a list of row dicts (one per point and backend).
 
     Row keys: the point's fields, ``backend``, ``median_s``, ``q25_s``, ``q75_s``, ``gflops``,
     ``gemm_s`` (the step's own products, measured alongside), ``over_gemm``, ``peak_bytes``,
     ``peak_over_inputs``, ``speedup_over_best_peer`` (ours only), ``checked_against``, ``note``.
-    ``peak_bytes`` is the bytes of the step's NumPy inputs and parameters plus what one warm step
+    With ``native_blas`` the backends' processes run without ``OPENBLAS_CORETYPE`` and
+    ``OPENBLAS_L2_SIZE``, so OpenBLAS picks this CPU's own kernels. ``peak_bytes`` is the bytes of the step's NumPy inputs and parameters plus what one warm step
     adds to resident memory at its peak (outputs and every temporary); buffers a backend keeps
     between steps (library workspaces, JAX's copies of the inputs) are not counted.
     """
@@ -219,8 +238,9 @@ def run_benchmarks(points, backend_names, threads=None, repeat=7, loss="logistic
             log(f"skipping {name}: {why}")
     if "numba" not in names:
         names.insert(0, "numba")  # the GEMM times come from our worker
-    workers = {name: _Worker(name, threads) for name in names}
-    memory_workers = {name: _Worker(name, threads, for_memory=True) for name in names} if measure_memory else {}
+    workers = {name: _Worker(name, threads, native_blas=native_blas) for name in names}
+    memory_workers = ({name: _Worker(name, threads, for_memory=True, native_blas=native_blas) for name in names}
+                      if measure_memory else {})
     rows = []
     bar = Progress(len(points), enabled=progress)
     try:

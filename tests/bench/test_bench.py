@@ -185,3 +185,10 @@ def test_perf_gate_verdict_fails_only_a_significant_slowdown_beyond_the_threshol
     one_bad_round = base.copy()
     one_bad_round[3] *= 3
     assert not gate.verdict(base, one_bad_round, 0.10, 0.01)[2]  # a noisy spell is not a regression
+
+
+def test_native_blas_runs_the_backends_without_the_pins(monkeypatch):
+    """--native-blas: the workers' OpenBLAS picks this CPU's kernels, not the pinned ones."""
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Prescott")  # SSE3: never what a current CPU picks
+    assert "(Prescott)" in runner.worker_blas()
+    assert "(Prescott)" not in runner.worker_blas(native_blas=True)
