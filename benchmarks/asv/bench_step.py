@@ -98,3 +98,25 @@ class PerTaskMemory:
 
     def peakmem_per_task_step(self, T):
         mtrl_fast.loss_and_grad(*self.args, check_finite=False)
+
+
+class TaskScaling:
+    """How the shared step's time grows with T against how its FLOPs grow: the target is a ratio
+    of at most 1.1 from T = 1 to T = 1024 at (n, d, m) = (2048, 1024, 512)."""
+
+    timeout = 300
+
+    def setup(self):
+        self.points = {T: Point("shared", 2048, 1024, 512, T) for T in (1, 1024)}
+        self.steps = {}
+        for T, point in self.points.items():
+            args = point.inputs()
+            self.steps[T] = lambda args=args: mtrl_fast.loss_and_grad(*args, check_finite=False)
+            self.steps[T]()
+
+    def track_time_growth_over_flop_growth(self):
+        medians = alternating_medians(self.steps, rounds=9)
+        flops = {T: point.flops for T, point in self.points.items()}
+        return (medians[1024] / medians[1]) / (flops[1024] / flops[1])
+
+    track_time_growth_over_flop_growth.unit = "ratio"
