@@ -5,7 +5,8 @@ tasks, each with its own linear head ``A[t]``: ``forward`` computes every task's
 ``loss_and_grad`` the mean loss over tasks with its gradients, for one input matrix shared by all
 tasks ``X (n, d)`` or one per task ``X (T, n, d)``; ``backward`` is the vector-Jacobian product of
 ``forward`` for any upstream gradient. ``mtrl_fast.reference`` holds plain NumPy versions of all
-three; ``mtrl_fast.torch`` and ``mtrl_fast.jax`` wrap them as differentiable framework ops.
+three; ``alternating_round`` is one round of the paper's alternating gradient descent;
+``mtrl_fast.torch`` and ``mtrl_fast.jax`` wrap them as differentiable framework ops.
 
 This package's top level is the kernel library alone (numpy, numba and threadpoolctl); the
 paper's reproduction (``mtrl_fast.paper``) and the benchmark harness (``mtrl_fast.bench``) are
@@ -18,6 +19,7 @@ from ._runtime import get_num_threads, num_threads, set_num_threads
 from .gradients import Gradients
 from .losses import DTYPES, LAYOUTS, LOSSES
 from .ops import backward, forward, loss_and_grad
+from .rounds import alternating_round
 
 __version__ = "0.2.0"
 
@@ -26,6 +28,7 @@ __all__ = [
     "LAYOUTS",
     "LOSSES",
     "Gradients",
+    "alternating_round",
     "backward",
     "config_info",
     "forward",

@@ -9,14 +9,15 @@ class Gradients(NamedTuple):
 
     Attributes
     ----------
-    W : ndarray, shape (m, d)
-        Gradient with respect to the shared first layer.
+    W : ndarray, shape (m, d), or None
+        Gradient with respect to the shared first layer; ``None`` from a head step
+        (``first_layer=False``).
     b : ndarray, shape (m,), or None
-        Gradient with respect to the bias; ``None`` when the bias is ``None``.
+        Gradient with respect to the bias; ``None`` when the bias is ``None``, or from a head step.
     A : ndarray, shape (T, m)
         Gradient with respect to the task heads.
     """
 
-    W: np.ndarray
+    W: Optional[np.ndarray]
     b: Optional[np.ndarray]
     A: np.ndarray

@@ -116,7 +116,8 @@ def forward(X: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray
 
 
 def loss_and_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray,
-                  loss: str = "logistic", *, check_finite: bool = True) -> Tuple[float, Gradients]:
+                  loss: str = "logistic", *, check_finite: bool = True,
+                  first_layer: bool = True) -> Tuple[float, Gradients]:
     """Objective and its gradients for all tasks at once.
 
     The objective is the mean over tasks of each task's mean loss,
@@ -138,14 +139,19 @@ def loss_and_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: Optional[np.nd
         Per-example loss (see ``mtrl_fast.losses``).
     check_finite : bool, default True
         Raise ``ValueError`` if any input holds NaN or Inf.
+    first_layer : bool, default True
+        Compute the gradients of ``W`` and ``b``. ``False`` (a head step, which updates ``A``
+        only) skips their back-propagation and the largest product of the step, and gives
+        ``grads.W = grads.b = None``.
 
     Returns
     -------
     value : float
         The objective ``L``.
     grads : Gradients
-        ``grads.W (m, d)``, ``grads.b (m,)`` (``None`` when ``b`` is ``None``) and
-        ``grads.A (T, m)``: the gradients of ``L``, in the inputs' dtype.
+        ``grads.W (m, d)``, ``grads.b (m,)`` (``None`` when ``b`` is ``None`` or
+        ``first_layer`` is false) and ``grads.A (T, m)``: the gradients of ``L``, in the inputs'
+        dtype.
 
     Raises
     ------
@@ -163,7 +169,7 @@ def loss_and_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: Optional[np.nd
     the loss, head gradients and masking fused into one pass per block.
     """
     p = _profile.timed_call("checks", check_problem, X, W, b, A, Y, loss=loss, check_finite=check_finite)
-    return _step(p, loss_id(loss), 1.0 / (p.T * p.n))
+    return _step(p, loss_id(loss), 1.0 / (p.T * p.n), first_layer=bool(first_layer))
 
 
 def backward(X: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray, dF: np.ndarray, *,
@@ -207,12 +213,13 @@ def backward(X: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarra
     return _step(p, kernels.UPSTREAM, 1.0)[1]
 
 
-def _step(p, loss_code, scale):
+def _step(p, loss_code, scale, first_layer=True):
     """The fused step on checked inputs: ``(sum of losses * scale, Gradients)``.
 
     With ``loss_code = UPSTREAM``, ``p.Y`` holds the upstream gradient ``dF`` itself and
     ``scale`` is 1: the shared layout then skips the output product, and the per-task pass takes
-    ``dF`` in place of the loss's derivative.
+    ``dF`` in place of the loss's derivative. Without ``first_layer`` the step stops at the
+    heads' gradient: no mask pass in the shared layout, no ``D^T X`` product in either.
     """
     bias = _bias_or_zeros(p)
     gb = np.zeros(p.m, dtype=p.X.dtype)
@@ -225,6 +232,8 @@ def _step(p, loss_code, scale):
             R = _product(p.A, H.T)
             total = kernels.loss_slopes(R, p.Y, loss_code, scale)
         gA = _product(R, H)
+        if not first_layer:
+            return total * scale, Gradients(W=None, b=None, A=gA)
         chunks = kernels.chunk_count(p.n)
         if p.T <= FUSED_TASK_SUM_MAX_T:
             D = np.empty_like(H)
@@ -236,7 +245,7 @@ def _step(p, loss_code, scale):
     else:
         total = 0.0
         gA = np.zeros((p.T, p.m), dtype=p.X.dtype)
-        gW = np.empty((p.m, p.d), dtype=p.X.dtype)
+        gW = np.empty((p.m, p.d), dtype=p.X.dtype) if first_layer else None
         X_rows = p.X.reshape(p.T * p.n, p.d)
         Y_rows = p.Y.reshape(p.T * p.n)
         Z_block = np.empty((_block_rows(p), p.m), dtype=p.X.dtype)
@@ -246,8 +255,10 @@ def _step(p, loss_code, scale):
             _product(X_block, p.W.T, out=Z)
             total += kernels.per_task_backward_block(
                 Z, Y_rows, p.A, bias, row0, p.n, loss_code, scale, gA, gb, kernels.chunk_count(rows))
+            if not first_layer:
+                continue
             if row0 == 0:
                 _product(Z.T, X_block, out=gW)
             else:
                 gW += _product(Z.T, X_block)
-    return total * scale, Gradients(W=gW, b=gb if p.b is not None else None, A=gA)
+    return total * scale, Gradients(W=gW, b=gb if p.b is not None and first_layer else None, A=gA)

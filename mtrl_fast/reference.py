@@ -54,11 +54,13 @@ def backward(X: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarra
 
 
 def loss_and_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray,
-                  loss: str = "logistic", *, check_finite: bool = True) -> Tuple[float, Gradients]:
+                  loss: str = "logistic", *, check_finite: bool = True,
+                  first_layer: bool = True) -> Tuple[float, Gradients]:
     """Same contract as ``mtrl_fast.loss_and_grad``: ``forward``, the mean loss, ``backward``."""
     p = check_problem(X, W, b, A, Y, loss=loss, check_finite=check_finite)
     F = forward(p.X, p.W, p.b, p.A, check_finite=False).astype(np.float64)
     scale = 1.0 / (p.T * p.n)
     value = losses.value(loss, F, p.Y).sum() * scale
     dF = (losses.slope(loss, F, p.Y) * scale).astype(p.X.dtype)
-    return value, backward(p.X, p.W, p.b, p.A, dF, check_finite=False)
+    grads = backward(p.X, p.W, p.b, p.A, dF, check_finite=False)
+    return value, grads if first_layer else Gradients(W=None, b=None, A=grads.A)

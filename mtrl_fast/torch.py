@@ -96,27 +96,35 @@ _forward_op.register_autograd(_forward_backward, setup_context=_forward_setup)
 
 @torch.library.custom_op("mtrl_fast::loss_and_grad", mutates_args=())
 def _loss_op(X: torch.Tensor, Y: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor,
-             loss: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    value, grads = ops.loss_and_grad(X.numpy(), Y.numpy(), W.numpy(), _numpy(b), A.numpy(), loss, check_finite=False)
-    gb = W.new_empty(0) if b is None else torch.from_numpy(grads.b)  # an op's outputs cannot be None
-    return torch.tensor(value, dtype=X.dtype), torch.from_numpy(grads.W), gb, torch.from_numpy(grads.A)
+             loss: str, first_layer: bool = True) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    value, grads = ops.loss_and_grad(X.numpy(), Y.numpy(), W.numpy(), _numpy(b), A.numpy(), loss, check_finite=False,
+                                     first_layer=first_layer)
+    # An op's outputs cannot be None: a gradient not computed is an empty tensor.
+    gW = torch.from_numpy(grads.W) if first_layer else W.new_empty(0)
+    gb = torch.from_numpy(grads.b) if first_layer and b is not None else W.new_empty(0)
+    return torch.tensor(value, dtype=X.dtype), gW, gb, torch.from_numpy(grads.A)
 
 
 @_loss_op.register_fake
-def _loss_fake(X, Y, W, b, A, loss):
-    return X.new_empty(()), torch.empty_like(W), W.new_empty(0) if b is None else torch.empty_like(b), torch.empty_like(A)
+def _loss_fake(X, Y, W, b, A, loss, first_layer=True):
+    gW = torch.empty_like(W) if first_layer else W.new_empty(0)
+    gb = torch.empty_like(b) if first_layer and b is not None else W.new_empty(0)
+    return X.new_empty(()), gW, gb, torch.empty_like(A)
 
 
 def _loss_setup(ctx, inputs, output):
     _, gW, gb, gA = output
     ctx.has_bias = inputs[3] is not None
+    ctx.first_layer = inputs[6] if len(inputs) > 6 else True
     ctx.save_for_backward(gW, gb, gA)
     ctx.mark_non_differentiable(gW, gb, gA)
 
 
 def _loss_backward(ctx, d_value, *unused):
     gW, gb, gA = ctx.saved_tensors
-    return None, None, d_value * gW, d_value * gb if ctx.has_bias else None, d_value * gA, None
+    if not ctx.first_layer:
+        return None, None, None, None, d_value * gA, None, None
+    return None, None, d_value * gW, d_value * gb if ctx.has_bias else None, d_value * gA, None, None
 
 
 _loss_op.register_autograd(_loss_backward, setup_context=_loss_setup)
@@ -171,9 +179,16 @@ def loss(X: torch.Tensor, Y: torch.Tensor, W: torch.Tensor, b: Optional[torch.Te
     Returns
     -------
     Tensor, shape ()
+
+    Notes
+    -----
+    When neither ``W`` nor ``b`` requires grad (a head step), only ``A``'s gradient is computed,
+    which skips the step's largest products.
     """
     _check(X, W, b, A, Y, loss_name=loss, check_finite=check_finite)
-    return _loss_op(X, Y, W, b, A, loss)[0]
+    # A head step (W and b frozen) needs only A's gradient: skip the first layer's products.
+    first_layer = torch.is_grad_enabled() and (W.requires_grad or (b is not None and b.requires_grad))
+    return _loss_op(X, Y, W, b, A, loss, first_layer)[0]
 
 
 _mean_loss = loss  # for MultiTaskReLU.loss, whose argument ``loss`` hides this function's name

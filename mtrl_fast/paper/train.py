@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from .. import loss_and_grad
+from .. import rounds
 from ..losses import DTYPES, LAYOUTS, PER_TASK, loss_id
 from .metrics import energy_outside, subspace_distance
 from .tasks import unit_vectors
@@ -106,37 +106,11 @@ def oracle_layer(width, M, rng, dtype="float32"):
 
 
 def alternating_round(head_batch, layer_batch, W, b, A, config):
-    """One round, in place: ``head_steps`` steps of every head on ``head_batch``, then one step
-    of ``W`` (and ``b``) with weight decay on ``layer_batch``.
-
-    Parameters
-    ----------
-    head_batch, layer_batch : tuple of ndarray
-        ``(X, Y)`` in either layout, labels ``(T, n)``.
-    W, b, A : ndarray
-        Parameters, updated in place (``b`` may be ``None``).
-    config : PretrainConfig
-
-    Returns
-    -------
-    float
-        The objective at the first-layer step, before it is taken.
-    """
-    T = A.shape[0]
-    dtype = W.dtype
-    X, Y = head_batch
-    for _ in range(config.head_steps):
-        _, grads = loss_and_grad(X, Y, W, b, A, config.loss, check_finite=False)
-        # grads.A is the gradient of the task-averaged loss; task t's own mean loss has
-        # gradient T * grads.A[t].
-        A -= dtype.type(config.head_lr * T) * grads.A
-    X, Y = layer_batch
-    value, grads = loss_and_grad(X, Y, W, b, A, config.loss, check_finite=False)
-    W *= dtype.type(1.0 - config.lr * config.weight_decay)
-    W -= dtype.type(config.lr) * grads.W
-    if b is not None:
-        b -= dtype.type(config.lr) * grads.b
-    return value
+    """One round, in place, with ``config``'s settings (see ``mtrl_fast.alternating_round``);
+    returns the objective at the first-layer step, before it is taken."""
+    return rounds.alternating_round(head_batch, layer_batch, W, b, A, loss=config.loss,
+                                    head_steps=config.head_steps, head_lr=config.head_lr, lr=config.lr,
+                                    weight_decay=config.weight_decay)
 
 
 def pretrain(family, config, rng, W0=None):

@@ -50,7 +50,8 @@ def test_gradcheck(layout, loss, bias):
 def test_opcheck(layout):
     X, Y, W, b, A = _tensors(layout)
     for op, args in ((mt._forward_op, (X, W, b, A)), (mt._forward_op, (X, W, None, A)),
-                     (mt._loss_op, (X, Y, W, b, A, "logistic")), (mt._loss_op, (X, Y, W, None, A, "hinge"))):
+                     (mt._loss_op, (X, Y, W, b, A, "logistic")), (mt._loss_op, (X, Y, W, None, A, "hinge")),
+                     (mt._loss_op, (X, Y, W.detach(), b.detach(), A, "squared", False))):
         results = torch.library.opcheck(op, args)
         assert set(results.values()) == {"SUCCESS"}, results
 
@@ -180,3 +181,15 @@ def test_one_libgomp_for_both_pools_with_the_first_imports_policy(first, second)
     else:
         assert spin_counts and spin_counts != {"0"}
         assert "OMP_WAIT_POLICY=PASSIVE may not be in force" in result.stderr
+
+
+def test_a_head_step_with_the_first_layer_frozen_gives_the_heads_gradient_alone(layout):
+    X, Y, W, b, A = _tensors(layout)
+    mt.loss(X, Y, W, b, A).backward()
+    full = A.grad.clone()
+    A.grad = None
+    W.requires_grad_(False)
+    b.requires_grad_(False)
+    mt.loss(X, Y, W, b, A).backward()
+    torch.testing.assert_close(A.grad, full, rtol=1e-12, atol=0)
+    assert W.grad is not None  # from the first call only

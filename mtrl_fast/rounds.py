@@ -1,0 +1,54 @@
+"""One round of the paper's alternating gradient descent: every task's head first, then the shared
+first layer on the gradient aggregated over all tasks."""
+from typing import Callable, Optional, Tuple
+
+import numpy as np
+
+from .ops import loss_and_grad
+
+
+def alternating_round(head_batch: Tuple[np.ndarray, np.ndarray], layer_batch: Tuple[np.ndarray, np.ndarray],
+                      W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray, *, loss: str = "correlation",
+                      head_steps: int = 1, head_lr: float = 0.1, lr: float = 1.0, weight_decay: float = 1.0,
+                      step: Callable = loss_and_grad) -> float:
+    """One round, in place: ``head_steps`` steps of every head, then one step of ``W`` and ``b``.
+
+    Parameters
+    ----------
+    head_batch, layer_batch : tuple of ndarray
+        ``(X, Y)`` for the head steps and for the first-layer step (fresh samples in the
+        paper), in either layout; labels ``(T, n)``.
+    W, b, A : ndarray
+        Parameters, updated in place (``b`` may be ``None``).
+    loss : str
+        One of ``mtrl_fast.LOSSES``.
+    head_steps : int
+        Steps of the heads; each task's head moves along the gradient of its own mean loss.
+    head_lr, lr : float
+        Step sizes of the heads and of the first layer.
+    weight_decay : float
+        ``lambda``: the first-layer step is ``W <- (1 - lr lambda) W - lr grad``; with one round
+        and ``lr lambda = 1`` this is the paper's one-large-step variant.
+    step : callable
+        ``loss_and_grad`` or one with its signature (``mtrl_fast.reference.loss_and_grad``).
+
+    Returns
+    -------
+    float
+        The objective at the first-layer step, before it is taken.
+    """
+    T = A.shape[0]
+    dtype = W.dtype.type
+    X, Y = head_batch
+    for _ in range(head_steps):
+        _, grads = step(X, Y, W, b, A, loss, check_finite=False, first_layer=False)
+        # grads.A is the gradient of the task-averaged loss; task t's own mean loss has
+        # gradient T * grads.A[t].
+        A -= dtype(head_lr * T) * grads.A
+    X, Y = layer_batch
+    value, grads = step(X, Y, W, b, A, loss, check_finite=False)
+    W *= dtype(1.0 - lr * weight_decay)
+    W -= dtype(lr) * grads.W
+    if b is not None:
+        b -= dtype(lr) * grads.b
+    return value
