@@ -84,7 +84,7 @@ def _cmd_bench(args):
     print(f"{len(points)} shapes x {len(args.backends)} backends, {args.repeat} alternating rounds each", file=sys.stderr)
     rows = run_benchmarks(points, args.backends, threads=args.threads, repeat=args.repeat, loss=args.loss,
                           progress=not args.no_progress, log=lambda text: print(text, file=sys.stderr),
-                          native_blas=args.native_blas)
+                          native_blas=args.native_blas, workload="round" if args.round else "step")
     print(write_outputs(rows, env, points, args.out))
     print(f"\nwritten: {args.out}/bench.json, bench.csv, table.txt, throughput-*.png")
     return 0
@@ -193,6 +193,8 @@ def build_parser():
     bench.add_argument("--threads", type=types.thread_count, help="threads per backend (default: all cores)")
     bench.add_argument("--repeat", type=types.positive_int, default=7, help="alternating rounds per shape")
     bench.add_argument("--loss", choices=LOSSES, default="logistic")
+    bench.add_argument("--round", action="store_true",
+                       help="time a training round (a head step, then a first-layer step) instead of one step")
     bench.add_argument("--native-blas", action="store_true",
                        help="run the backends without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE: this CPU's own kernels")
     bench.add_argument("--out", type=types.output_folder, default="bench-results")

@@ -120,3 +120,25 @@ class TaskScaling:
         return (medians[1024] / medians[1]) / (flops[1024] / flops[1])
 
     track_time_growth_over_flop_growth.unit = "ratio"
+
+
+class Round:
+    """The paper's training round (``workload.ROUND``: a head step, then a first-layer step) at the
+    quick base shapes, ours against the same round in PyTorch and JAX (each as its users write
+    it), in float32. A peer that is not installed is skipped."""
+
+    params = (list(LAYOUTS), ["numba", "torch", "jax"])
+    param_names = ["layout", "backend"]
+    timeout = 180
+
+    def setup(self, layout, backend):
+        from mtrl_fast.bench.backends import get
+
+        peer = get(backend)
+        if not peer.available()[0]:
+            raise NotImplementedError(f"{backend} is not installed")  # asv skips the point
+        self.round = peer.prepare_round(*BASE[layout].inputs(), "logistic")
+        self.round.run()
+
+    def time_round(self, layout, backend):
+        self.round.run()

@@ -48,9 +48,10 @@ def format_table(rows, env):
         speedup = f"{row['speedup_over_best_peer']:.2f}x" if row.get("speedup_over_best_peer") else ""
         peak = "" if row["peak_bytes"] is None else f"{row['peak_bytes'] / 2**20:8.1f}"
         ratio = "" if row["peak_over_inputs"] is None else f"{row['peak_over_inputs']:7.2f}"
+        over_gemm = "" if math.isnan(row["over_gemm"]) else f"{row['over_gemm']:6.2f}"  # no GEMMs for a round
         lines.append(f"{shape:<42} {row['backend']:<10} {row['median_s'] * 1e3:10.2f} "
                      f"{row['q25_s'] * 1e3:7.2f}-{row['q75_s'] * 1e3:<7.2f} {row['gflops']:8.1f} "
-                     f"{row['over_gemm']:6.2f} {speedup:>12} {peak:>8} {ratio:>7}")
+                     f"{over_gemm:>6} {speedup:>12} {peak:>8} {ratio:>7}")
     speedups = [r["speedup_over_best_peer"] for r in rows if r.get("speedup_over_best_peer")]
     if speedups:
         lines.append(f"# speedup over the best peer: geometric mean {math.exp(np.mean(np.log(speedups))):.2f}x, "

@@ -61,15 +61,15 @@ def _worker(conn, name, threads):
                 conn.send(("ok", None))
                 return
             if command == "setup":
-                point, loss, for_memory = payload
+                point, loss, for_memory, workload = payload
                 state.clear()
                 args = point.inputs()
-                step = backend.prepare(*args, loss)
+                step = (backend.prepare_round if workload == "round" else backend.prepare)(*args, loss)
                 step.run()
                 step.run()
                 value, grads = step.result()
                 state.update(point=point, step=step, args=args, calls={"step": burst_calls(step.run)})
-                if name == "numba" and not for_memory:
+                if name == "numba" and not for_memory and workload == "step":
                     state["gemm"] = step_products(args, loss)[0]
                     state["calls"]["gemm"] = burst_calls(state["gemm"])
                 conn.send(("ok", (value, tuple(None if g is None else np.asarray(g) for g in grads))))
@@ -170,12 +170,16 @@ def _reference_flops(point):
     return 4 * point.T * point.n * point.d * point.m
 
 
-def _expected(point, loss, numpy_result):
+def _expected(point, loss, numpy_result, workload="step"):
     """The result every backend must agree with, and what produced it."""
     if _reference_flops(point) <= REFERENCE_FLOP_BUDGET or numpy_result is None:
         from ..reference import loss_and_grad
+        from .backends import round_step
 
-        value, grads = loss_and_grad(*point.inputs(), loss, check_finite=False)
+        if workload == "round":
+            value, grads = round_step(loss_and_grad, *point.inputs(), loss).run()
+        else:
+            value, grads = loss_and_grad(*point.inputs(), loss, check_finite=False)
         return (value, tuple(grads)), "reference"
     return numpy_result, "numpy"
 
@@ -215,12 +219,14 @@ def worker_blas(threads=1, native_blas=False):
 
 
 def run_benchmarks(points, backend_names, threads=None, repeat=7, loss="logistic", progress=True, log=print,
-                   measure_memory=True, native_blas=False):
+                   measure_memory=True, native_blas=False, workload="step"):
     """Time every backend on every point; returns a list of row dicts (one per point and backend).
 
     Row keys: the point's fields, ``backend``, ``median_s``, ``q25_s``, ``q75_s``, ``gflops``,
     ``gemm_s`` (the step's own products, measured alongside), ``over_gemm``, ``peak_bytes``,
     ``peak_over_inputs``, ``speedup_over_best_peer`` (ours only), ``checked_against``, ``note``.
+    ``workload`` is ``"step"`` (one ``loss_and_grad`` step) or ``"round"`` (a training round,
+    ``workload.ROUND``: then there are no GEMM times, and ``gflops`` counts the round's FLOPs).
     With ``native_blas`` the backends' processes run without ``OPENBLAS_CORETYPE`` and
     ``OPENBLAS_L2_SIZE``, so OpenBLAS picks this CPU's own kernels. ``peak_bytes`` is the bytes of the step's NumPy inputs and parameters plus what one warm step
     adds to resident memory at its peak (outputs and every temporary); buffers a backend keeps
@@ -248,10 +254,10 @@ def run_benchmarks(points, backend_names, threads=None, repeat=7, loss="logistic
             results, notes = {}, {}
             for name, worker in workers.items():
                 try:
-                    results[name] = worker.ask("setup", (point, loss, False))
+                    results[name] = worker.ask("setup", (point, loss, False, workload))
                 except RuntimeError as error:
                     notes[name] = str(error)
-            expected, checked_against = _expected(point, loss, results.get("numpy"))
+            expected, checked_against = _expected(point, loss, results.get("numpy"), workload)
             for name in list(results):
                 ok, why = _agrees(results[name], expected, point.dtype)
                 if not ok:
@@ -265,7 +271,7 @@ def run_benchmarks(points, backend_names, threads=None, repeat=7, loss="logistic
                 for name in order:
                     time.sleep(_SETTLE_S)
                     samples[name].append(workers[name].ask("time"))
-                if "numba" in results:
+                if "numba" in results and workload == "step":
                     time.sleep(_SETTLE_S)
                     gemm.append(workers["numba"].ask("time", "gemm"))
             gemm_s = float(np.median(gemm)) if gemm else float("nan")
@@ -275,11 +281,11 @@ def run_benchmarks(points, backend_names, threads=None, repeat=7, loss="logistic
                     times = np.array(samples[name])
                     peak = None
                     if name in memory_workers:
-                        memory_workers[name].ask("setup", (point, loss, True))
+                        memory_workers[name].ask("setup", (point, loss, True, workload))
                         peak = memory_workers[name].ask("peakmem")
                     row.update(median_s=float(np.median(times)), q25_s=float(np.percentile(times, 25)),
                                q75_s=float(np.percentile(times, 75)), gemm_s=gemm_s,
-                               gflops=point.flops / float(np.median(times)) / 1e9,
+                               gflops=point.workload_flops(workload) / float(np.median(times)) / 1e9,
                                over_gemm=float(np.median(times)) / gemm_s,
                                peak_bytes=peak, peak_over_inputs=None if peak is None else peak / point.input_bytes())
                 rows.append(row)

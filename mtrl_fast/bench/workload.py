@@ -26,6 +26,12 @@ def step_inputs(layout, n, d, m, T, dtype="float32", seed=0):
     return X, Y, W, b, A
 
 
+#: The benchmarked training round, the paper's workload: head steps on ``A`` (the first layer
+#: frozen), then one step of ``W`` and ``b`` with weight decay, on the step's inputs.
+ROUND = {"head_steps": 1, "head_lr": 0.1, "lr": 0.1, "weight_decay": 0.01}
+WORKLOADS = ("step", "round")
+
+
 @dataclass(frozen=True)
 class Point:
     """One benchmark shape."""
@@ -43,6 +49,19 @@ class Point:
         if self.layout == SHARED:
             return 4 * self.n * self.d * self.m + 6 * self.n * self.m * self.T
         return 4 * self.T * self.n * self.d * self.m + 5 * self.T * self.n * self.m
+
+    @property
+    def head_step_flops(self) -> int:
+        """Floating-point operations of a head step (``first_layer=False``): no back-propagation."""
+        if self.layout == SHARED:
+            return 2 * self.n * self.d * self.m + 4 * self.n * self.m * self.T
+        return 2 * self.T * self.n * self.d * self.m + 3 * self.T * self.n * self.m
+
+    def workload_flops(self, workload: str) -> int:
+        """FLOPs of one ``"step"`` or one training ``"round"`` (see :data:`ROUND`)."""
+        if workload == "round":
+            return self.flops + ROUND["head_steps"] * self.head_step_flops
+        return self.flops
 
     @property
     def label(self) -> str:

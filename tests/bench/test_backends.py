@@ -26,6 +26,25 @@ def test_backend_agrees_with_reference(name, layout, dtype, loss, bias):
     assert_grads_close(mtrl_fast.Gradients(*grads), ref_grads, problem, loss, dtype)
 
 
+@pytest.mark.parametrize("name", INSTALLED)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_backend_round_agrees_with_the_reference_round(name, layout, dtype, bias):
+    """A training round (head steps on A, then W and b with weight decay) in every backend."""
+    problem = make_problem(layout, dtype, n=23, d=7, m=9, T=5, bias=bias)
+    step = backends.get(name).prepare_round(*problem, "logistic")
+    step.run()
+    step.run()  # each run starts from the same parameters
+    value, params = step.result()
+    ref_value, ref_params = backends.round_step(reference.loss_and_grad, *problem, "logistic").run()
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    assert value == pytest.approx(ref_value, rel=rtol)
+    for got, want in zip(params, ref_params):
+        assert (got is None) == (want is None)
+        if want is not None:
+            np.testing.assert_allclose(np.asarray(got), want, rtol=rtol, atol=rtol * float(np.abs(want).max()))
+    assert np.array_equal(problem[2], make_problem(layout, dtype, n=23, d=7, m=9, T=5, bias=bias)[2])  # W untouched
+
+
 def test_all_backends_are_known():
     assert set(backends.PEERS) < set(backends.BACKENDS)
     with pytest.raises(ValueError, match="backend must be one of"):

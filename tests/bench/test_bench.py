@@ -84,6 +84,20 @@ def test_run_and_write(tmp_path):
     assert (tmp_path / "throughput-shared-d.png").is_file()
 
 
+def test_rounds_are_checked_timed_and_counted(tmp_path):
+    points = [Point("shared", 64, 16, 8, 6), Point("per-task", 16, 16, 8, 3)]
+    rows = runner.run_benchmarks(points, ["numba", "numpy"], threads=1, repeat=2, progress=False,
+                                 log=lambda text: None, measure_memory=False, workload="round")
+    assert len(rows) == 4 and all(r["note"] == "" and r["checked_against"] == "reference" for r in rows)
+    for row in rows:
+        point = Point(row["layout"], row["n"], row["d"], row["m"], row["T"])
+        assert row["gflops"] == pytest.approx(point.workload_flops("round") / row["median_s"] / 1e9)
+        assert np.isnan(row["over_gemm"])
+    assert point.workload_flops("round") == point.flops + workload.ROUND["head_steps"] * point.head_step_flops
+    table = output.format_table(rows, output.environment(["numba"]))
+    assert "nan" not in table
+
+
 def test_table_warns_when_blas_kernels_are_pinned(monkeypatch):
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     env = output.environment(["numba"])

@@ -3,11 +3,15 @@
 ``get(name)`` returns a backend with ``available()`` and ``prepare(X, Y, W, b, A, loss)``;
 ``prepare`` converts the inputs once and returns a :class:`PreparedStep` whose ``run()`` does one
 full step (forward, loss, all gradients) in the backend's own arrays and whose ``result()`` gives
-that step's value and gradients as NumPy, for the agreement check. Peers that are not installed
+that step's value and gradients as NumPy, for the agreement check. ``prepare_round`` does the
+same for a training round (``workload.ROUND``); its ``result()`` gives the objective at the
+first-layer step and the parameters ``(W, b, A)`` after the round. Peers that are not installed
 say why in ``available()``.
 """
 from importlib import import_module
 from typing import Callable, NamedTuple
+
+from ...gradients import Gradients
 
 BACKENDS = ("numba", "numpy", "torch", "jax", "torch+ours", "jax+ours", "reference")
 PEERS = ("numpy", "torch", "jax")
@@ -31,6 +35,25 @@ class Backend(NamedTuple):
     prepare: Callable[..., PreparedStep]
     set_threads: Callable[[int], None]
     version: Callable[[], str]
+    prepare_round: Callable[..., PreparedStep]  # a training round (workload.ROUND) from the same inputs
+
+
+def round_step(loss_and_grad, X, Y, W, b, A, loss):
+    """A training round on NumPy arrays with ``loss_and_grad`` as the step (ours, the reference's
+    or the NumPy peer's): each run starts from the given parameters; ``result()`` gives the
+    objective at the first-layer step and the parameters after the round."""
+    from ...rounds import alternating_round
+    from ..workload import ROUND
+
+    last = {}
+
+    def run():
+        params = [W.copy(), None if b is None else b.copy(), A.copy()]
+        value = alternating_round((X, Y), (X, Y), *params, loss=loss, step=loss_and_grad, **ROUND)
+        last["out"] = (value, Gradients(*params))
+        return last["out"]
+
+    return PreparedStep(run, lambda: last["out"] if "out" in last else run())
 
 
 def importable(module):

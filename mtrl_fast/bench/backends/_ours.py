@@ -2,7 +2,7 @@
 import mtrl_fast
 from mtrl_fast import reference
 
-from . import Backend, PreparedStep
+from . import Backend, PreparedStep, round_step
 
 
 def backend(name):
@@ -20,6 +20,9 @@ def backend(name):
 
         return PreparedStep(run, result)
 
+    def prepare_round(X, Y, W, b, A, loss):
+        return round_step(module.loss_and_grad, X, Y, W, b, A, loss)
+
     def set_threads(k):
         mtrl_fast.set_num_threads(k)
 
@@ -28,4 +31,4 @@ def backend(name):
 
         return f"mtrl_fast {mtrl_fast.__version__} (Numba {numba.__version__})"
 
-    return Backend(name, lambda: (True, ""), prepare, set_threads, version)
+    return Backend(name, lambda: (True, ""), prepare, set_threads, version, prepare_round)
