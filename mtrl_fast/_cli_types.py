@@ -99,6 +99,22 @@ def choices(allowed):
     return parse
 
 
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def memory_size(text):
+    """Bytes, from ``500M``, ``2G``, ``1.5G`` or a plain number of bytes (at least 1 MiB)."""
+    cleaned = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = cleaned[-1:] if cleaned[-1:] in _UNITS else ""
+    try:
+        value = float(cleaned[:len(cleaned) - len(unit)])
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value * _UNITS[unit] < 2**20:
+        _fail(f"expected a size of at least 1M (such as 500M or 2G), got {text!r}")
+    return int(value * _UNITS[unit])
+
+
 def output_folder(text):
     """A folder to write into: it exists as a folder, or can be created, and is writable."""
     if not text.strip():

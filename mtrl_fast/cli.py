@@ -122,7 +122,7 @@ def _cmd_reproduce(args):
     from dataclasses import replace
 
     _part("paper", "paper")
-    from mtrl_fast.paper.experiments import QUICK, Grid, memory_problem, reproduce
+    from mtrl_fast.paper.experiments import QUICK, Grid, default_memory_budget, memory_problem, reproduce
     from mtrl_fast.paper.report import claims_table
 
     base = QUICK if args.quick else Grid()
@@ -139,10 +139,12 @@ def _cmd_reproduce(args):
     except ValueError as error:
         raise OptionError(error) from None
     jobs = args.jobs or max(1, (os.cpu_count() or 1) // args.threads)
-    problem = memory_problem(grid, jobs)
+    budget = args.memory_budget or default_memory_budget(jobs)
+    problem = memory_problem(grid, jobs, budget)
     if problem:
-        raise OptionError(f"{problem}: lower --d, --tasks or --samples-per-task" + (", or --jobs" if jobs > 1 else ""))
-    rows = reproduce(grid, args.out, jobs=jobs, progress=not args.no_progress, threads=args.threads)
+        raise OptionError(f"{problem}: lower --d or --samples-per-task" + (", or --jobs" if jobs > 1 else ""))
+    rows = reproduce(grid, args.out, jobs=jobs, progress=not args.no_progress, threads=args.threads,
+                     memory_budget=budget)
     print()
     print(claims_table(rows))
     print(f"\nreport: {args.out}/report.md (results.json, recovery.csv, downstream.csv, figures beside it)")
@@ -231,6 +233,9 @@ def build_parser():
     rep.add_argument("--threads", type=types.thread_count, default=1,
                      help="threads of each cell (default 1); records are bitwise identical for equal --threads, "
                           "whatever --jobs")
+    rep.add_argument("--memory-budget", type=types.memory_size,
+                     help="memory a cell may hold, e.g. 2G; a larger pretraining batch is drawn and used in shards of "
+                          "tasks (default: 1G, or half the available memory shared by --jobs if less)")
     rep.add_argument("--no-progress", action="store_true")
     rep.add_argument("--strict", action="store_true", help="exit 1 when a claim fails")
     rep.set_defaults(run=_cmd_reproduce)

@@ -27,7 +27,7 @@ from .._progress import Progress
 from . import store
 from .metrics import probe_accuracy
 from .tasks import make_task_family
-from .train import PretrainConfig, initial_layer, oracle_layer, pretrain
+from .train import PretrainConfig, initial_layer, oracle_layer, pretrain, task_bytes, task_shards
 
 FEATURES = ("multi-task", "single-task", "random", "oracle")
 
@@ -146,13 +146,20 @@ def _family(grid, d, seed, T):
                             kind=grid.label_kind, noise=grid.noise)
 
 
-def run_cell(cell, grid):
-    """Compute one cell: a list of result records."""
+def run_cell(cell, grid, memory_budget=None, map_shards=None):
+    """Compute one cell: a list of result records.
+
+    ``memory_budget`` (bytes) shards each pretraining round's tasks to fit, and ``map_shards``
+    runs the shards (see ``train.pretrain``); neither changes the records beyond float rounding.
+    """
+    shard_options = {"memory_budget": memory_budget}
+    if map_shards is not None:
+        shard_options["map_shards"] = map_shards
     study_code = 0 if cell.study == "recovery" else 1
     rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, cell.T or 0, study_code])
     if cell.study == "recovery":
         family = _family(grid, cell.d, cell.seed, cell.T)
-        last = pretrain(family, grid.pretrain, rng).history[-1]
+        last = pretrain(family, grid.pretrain, rng, **shard_options).history[-1]
         return [{"d": cell.d, "r": grid.r, "T": cell.T, "seed": cell.seed,
                  "subspace_distance": last["subspace_distance"], "energy_outside": last["energy_outside"],
                  "final_loss": last["loss"]}]
@@ -160,8 +167,8 @@ def run_cell(cell, grid):
     family = _family(grid, cell.d, cell.seed, grid.downstream_tasks)
     width = grid.pretrain.width
     layers = {
-        "multi-task": pretrain(family, grid.pretrain, rng),
-        "single-task": pretrain(family.with_tasks(family.V[:1]), grid.pretrain, rng),
+        "multi-task": pretrain(family, grid.pretrain, rng, **shard_options),
+        "single-task": pretrain(family.with_tasks(family.V[:1]), grid.pretrain, rng, **shard_options),
     }
     layers = {name: (trained.W, trained.b) for name, trained in layers.items()}
     layers["random"] = (initial_layer(width, cell.d, rng, grid.pretrain.init_scale), None)
@@ -178,15 +185,13 @@ def run_cell(cell, grid):
     return records
 
 
-def peak_bytes(cell, grid):
-    """Estimated peak memory of computing ``cell``: two batches of samples alive at once, one of
-    them still in float64 as drawn, plus the step's pre-activations (at most 64 MiB a block)."""
+def peak_bytes(cell, grid, memory_budget=None):
+    """Estimated peak memory of computing ``cell``: one shard's round (all its tasks when they
+    fit in ``memory_budget``, see ``train.task_shards``) and, downstream, the probes' samples."""
     T = cell.T if cell.study == "recovery" else grid.downstream_tasks
-    n = grid.pretrain.samples(cell.d)
-    itemsize = np.dtype(grid.pretrain.dtype).itemsize
-    inputs = n * cell.d * (T if grid.pretrain.layout == "per-task" else 1)
+    largest_shard = max(count for _, count in task_shards(T, grid.pretrain, cell.d, memory_budget))
     probes = grid.n_test * cell.d * 8 * 2 if cell.study == "downstream" else 0
-    return inputs * (8 + 2 * itemsize) + min(64 * 2**20, n * T * grid.pretrain.width * itemsize) + probes
+    return largest_shard * task_bytes(grid.pretrain, cell.d) + 8 * grid.pretrain.width * cell.d * 4 + probes
 
 
 def available_memory():
@@ -204,18 +209,37 @@ def available_memory():
         return None
 
 
-def memory_problem(grid, jobs=1):
-    """A sentence on why ``grid`` cannot fit in memory with ``jobs`` cells at once, or ``None``."""
+#: A cell holds at most this much by default: larger rounds are sharded. Shards of this size keep
+#: the step's products efficient (1 GiB is ~800 tasks of 1000 samples at d = 200).
+DEFAULT_MEMORY_BUDGET = 2**30
+
+
+def default_memory_budget(jobs=1):
+    """Bytes a cell may hold by default: 1 GiB, or less when half the available memory shared by
+    ``jobs`` cells is less."""
+    available = available_memory()
+    if available is None:
+        return DEFAULT_MEMORY_BUDGET
+    return min(DEFAULT_MEMORY_BUDGET, available // (2 * max(1, jobs)))
+
+
+def memory_problem(grid, jobs=1, memory_budget=None):
+    """A sentence on why ``grid`` cannot fit in memory with ``jobs`` cells at once, or ``None``.
+
+    Cells shard their tasks to fit ``memory_budget``; one that cannot fit even a single task
+    (huge ``d`` or ``samples_per_task``) is the problem.
+    """
     available = available_memory()
     if available is None:
         return None
     cells = plan(grid)
-    largest = max(cells, key=lambda cell: peak_bytes(cell, grid))
-    need = peak_bytes(largest, grid) * min(jobs, len(cells))
+    largest = max(cells, key=lambda cell: peak_bytes(cell, grid, memory_budget))
+    one = peak_bytes(largest, grid, memory_budget)
+    need = one * min(jobs, len(cells))
     if need <= available:
         return None
     gib = 2.0**30
-    return (f"the largest cell ({largest.key}) needs about {peak_bytes(largest, grid) / gib:.1f} GiB"
+    return (f"the largest cell ({largest.key}) needs about {one / gib:.1f} GiB even one task at a time"
             + (f", {need / gib:.1f} GiB for {min(jobs, len(cells))} at once" if jobs > 1 else "")
             + f", and this machine has {available / gib:.1f} GiB available")
 
@@ -242,15 +266,16 @@ def _blas():
             for pool in threadpool_info() if pool["user_api"] == "blas"]
 
 
-def _compute(cell, grid, threads):
+def _compute(cell, grid, threads, memory_budget=None):
     """Run one cell with ``threads`` threads (kernels and BLAS); returns what the store keeps."""
     from .. import num_threads
 
     start = time.perf_counter()
     with num_threads(threads):
-        records = run_cell(cell, grid)
+        records = run_cell(cell, grid, memory_budget)
     return {"cell": asdict(cell), "fingerprint": fingerprint(cell, grid), "settings": _settings_of(cell, grid),
-            "seconds": time.perf_counter() - start, "threads": threads, "blas": _blas(), "records": records}
+            "seconds": time.perf_counter() - start, "threads": threads, "blas": _blas(),
+            "memory_budget": memory_budget, "records": records}
 
 
 def _store(out, cell, payload):
@@ -310,7 +335,7 @@ def _end_workers(pool):
             process.kill()
 
 
-def run_grid(grid, out, jobs=1, progress=True, threads=1):
+def run_grid(grid, out, jobs=1, progress=True, threads=1, memory_budget=None):
     """Compute every cell of ``grid`` not already finished in ``out``; return all records.
 
     Parameters
@@ -324,6 +349,8 @@ def run_grid(grid, out, jobs=1, progress=True, threads=1):
     threads : int
         Threads of each cell's kernels and BLAS. Records are bitwise identical for the same
         ``threads`` (and BLAS build), whatever ``jobs``.
+    memory_budget : int, optional
+        Bytes each cell may hold: pretraining shards its tasks to fit (see ``train.pretrain``).
 
     Returns
     -------
@@ -358,13 +385,13 @@ def run_grid(grid, out, jobs=1, progress=True, threads=1):
 
         if jobs <= 1 or len(todo) <= 1:
             for cell in todo:
-                finished(cell, _compute(cell, grid, threads))
+                finished(cell, _compute(cell, grid, threads, memory_budget))
         elif todo:
             # spawn, not fork: OpenMP's thread pool does not survive a fork.
             pool = ProcessPoolExecutor(min(jobs, len(todo)), mp_context=get_context("spawn"),
                                        initializer=_init_worker, initargs=(os.getpid(),))
             try:
-                futures = {pool.submit(_compute, cell, grid, threads): cell for cell in todo}
+                futures = {pool.submit(_compute, cell, grid, threads, memory_budget): cell for cell in todo}
                 for future in as_completed(futures):
                     finished(futures[future], future.result())
             except BrokenProcessPool:
@@ -384,7 +411,7 @@ def run_grid(grid, out, jobs=1, progress=True, threads=1):
     return gathered
 
 
-def reproduce(grid, out, jobs=1, progress=True, threads=1):
+def reproduce(grid, out, jobs=1, progress=True, threads=1, memory_budget=None):
     """Run ``grid`` into ``out`` (resuming), then write results, CSVs, figures and the report.
 
     Returns
@@ -394,6 +421,6 @@ def reproduce(grid, out, jobs=1, progress=True, threads=1):
     """
     from . import report
 
-    results = run_grid(grid, out, jobs=jobs, progress=progress, threads=threads)
+    results = run_grid(grid, out, jobs=jobs, progress=progress, threads=threads, memory_budget=memory_budget)
     with store.locked(out):
         return report.write_outputs(results, grid, Path(out))

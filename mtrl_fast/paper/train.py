@@ -4,11 +4,12 @@ Every gradient here comes from :func:`mtrl_fast.loss_and_grad`; this module only
 takes steps and keeps the history.
 """
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import List, Optional
 
 import numpy as np
 
-from .. import rounds
+from .. import loss_and_grad, rounds
 from ..losses import DTYPES, LAYOUTS, PER_TASK, loss_id
 from .metrics import energy_outside, subspace_distance
 from .tasks import unit_vectors
@@ -113,20 +114,73 @@ def alternating_round(head_batch, layer_batch, W, b, A, config):
                                     weight_decay=config.weight_decay)
 
 
-def pretrain(family, config, rng, W0=None):
+def task_bytes(config, d):
+    """Peak memory one task adds to a round: its samples (one phase at a time), the step's share
+    of pre-activations, labels and their projections."""
+    itemsize = np.dtype(config.dtype).itemsize
+    n = config.samples(d)
+    inputs = n * d * itemsize if config.layout == PER_TASK else 0
+    return int(1.5 * inputs) + n * (2 * itemsize + 8 * 8) + 4 * config.width * itemsize
+
+
+def task_shards(T, config, d, memory_budget=None):
+    """``(first, count)`` of each shard of the ``T`` tasks: all at once when their round fits in
+    ``memory_budget`` bytes (or no budget is given), else as many as fit, at least one."""
+    size = T if memory_budget is None else max(1, min(T, int(memory_budget // task_bytes(config, d))))
+    return [(first, min(size, T - first)) for first in range(0, T, size)]
+
+
+def shard_round(family, config, key, shard, W, b, A):
+    """One round's work for the tasks of one shard, on samples drawn here (``sample_tasks``).
+
+    Takes the shard's heads ``A (count, m)`` through ``head_steps`` steps (they need nothing from
+    other tasks), then returns ``(A, value, gW, gb)``: the new heads and the objective and
+    first-layer gradients of the shard's own mean loss on fresh samples.
+    """
+    first, count = shard
+    n = config.samples(family.d)
+    dtype = np.dtype(config.dtype).type
+    A = A.copy()
+    X, Y = family.sample_tasks(first, count, n, list(key) + [0], config.layout, config.dtype)
+    for _ in range(config.head_steps):
+        _, grads = loss_and_grad(X, Y, W, b, A, config.loss, check_finite=False, first_layer=False)
+        A -= dtype(config.head_lr * count) * grads.A  # each task's own mean loss (see alternating_round)
+    del X, Y  # one phase's samples at a time
+    X, Y = family.sample_tasks(first, count, n, list(key) + [1], config.layout, config.dtype)
+    value, grads = loss_and_grad(X, Y, W, b, A, config.loss, check_finite=False)
+    return A, value, grads.W, grads.b
+
+
+def _in_process(function, argument_lists):
+    return [function(*arguments) for arguments in argument_lists]
+
+
+def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_process):
     """Alternating multi-task pretraining on ``family``'s tasks.
 
     Each round draws fresh samples, takes ``head_steps`` steps on every task's head (each on
     its own mean loss), then draws fresh samples again and takes one step on ``W`` (and ``b``)
     along the task-averaged gradient with weight decay.
 
+    Each task's samples come from a generator keyed by the run's seed, the round, the phase and
+    the task (``TaskFamily.sample_tasks``), so the tasks can be taken in shards, each drawing its
+    own samples where it runs: a round then costs one shard's memory, not the whole batch's.
+    The shards' first-layer gradients are summed in task order, so results are bitwise the same
+    for the same shard size wherever the shards run, and within rounding across shard sizes.
+
     Parameters
     ----------
     family : mtrl_fast.tasks.TaskFamily
     config : PretrainConfig
     rng : numpy.random.Generator
+        Draws the initial layer and the samples' seed.
     W0 : ndarray, optional
         Initial first layer; drawn from ``rng`` by default.
+    memory_budget : int, optional
+        Bytes a round may hold; the tasks are sharded to fit (see :func:`task_shards`).
+    map_shards : callable, optional
+        ``map_shards(shard_round_function, argument_lists) -> results in order``: runs the shards,
+        in this process by default (a Dask client's ``map``, say, to run them on a cluster).
 
     Returns
     -------
@@ -137,15 +191,28 @@ def pretrain(family, config, rng, W0=None):
     if config.width < family.r:
         raise ValueError(f"width must be at least r = {family.r} to learn the subspace; got {config.width}")
     dtype = np.dtype(config.dtype)
-    n = config.samples(family.d)
     W = initial_layer(config.width, family.d, rng, config.init_scale, dtype) if W0 is None else W0.astype(dtype)
     b = np.zeros(config.width, dtype=dtype) if config.bias else None
     A = np.zeros((family.T, config.width), dtype=dtype)
+    seed = [int(k) for k in rng.integers(0, 2**32, size=2)]
+    shards = task_shards(family.T, config, family.d, memory_budget)
     history = []
     for round_index in range(config.rounds):
-        head_batch = family.sample(n, rng, config.layout, dtype)
-        layer_batch = family.sample(n, rng, config.layout, dtype)
-        value = alternating_round(head_batch, layer_batch, W, b, A, config)
+        work = partial(shard_round, family, config, seed + [round_index])
+        results = map_shards(work, [(shard, W, b, A[first:first + count]) for shard in shards
+                                    for first, count in [shard]])
+        value, gW, gb = 0.0, np.zeros_like(W), None if b is None else np.zeros_like(b)
+        for (first, count), (heads, shard_value, shard_gW, shard_gb) in zip(shards, results):
+            weight = dtype.type(count / family.T)  # the shard's share of the task average
+            A[first:first + count] = heads
+            value += float(weight) * shard_value
+            gW += weight * shard_gW
+            if b is not None:
+                gb += weight * shard_gb
+        W *= dtype.type(1.0 - config.lr * config.weight_decay)
+        W -= dtype.type(config.lr) * gW
+        if b is not None:
+            b -= dtype.type(config.lr) * gb
         if not np.isfinite(W).all():
             raise FloatingPointError(f"training diverged in round {round_index}: lower lr or head_lr")
         history.append({

@@ -36,11 +36,11 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
     real = experiments.run_cell
     calls = []
 
-    def interrupted_after_five(cell, grid):
+    def interrupted_after_five(cell, grid, *options):
         if len(calls) == 5:
             raise KeyboardInterrupt
         calls.append(cell.key)
-        return real(cell, grid)
+        return real(cell, grid, *options)
 
     monkeypatch.setattr(experiments, "run_cell", interrupted_after_five)
     with pytest.raises(KeyboardInterrupt):
@@ -49,7 +49,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
     assert len(finished) == 5
     assert not list((tmp_path / "cells").glob(".*tmp"))  # no half-written file left behind
 
-    monkeypatch.setattr(experiments, "run_cell", lambda cell, grid: calls.append(cell.key) or real(cell, grid))
+    monkeypatch.setattr(experiments, "run_cell", lambda cell, grid, *options: calls.append(cell.key) or real(cell, grid, *options))
     resumed = run_grid(TINY, tmp_path, progress=False)
     assert len(calls) == len(plan(TINY))  # the five finished cells were not run again
     assert len(set(calls)) == len(calls)
@@ -62,7 +62,7 @@ def test_changed_settings_recompute_and_corrupt_cells_are_redone(tmp_path, monke
     run_grid(TINY, tmp_path, progress=False)
     calls = []
     real = experiments.run_cell
-    monkeypatch.setattr(experiments, "run_cell", lambda cell, grid: calls.append(cell.key) or real(cell, grid))
+    monkeypatch.setattr(experiments, "run_cell", lambda cell, grid, *options: calls.append(cell.key) or real(cell, grid, *options))
     run_grid(TINY, tmp_path, progress=False)
     assert calls == []
     broken = tmp_path / "cells" / f"{plan(TINY)[0].key}.json"

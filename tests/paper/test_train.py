@@ -1,12 +1,15 @@
 """Alternating pretraining: lowers the loss, learns the subspace with many tasks, is seeded."""
+import os
+
 import numpy as np
 import pytest
 
 import mtrl_fast
+from helpers import run_python
 
 from mtrl_fast.paper.metrics import subspace_distance
 from mtrl_fast.paper.tasks import make_task_family
-from mtrl_fast.paper.train import PretrainConfig, initial_layer, oracle_layer, pretrain
+from mtrl_fast.paper.train import PretrainConfig, initial_layer, oracle_layer, pretrain, task_bytes, task_shards
 
 
 def _family(T, d=30, seed=0):
@@ -43,13 +46,13 @@ def test_one_round_is_heads_first_then_the_layer_step():
     W0 = initial_layer(16, 30, np.random.default_rng(3), dtype="float64")
     trained = pretrain(family, config, np.random.default_rng(4), W0=W0)
 
-    rng = np.random.default_rng(4)
+    seed = [int(k) for k in np.random.default_rng(4).integers(0, 2**32, size=2)]  # the samples' seed
     A = np.zeros((5, 16))
     b = np.zeros(16)
-    X, Y = family.sample(40, rng, "per-task", np.float64)
+    X, Y = family.sample_tasks(0, 5, 40, seed + [0, 0], "per-task", np.float64)  # round 0, head phase
     _, grads = mtrl_fast.loss_and_grad(X, Y, W0, b, A, "logistic")
     A = A - 0.3 * 5 * grads.A  # each task's head on its own mean loss
-    X, Y = family.sample(40, rng, "per-task", np.float64)
+    X, Y = family.sample_tasks(0, 5, 40, seed + [0, 1], "per-task", np.float64)  # round 0, layer phase
     value, grads = mtrl_fast.loss_and_grad(X, Y, W0, b, A, "logistic")
     np.testing.assert_allclose(trained.A, A, rtol=1e-12)
     np.testing.assert_allclose(trained.W, (1 - 0.7 * 0.5) * W0 - 0.7 * grads.W, rtol=1e-12)
@@ -103,3 +106,71 @@ def test_divergence_is_reported():
                             samples_per_task=20, dtype="float32")
     with np.errstate(all="ignore"), pytest.raises(FloatingPointError, match="diverged"):
         pretrain(_family(3), config, np.random.default_rng(0))
+
+
+def _reversed_map(function, argument_lists):
+    """Shards run in reverse order (as a cluster might finish them), results in shard order."""
+    return [function(*arguments) for arguments in argument_lists[::-1]][::-1]
+
+
+@pytest.mark.parametrize("layout", ["per-task", "shared"])
+def test_sharded_pretraining_matches_unsharded(layout):
+    """Bitwise for the same shard size wherever and in whatever order the shards run; within
+    float rounding across shard sizes (the task sum is grouped differently)."""
+    family = _family(12)
+    config = PretrainConfig(width=16, samples_per_task=40, rounds=3, layout=layout, bias=True, loss="logistic",
+                            lr=0.5, weight_decay=0.1)
+    per_task = task_bytes(config, family.d)
+    whole = pretrain(family, config, np.random.default_rng(5))
+    by_five = pretrain(family, config, np.random.default_rng(5), memory_budget=5 * per_task)
+    by_five_elsewhere = pretrain(family, config, np.random.default_rng(5), memory_budget=5 * per_task,
+                                 map_shards=_reversed_map)
+    by_one = pretrain(family, config, np.random.default_rng(5), memory_budget=1)
+    assert [count for _, count in task_shards(12, config, family.d, 5 * per_task)] == [5, 5, 2]
+    for name in ("W", "b", "A"):
+        np.testing.assert_array_equal(getattr(by_five, name), getattr(by_five_elsewhere, name))
+        for other in (by_five, by_one):
+            np.testing.assert_allclose(getattr(other, name), getattr(whole, name), rtol=1e-4, atol=1e-6)
+    assert by_five.history == by_five_elsewhere.history
+
+
+def test_a_tasks_samples_do_not_depend_on_the_shard():
+    family = _family(9)
+    X, Y = family.sample_tasks(0, 9, 20, [7, 0, 1])
+    for first, count in ((0, 4), (4, 4), (8, 1)):
+        Xs, Ys = family.sample_tasks(first, count, 20, [7, 0, 1])
+        np.testing.assert_array_equal(Xs, X[first:first + count])
+        np.testing.assert_array_equal(Ys, Y[first:first + count])
+
+
+MEMORY_SCRIPT = """
+    import numpy as np
+    from mtrl_fast.paper.tasks import make_task_family
+    from mtrl_fast.paper.train import PretrainConfig, pretrain, task_bytes
+
+    def rss(field):
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith(field + ":"))
+
+    config = PretrainConfig(width=64, samples_per_task=1000)
+    family = make_task_family(200, 5, 2000, np.random.default_rng(0))
+    pretrain(make_task_family(200, 5, 4, np.random.default_rng(0)), config, np.random.default_rng(1))  # compile
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # the peak restarts from here
+    before = rss("VmRSS")
+    trained = pretrain(family, config, np.random.default_rng(1), memory_budget={budget})
+    batch = 2000 * 1000 * 200 * 4
+    print(batch, rss("VmHWM") - before, trained.history[-1]["subspace_distance"])
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="resets the peak through /proc")
+def test_a_round_larger_than_the_memory_budget_runs_within_it():
+    """2000 tasks of 1000 samples at d = 200: a 1.6 GB batch, trained within a 200 MB budget."""
+    budget = 200 * 2**20
+    result = run_python(MEMORY_SCRIPT.format(budget=budget))
+    assert result.returncode == 0, result.stderr
+    batch, peak, distance = (float(v) for v in result.stdout.split())
+    assert batch > 7 * budget
+    assert peak < 1.5 * budget, f"peak {peak / 2**20:.0f} MiB over a {budget / 2**20:.0f} MiB budget"
+    assert distance < 0.5  # it learned: many tasks recover the subspace
