@@ -115,6 +115,25 @@ def memory_size(text):
     return int(value * _UNITS[unit])
 
 
+def scheduler_address(text):
+    """A Dask scheduler's address: ``[protocol://]host:port``."""
+    protocol, _, rest = text.rpartition("://")
+    host, _, port = rest.rpartition(":")
+    if protocol not in ("", "tcp", "tls", "ws", "wss", "ucx") or not host or not port.isdigit():
+        _fail(f"expected a Dask scheduler address such as tcp://127.0.0.1:8786, got {text!r}")
+    return text
+
+
+def existing_file(text):
+    """A file that exists and can be read."""
+    path = Path(text).expanduser()
+    if not path.is_file():
+        _fail(f"no such file: {text!r}")
+    if not os.access(path, os.R_OK):
+        _fail(f"cannot read {text}: permission denied")
+    return str(path)
+
+
 def output_folder(text):
     """A folder to write into: it exists as a folder, or can be created, and is writable."""
     if not text.strip():

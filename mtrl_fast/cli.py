@@ -122,7 +122,8 @@ def _cmd_reproduce(args):
     from dataclasses import replace
 
     _part("paper", "paper")
-    from mtrl_fast.paper.experiments import QUICK, Grid, default_memory_budget, memory_problem, reproduce
+    from mtrl_fast.paper.experiments import (DEFAULT_MEMORY_BUDGET, QUICK, Grid, default_memory_budget,
+                                             memory_problem, reproduce)
     from mtrl_fast.paper.report import claims_table
 
     base = QUICK if args.quick else Grid()
@@ -139,12 +140,16 @@ def _cmd_reproduce(args):
     except ValueError as error:
         raise OptionError(error) from None
     jobs = args.jobs or max(1, (os.cpu_count() or 1) // args.threads)
-    budget = args.memory_budget or default_memory_budget(jobs)
-    problem = memory_problem(grid, jobs, budget)
-    if problem:
-        raise OptionError(f"{problem}: lower --d or --samples-per-task" + (", or --jobs" if jobs > 1 else ""))
+    on_cluster = bool(args.scheduler or args.scheduler_file)
+    if on_cluster:  # the workers' memory is theirs to know: the budget alone bounds a cell
+        budget = args.memory_budget or DEFAULT_MEMORY_BUDGET
+    else:
+        budget = args.memory_budget or default_memory_budget(jobs)
+        problem = memory_problem(grid, jobs, budget)
+        if problem:
+            raise OptionError(f"{problem}: lower --d or --samples-per-task" + (", or --jobs" if jobs > 1 else ""))
     rows = reproduce(grid, args.out, jobs=jobs, progress=not args.no_progress, threads=args.threads,
-                     memory_budget=budget)
+                     memory_budget=budget, scheduler=args.scheduler, scheduler_file=args.scheduler_file)
     print()
     print(claims_table(rows))
     print(f"\nreport: {args.out}/report.md (results.json, recovery.csv, downstream.csv, figures beside it)")
@@ -233,6 +238,12 @@ def build_parser():
     rep.add_argument("--threads", type=types.thread_count, default=1,
                      help="threads of each cell (default 1); records are bitwise identical for equal --threads, "
                           "whatever --jobs")
+    cluster = rep.add_mutually_exclusive_group()
+    cluster.add_argument("--scheduler", type=types.scheduler_address, metavar="ADDRESS",
+                         help="run the cells on the Dask cluster at ADDRESS (tcp://host:port); needs "
+                              "mtrl_fast[distributed] here and mtrl_fast[paper] on the workers")
+    cluster.add_argument("--scheduler-file", type=types.existing_file, metavar="FILE",
+                         help="the same, for the scheduler described in FILE (dask scheduler --scheduler-file)")
     rep.add_argument("--memory-budget", type=types.memory_size,
                      help="memory a cell may hold, e.g. 2G; a larger pretraining batch is drawn and used in shards of "
                           "tasks (default: 1G, or half the available memory shared by --jobs if less)")

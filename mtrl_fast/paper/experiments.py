@@ -13,18 +13,16 @@ import os
 import signal
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
+from functools import partial
 from pathlib import Path
 from typing import Optional, Tuple
 
 import numpy as np
 
 from .._progress import Progress
-from . import store
+from . import engines, store
 from .metrics import probe_accuracy
 from .tasks import make_task_family
 from .train import PretrainConfig, initial_layer, oracle_layer, pretrain, task_bytes, task_shards
@@ -266,7 +264,7 @@ def _blas():
             for pool in threadpool_info() if pool["user_api"] == "blas"]
 
 
-def _compute(cell, grid, threads, memory_budget=None):
+def _compute(cell, grid, threads=1, memory_budget=None):
     """Run one cell with ``threads`` threads (kernels and BLAS); returns what the store keeps."""
     from .. import num_threads
 
@@ -288,10 +286,6 @@ class Stopped(KeyboardInterrupt):
     """The run was stopped by SIGINT or SIGTERM; every finished cell is stored."""
 
 
-class WorkerDied(RuntimeError):
-    """A worker process died (killed by the OS, perhaps for memory) while computing a cell."""
-
-
 @contextmanager
 def _stop_on_signals():
     """Turn SIGTERM (and SIGINT) into ``Stopped`` in the main thread, so that cleanup runs."""
@@ -310,39 +304,15 @@ def _stop_on_signals():
             signal.signal(number, handler)
 
 
-def _watch_parent(parent):
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(1)  # the run is gone: nobody would store this worker's result
-
-
-def _init_worker(parent):
-    # Ctrl-C reaches the whole process group: the parent stops the workers itself, without a
-    # traceback from each. And a worker whose parent died (even by SIGKILL) exits within a second.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-
-
-def _end_workers(pool):
-    """Stop the pool now: cancel queued cells and end the running ones' processes."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
-    for process in processes:
-        process.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.join(5)
-        if process.is_alive():
-            process.kill()
-
-
-def run_grid(grid, out, jobs=1, progress=True, threads=1, memory_budget=None):
+def run_grid(grid, out, jobs=1, progress=True, threads=1, memory_budget=None, scheduler=None, scheduler_file=None):
     """Compute every cell of ``grid`` not already finished in ``out``; return all records.
 
     Parameters
     ----------
     grid : Grid
     out : path
-        Output folder; ``out/cells`` holds one file per finished cell.
+        Output folder; ``out/cells`` holds one file per finished cell, written here as each
+        cell's result arrives (never by a worker: workers need no shared filesystem).
     jobs : int
         Cells computed at once, each in its own process (1: in this process).
     progress : bool
@@ -351,6 +321,9 @@ def run_grid(grid, out, jobs=1, progress=True, threads=1, memory_budget=None):
         ``threads`` (and BLAS build), whatever ``jobs``.
     memory_budget : int, optional
         Bytes each cell may hold: pretraining shards its tasks to fit (see ``train.pretrain``).
+    scheduler, scheduler_file : str, optional
+        A Dask scheduler's address, or its scheduler file: the cells run on that cluster
+        (``jobs`` is then the cluster's business). Checked before anything is written.
 
     Returns
     -------
@@ -361,57 +334,54 @@ def run_grid(grid, out, jobs=1, progress=True, threads=1, memory_budget=None):
     ------
     Stopped
         SIGINT or SIGTERM: workers ended, finished cells stored; run again to resume.
-    WorkerDied
-        A worker process was killed; finished cells stored.
+    engines.WorkerDied
+        A local worker process was killed; finished cells stored.
+    engines.ClusterError
+        The cluster cannot be reached or cannot run the cells (before anything is written), or a
+        cell failed there.
     store.OutputLocked
         Another run is writing into ``out``.
     """
     out = Path(out)
-    (out / "cells").mkdir(parents=True, exist_ok=True)
-    with store.locked(out), _stop_on_signals():
-        store.remove_temporary_files(out / "cells")
-        cells = plan(grid)
-        results = {cell: load_cell(out, cell, grid) for cell in cells}
-        todo = [cell for cell in cells if results[cell] is None]
-        bar = Progress(len(todo), enabled=progress)
-        if progress:
-            print(f"{len(cells)} cells, {len(cells) - len(todo)} already done in {out}, {len(todo)} to run",
-                  file=bar.stream)
-
-        def finished(cell, payload):
-            _store(out, cell, payload)  # here, not in the worker: workers need no shared filesystem
-            results[cell] = payload["records"]
-            bar.step(f"{cell.key} ({payload['seconds']:.1f}s)")
-
-        if jobs <= 1 or len(todo) <= 1:
-            for cell in todo:
-                finished(cell, _compute(cell, grid, threads, memory_budget))
-        elif todo:
-            # spawn, not fork: OpenMP's thread pool does not survive a fork.
-            pool = ProcessPoolExecutor(min(jobs, len(todo)), mp_context=get_context("spawn"),
-                                       initializer=_init_worker, initargs=(os.getpid(),))
+    client = engines.connect(scheduler, scheduler_file) if scheduler or scheduler_file else None
+    try:
+        (out / "cells").mkdir(parents=True, exist_ok=True)
+        with store.locked(out), _stop_on_signals():
+            store.remove_temporary_files(out / "cells")
+            cells = plan(grid)
+            results = {cell: load_cell(out, cell, grid) for cell in cells}
+            todo = [cell for cell in cells if results[cell] is None]
+            bar = Progress(len(todo), enabled=progress)
+            if progress:
+                print(f"{len(cells)} cells, {len(cells) - len(todo)} already done in {out}, {len(todo)} to run",
+                      file=bar.stream)
+            compute = partial(_compute, grid=grid, threads=threads, memory_budget=memory_budget)
+            if client is not None:
+                engine = engines.on_cluster(client, compute, todo)
+            elif jobs > 1 and len(todo) > 1:
+                engine = engines.process_pool(compute, todo, jobs)
+            else:
+                engine = engines.in_process(compute, todo)
             try:
-                futures = {pool.submit(_compute, cell, grid, threads, memory_budget): cell for cell in todo}
-                for future in as_completed(futures):
-                    finished(futures[future], future.result())
-            except BrokenProcessPool:
-                _end_workers(pool)
-                lost = sum(results[cell] is None for cell in todo)
-                raise WorkerDied(f"a worker process died (killed by the operating system, perhaps for lack of "
-                                 f"memory) with {lost} cells unfinished; every finished cell is stored in "
-                                 f"{out / 'cells'}: run the same command again to resume, with fewer --jobs if "
-                                 "memory ran out") from None
-            except BaseException:
-                _end_workers(pool)
-                raise
-            pool.shutdown()
+                with closing(engine):
+                    for cell, payload in engine:
+                        _store(out, cell, payload)
+                        results[cell] = payload["records"]
+                        bar.step(f"{cell.key} ({payload['seconds']:.1f}s)")
+            except (engines.WorkerDied, engines.ClusterError) as error:
+                raise type(error)(f"{error}; every finished cell is stored in {out / 'cells'}: run the same command "
+                                  "again to resume" + (", with fewer --jobs if memory ran out"
+                                                       if isinstance(error, engines.WorkerDied) else "")) from None
+    finally:
+        if client is not None:
+            client.close()
     gathered = {"recovery": [], "downstream": []}
     for cell in cells:
         gathered[cell.study].extend(results[cell])
     return gathered
 
 
-def reproduce(grid, out, jobs=1, progress=True, threads=1, memory_budget=None):
+def reproduce(grid, out, jobs=1, progress=True, threads=1, memory_budget=None, scheduler=None, scheduler_file=None):
     """Run ``grid`` into ``out`` (resuming), then write results, CSVs, figures and the report.
 
     Returns
@@ -421,6 +391,7 @@ def reproduce(grid, out, jobs=1, progress=True, threads=1, memory_budget=None):
     """
     from . import report
 
-    results = run_grid(grid, out, jobs=jobs, progress=progress, threads=threads, memory_budget=memory_budget)
+    results = run_grid(grid, out, jobs=jobs, progress=progress, threads=threads, memory_budget=memory_budget,
+                       scheduler=scheduler, scheduler_file=scheduler_file)
     with store.locked(out):
         return report.write_outputs(results, grid, Path(out))
