@@ -9,6 +9,7 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 from multiprocessing import get_context
 
 #: Seconds to wait for a Dask scheduler before giving up.
@@ -129,14 +130,35 @@ def connect(scheduler=None, scheduler_file=None, timeout=CONNECT_TIMEOUT_S):
     return client
 
 
-def on_cluster(client, compute, cells):
+def _with_threads(threads, function, *arguments):
+    from .. import num_threads
+
+    with num_threads(threads):
+        return function(*arguments)
+
+
+def on_cluster(client, compute, cells, compute_sharded=None, sharded=(), threads=1):
     """Compute the cells on the Dask cluster behind ``client``, each resubmitted up to
-    :data:`RETRIES` times if its worker dies; results stream back as they finish."""
+    :data:`RETRIES` times if its worker dies; results stream back as they finish.
+
+    The cells in ``sharded`` (too large for one worker's memory budget) are computed by
+    ``compute_sharded(cell, map_shards)`` here, in the client, while their rounds' shards run
+    on the cluster's workers with ``threads`` threads each; the other cells are sent whole.
+    """
     from distributed import as_completed as dask_completed
 
+    def map_shards(function, argument_lists):
+        futures = client.map(partial(_with_threads, threads, function), *zip(*argument_lists), pure=False,
+                             retries=RETRIES)
+        return client.gather(futures)  # in shard order: the sums do not depend on which worker ran what
+
+    whole = [cell for cell in cells if cell not in sharded]
     futures = {client.submit(compute, cell, key=f"mtrl-fast-{cell.key}-{os.getpid()}-{time.time_ns()}",
-                             retries=RETRIES, pure=False): cell for cell in cells}
+                             retries=RETRIES, pure=False): cell for cell in whole}
     try:
+        for cell in cells:
+            if cell in sharded:
+                yield cell, compute_sharded(cell, map_shards)
         for future in dask_completed(futures, loop=client.loop):
             cell = futures[future]
             try:

@@ -183,11 +183,15 @@ def run_cell(cell, grid, memory_budget=None, map_shards=None):
     return records
 
 
+def _tasks_of(cell, grid):
+    return cell.T if cell.study == "recovery" else grid.downstream_tasks
+
+
 def peak_bytes(cell, grid, memory_budget=None):
     """Estimated peak memory of computing ``cell``: one shard's round (all its tasks when they
     fit in ``memory_budget``, see ``train.task_shards``) and, downstream, the probes' samples."""
-    T = cell.T if cell.study == "recovery" else grid.downstream_tasks
-    largest_shard = max(count for _, count in task_shards(T, grid.pretrain, cell.d, memory_budget))
+    shards = task_shards(_tasks_of(cell, grid), grid.pretrain, cell.d, memory_budget)
+    largest_shard = max(count for _, count in shards)
     probes = grid.n_test * cell.d * 8 * 2 if cell.study == "downstream" else 0
     return largest_shard * task_bytes(grid.pretrain, cell.d) + 8 * grid.pretrain.width * cell.d * 4 + probes
 
@@ -264,13 +268,18 @@ def _blas():
             for pool in threadpool_info() if pool["user_api"] == "blas"]
 
 
-def _compute(cell, grid, threads=1, memory_budget=None):
+def needs_shards(cell, grid, memory_budget):
+    """Whether ``cell``'s pretraining rounds exceed ``memory_budget`` and run in shards of tasks."""
+    return len(task_shards(_tasks_of(cell, grid), grid.pretrain, cell.d, memory_budget)) > 1
+
+
+def _compute(cell, grid, threads=1, memory_budget=None, map_shards=None):
     """Run one cell with ``threads`` threads (kernels and BLAS); returns what the store keeps."""
     from .. import num_threads
 
     start = time.perf_counter()
     with num_threads(threads):
-        records = run_cell(cell, grid, memory_budget)
+        records = run_cell(cell, grid, memory_budget, map_shards)
     return {"cell": asdict(cell), "fingerprint": fingerprint(cell, grid), "settings": _settings_of(cell, grid),
             "seconds": time.perf_counter() - start, "threads": threads, "blas": _blas(),
             "memory_budget": memory_budget, "records": records}
@@ -323,7 +332,8 @@ def run_grid(grid, out, jobs=1, progress=True, threads=1, memory_budget=None, sc
         Bytes each cell may hold: pretraining shards its tasks to fit (see ``train.pretrain``).
     scheduler, scheduler_file : str, optional
         A Dask scheduler's address, or its scheduler file: the cells run on that cluster
-        (``jobs`` is then the cluster's business). Checked before anything is written.
+        (``jobs`` is then the cluster's business), a cell too large for ``memory_budget`` shard by
+        shard across its workers. Checked before anything is written.
 
     Returns
     -------
@@ -357,7 +367,9 @@ def run_grid(grid, out, jobs=1, progress=True, threads=1, memory_budget=None, sc
                       file=bar.stream)
             compute = partial(_compute, grid=grid, threads=threads, memory_budget=memory_budget)
             if client is not None:
-                engine = engines.on_cluster(client, compute, todo)
+                sharded = [cell for cell in todo if needs_shards(cell, grid, memory_budget)]
+                engine = engines.on_cluster(client, compute, todo, sharded=sharded, threads=threads,
+                                            compute_sharded=lambda cell, map_shards: compute(cell, map_shards=map_shards))
             elif jobs > 1 and len(todo) > 1:
                 engine = engines.process_pool(compute, todo, jobs)
             else:

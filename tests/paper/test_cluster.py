@@ -105,6 +105,16 @@ def test_the_grid_through_a_scheduler_gives_the_local_records(cluster, local_rec
     assert _records(tmp_path / "again") == local_records
 
 
+def test_cells_sharded_across_the_workers_match_the_local_sharded_run_bitwise(cluster, tmp_path):
+    """A 2M budget cuts the larger cells' rounds into shards of 6 tasks: on the cluster the shards
+    run on both workers, locally one after another; the sums, in task order, are the same."""
+    local = _reproduce(tmp_path / "local", "--jobs", "1", "--memory-budget", "2M")
+    assert local.returncode == 0, local.stderr
+    spread = _reproduce(tmp_path / "spread", "--scheduler", cluster.address, "--memory-budget", "2M")
+    assert spread.returncode == 0, spread.stderr
+    assert _records(tmp_path / "spread") == _records(tmp_path / "local")
+
+
 def test_a_killed_worker_costs_only_its_cell(local_records, tmp_path):
     own = Cluster(tmp_path)
     try:
