@@ -122,10 +122,15 @@ def plan(grid):
         downstream, key=lambda c: (c.d, c.seed))
 
 
+#: How samples are drawn; part of every cell's fingerprint, so that cells from a release that drew
+#: them differently (0.1.0: one stream per cell) are recomputed, not mixed in.
+SAMPLING = "per-task generators (0.2.0)"
+
+
 def _settings_of(cell, grid):
     """What a cell's result depends on besides its coordinates: it is recomputed when these change."""
     settings = {"r": grid.r, "label_kind": grid.label_kind, "noise": grid.noise, "base_seed": grid.base_seed,
-                "pretrain": grid.pretrain.to_dict()}
+                "pretrain": grid.pretrain.to_dict(), "sampling": SAMPLING}
     if cell.study == "downstream":
         settings.update(n_new=list(grid.n_new), downstream_tasks=grid.downstream_tasks, n_test=grid.n_test,
                         probe_tasks=grid.probe_tasks)

@@ -62,6 +62,26 @@ def claims(results, grid):
         "threshold": "<= -0.9 for every d",
         "holds": all(rho <= -0.9 for rho in trends.values()),
     })
+    reaching = [d for d in grid.d if max(grid.tasks) >= 1000]
+    if 100 in grid.tasks and reaching:
+        # At scale: the distance keeps falling past T = 100 (no floor), with the fitted log-log slope.
+        beyond = {}
+        for d in reaching:
+            far = max(T for T in grid.tasks if any(r["d"] == d and r["T"] == T for r in recovery))
+            past = [T for T in grid.tasks if T >= 100]
+            slope = (float(np.polyfit(np.log(past), np.log([_mean(recovery, "subspace_distance", d=d, T=T)
+                                                              for T in past]), 1)[0])
+                     if len(past) > 1 else float("nan"))
+            beyond[d] = (_mean(recovery, "subspace_distance", d=d, T=100), far,
+                         _mean(recovery, "subspace_distance", d=d, T=far), slope)
+        rows.append({
+            "claim": "The distance keeps falling beyond T = 100 (distance at the largest T; log-log slope from "
+                     "T = 100)",
+            "measured": ", ".join(f"d={d}: {at100:.3f} -> {at_far:.4f} at T = {far}, slope {slope:.2f}"
+                                  for d, (at100, far, at_far, slope) in beyond.items()),
+            "threshold": "at most half the distance at T = 100, for every d",
+            "holds": all(at_far <= 0.5 * at100 for at100, _, at_far, _ in beyond.values()),
+        })
     if downstream:
         d_mid = _nearest(grid.downstream_d, 200)
         n_mid = _nearest(grid.n_new, 100)
@@ -132,6 +152,24 @@ def _figures(results, grid, stage):
     fig.savefig(stage("recovery.png"), dpi=120, format="png")
     plt.close(fig)
     names.append("recovery.png")
+
+    if max(grid.tasks) >= 1000:  # at scale: log-log, with the slope fitted from T = 100 on
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for d in grid.d:
+            means = [np.mean([r["subspace_distance"] for r in recovery if r["d"] == d and r["T"] == T])
+                     for T in grid.tasks]
+            past = [(T, v) for T, v in zip(grid.tasks, means) if T >= 100]
+            slope = np.polyfit(*np.log(np.array(past)).T, 1)[0] if len(past) > 1 else float("nan")
+            ax.loglog(grid.tasks, means, marker="o", label=f"d = {d} (slope from T = 100: {slope:.2f})")
+        ax.set_xlabel("number of tasks T")
+        ax.set_ylabel("subspace distance")
+        ax.set_title("Recovery at scale (log-log)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(stage("recovery-loglog.png"), dpi=120, format="png")
+        plt.close(fig)
+        names.append("recovery-loglog.png")
 
     if downstream:
         fig, axes = plt.subplots(1, len(grid.downstream_d), figsize=(3.2 * len(grid.downstream_d), 3.4),

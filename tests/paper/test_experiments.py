@@ -139,3 +139,22 @@ def test_progress_lines(capsys):
     bar.step("second")
     err = capsys.readouterr().err.splitlines()
     assert "1/2 first" in err[0] and "2/2 second" in err[1] and "eta" in err[1]
+
+
+def test_the_claim_at_scale_needs_the_distance_halved_beyond_T_100(tmp_path):
+    grid = replace(TINY, tasks=(1, 100, 1000, 10000), d=(8, 12), downstream_d=(8,), n_new=(10,))
+
+    def records(far):
+        return [{"d": d, "r": 2, "T": T, "seed": 0, "subspace_distance": v, "energy_outside": 0.01, "final_loss": 0.0}
+                for d in (8, 12) for T, v in zip(grid.tasks, (1.0, 0.2, 0.12, far))]
+
+    for far, holds in ((0.05, True), (0.15, False)):
+        rows = report.claims({"recovery": records(far), "downstream": []}, grid)
+        scale = next(r for r in rows if "beyond T = 100" in r["claim"])
+        assert scale["holds"] is holds and "at T = 10000" in scale["measured"] and "slope" in scale["measured"]
+    report.write_outputs({"recovery": records(0.05), "downstream": []}, grid, tmp_path)
+    assert (tmp_path / "recovery-loglog.png").is_file()
+    assert "recovery-loglog.png" in (tmp_path / "report.md").read_text()
+    rows = report.claims({"recovery": [r for r in records(0.05) if r["T"] <= 100],
+                          "downstream": []}, replace(grid, tasks=(1, 100)))
+    assert not any("beyond T = 100" in r["claim"] for r in rows)  # no claim without T >= 1000
