@@ -15,6 +15,26 @@ def _loss(torch, name, F, Y):
     return -Y * F
 
 
+def _objective(name, loss, Xt, Yt):
+    """The mean loss as a function of ``(W, b, A)``: the batched model under autograd, or
+    mtrl_fast.torch's loss op (``torch+ours``)."""
+    import torch
+
+    def objective(Wt, bt, At):
+        if name == "torch+ours":
+            import mtrl_fast.torch as ours
+
+            return ours.loss(Xt, Yt, Wt, bt, At, loss, check_finite=False)
+        Z = Xt @ Wt.T
+        if bt is not None:
+            Z = Z + bt
+        H = torch.relu(Z)
+        F = At @ H.T if Xt.ndim == 2 else torch.bmm(H, At.unsqueeze(-1)).squeeze(-1)
+        return _loss(torch, loss, F, Yt).mean()
+
+    return objective
+
+
 def backend(name):
     def prepare(X, Y, W, b, A, loss):
         import torch
@@ -25,24 +45,13 @@ def backend(name):
         Wt, bt, At = params
         last = {}
 
-        if name == "torch+ours":
-            import mtrl_fast.torch as ours
-
-        def objective():
-            if name == "torch+ours":
-                return ours.loss(Xt, Yt, Wt, bt, At, loss, check_finite=False)
-            Z = Xt @ Wt.T
-            if bt is not None:
-                Z = Z + bt
-            H = torch.relu(Z)
-            F = At @ H.T if Xt.ndim == 2 else torch.bmm(H, At.unsqueeze(-1)).squeeze(-1)
-            return _loss(torch, loss, F, Yt).mean()
+        objective = _objective(name, loss, Xt, Yt)
 
         def run():
             for p in params:
                 if p is not None:
                     p.grad = None
-            L = objective()
+            L = objective(Wt, bt, At)
             L.backward()
             last["out"] = (L, Wt.grad, None if bt is None else bt.grad, At.grad)
             return last["out"]
@@ -63,17 +72,7 @@ def backend(name):
         T = A.shape[0]
         last = {}
 
-        def objective(Wt, bt, At):
-            if name == "torch+ours":
-                import mtrl_fast.torch as ours
-
-                return ours.loss(Xt, Yt, Wt, bt, At, loss, check_finite=False)
-            Z = Xt @ Wt.T
-            if bt is not None:
-                Z = Z + bt
-            H = torch.relu(Z)
-            F = At @ H.T if Xt.ndim == 2 else torch.bmm(H, At.unsqueeze(-1)).squeeze(-1)
-            return _loss(torch, loss, F, Yt).mean()
+        objective = _objective(name, loss, Xt, Yt)
 
         def run():
             # As a PyTorch user writes it: the frozen parameters do not require grad, so autograd
