@@ -105,6 +105,15 @@ def claims(results, grid):
             "threshold": "multi-task change > random change",
             "holds": d_lo < d_hi and change["multi-task"] > change["random"],
         })
+        if d_hi >= 1000:  # at scale: multi-task features keep their accuracy, random ones lose theirs
+            rows.append({
+                "claim": f"Multi-task features keep their downstream accuracy as d grows to {d_hi} while random "
+                         f"features lose theirs ({d_lo} -> {d_hi}, n_new = {n_mid})",
+                "measured": f"multi-task {100 * change['multi-task']:+.1f} points, random "
+                            f"{100 * change['random']:+.1f}",
+                "threshold": "multi-task change >= -2 points (a probe's noise) and random change <= -5 points",
+                "holds": change["multi-task"] >= -0.02 and change["random"] <= -0.05,
+            })
     return rows
 
 

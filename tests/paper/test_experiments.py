@@ -158,3 +158,22 @@ def test_the_claim_at_scale_needs_the_distance_halved_beyond_T_100(tmp_path):
     rows = report.claims({"recovery": [r for r in records(0.05) if r["T"] <= 100],
                           "downstream": []}, replace(grid, tasks=(1, 100)))
     assert not any("beyond T = 100" in r["claim"] for r in rows)  # no claim without T >= 1000
+
+
+def test_the_downstream_claim_at_scale_needs_multi_task_kept_and_random_lost():
+    grid = replace(TINY, downstream_d=(200, 2000), n_new=(100,))
+
+    def downstream(multi, random):
+        return [{"d": d, "n_new": 100, "features": f, "seed": 0, "accuracy": acc}
+                for d, accs in ((200, (0.90, 0.60)), (2000, (multi, random)))
+                for f, acc in zip(("multi-task", "random"), accs)]
+
+    def verdict(multi, random):
+        rows = report.claims({"recovery": [], "downstream": downstream(multi, random)}, grid)
+        return next(r for r in rows if "keep their downstream accuracy" in r["claim"])["holds"]
+
+    assert verdict(0.89, 0.50)
+    assert not verdict(0.85, 0.50)  # multi-task lost 5 points
+    assert not verdict(0.90, 0.58)  # random kept its accuracy
+    small = report.claims({"recovery": [], "downstream": downstream(0.9, 0.5)}, replace(grid, downstream_d=(50, 400)))
+    assert not any("keep their downstream accuracy" in r["claim"] for r in small)
