@@ -37,18 +37,30 @@ def alternating_round(head_batch: Tuple[np.ndarray, np.ndarray], layer_batch: Tu
     float
         The objective at the first-layer step, before it is taken.
     """
-    T = A.shape[0]
-    dtype = W.dtype.type
     X, Y = head_batch
-    for _ in range(head_steps):
-        _, grads = step(X, Y, W, b, A, loss, check_finite=False, first_layer=False)
-        # grads.A is the gradient of the task-averaged loss; task t's own mean loss has
-        # gradient T * grads.A[t].
-        A -= dtype(head_lr * T) * grads.A
+    step_heads(X, Y, W, b, A, loss=loss, steps=head_steps, lr=head_lr, step=step)
     X, Y = layer_batch
     value, grads = step(X, Y, W, b, A, loss, check_finite=False)
-    W *= dtype(1.0 - lr * weight_decay)
-    W -= dtype(lr) * grads.W
-    if b is not None:
-        b -= dtype(lr) * grads.b
+    update_first_layer(W, b, grads.W, grads.b, lr=lr, weight_decay=weight_decay)
     return value
+
+
+def step_heads(X, Y, W, b, A, *, loss, steps, lr, step=loss_and_grad):
+    """``steps`` steps of every head in ``A`` (in place), the first layer frozen.
+
+    ``step`` gives the gradient of the task-averaged loss; task ``t``'s own mean loss has
+    gradient ``T * grads.A[t]``, so each head moves along its own task's loss.
+    """
+    scale = W.dtype.type(lr * A.shape[0])
+    for _ in range(steps):
+        _, grads = step(X, Y, W, b, A, loss, check_finite=False, first_layer=False)
+        A -= scale * grads.A
+
+
+def update_first_layer(W, b, gW, gb, *, lr, weight_decay):
+    """The first layer's step with weight decay, in place: ``W <- (1 - lr lambda) W - lr gW``."""
+    dtype = W.dtype.type
+    W *= dtype(1.0 - lr * weight_decay)
+    W -= dtype(lr) * gW
+    if b is not None:
+        b -= dtype(lr) * gb

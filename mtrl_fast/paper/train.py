@@ -139,12 +139,9 @@ def shard_round(family, config, key, shard, W, b, A):
     """
     first, count = shard
     n = config.samples(family.d)
-    dtype = np.dtype(config.dtype).type
     A = A.copy()
     X, Y = family.sample_tasks(first, count, n, list(key) + [0], config.layout, config.dtype)
-    for _ in range(config.head_steps):
-        _, grads = loss_and_grad(X, Y, W, b, A, config.loss, check_finite=False, first_layer=False)
-        A -= dtype(config.head_lr * count) * grads.A  # each task's own mean loss (see alternating_round)
+    rounds.step_heads(X, Y, W, b, A, loss=config.loss, steps=config.head_steps, lr=config.head_lr)
     del X, Y  # one phase's samples at a time
     X, Y = family.sample_tasks(first, count, n, list(key) + [1], config.layout, config.dtype)
     value, grads = loss_and_grad(X, Y, W, b, A, config.loss, check_finite=False)
@@ -199,8 +196,7 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
     history = []
     for round_index in range(config.rounds):
         work = partial(shard_round, family, config, seed + [round_index])
-        results = map_shards(work, [(shard, W, b, A[first:first + count]) for shard in shards
-                                    for first, count in [shard]])
+        results = map_shards(work, [((first, count), W, b, A[first:first + count]) for first, count in shards])
         value, gW, gb = 0.0, np.zeros_like(W), None if b is None else np.zeros_like(b)
         for (first, count), (heads, shard_value, shard_gW, shard_gb) in zip(shards, results):
             weight = dtype.type(count / family.T)  # the shard's share of the task average
@@ -209,10 +205,7 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
             gW += weight * shard_gW
             if b is not None:
                 gb += weight * shard_gb
-        W *= dtype.type(1.0 - config.lr * config.weight_decay)
-        W -= dtype.type(config.lr) * gW
-        if b is not None:
-            b -= dtype.type(config.lr) * gb
+        rounds.update_first_layer(W, b, gW, gb, lr=config.lr, weight_decay=config.weight_decay)
         if not np.isfinite(W).all():
             raise FloatingPointError(f"training diverged in round {round_index}: lower lr or head_lr")
         history.append({
