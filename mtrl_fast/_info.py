@@ -3,7 +3,7 @@ import os
 import platform
 import sys
 from importlib import metadata
-from typing import Any, Dict, Optional, TextIO
+from typing import Any, Dict, List, Optional, TextIO
 
 import numba
 import numpy as np
@@ -42,6 +42,13 @@ def blas_pin_warning() -> Optional[str]:
     return ("OpenBLAS kernels pinned by " + ", ".join(f"{k}={v}" for k, v in pins.items())
             + ": BLAS timings are those of the pinned kernels, not what this CPU runs by default "
               "(unset them for the command to measure the native kernels)")
+
+
+def blas_in_use() -> List[str]:
+    """Each BLAS loaded in this process, as ``"openblas 0.3.31 (SkylakeX)"``: library, version and
+    the kernel family it picked."""
+    return [f"{entry['internal_api']} {entry['version']} ({entry.get('architecture')})"
+            for entry in threadpool_info() if entry.get("user_api") == "blas"]
 
 
 def config_info() -> Dict[str, Any]:

@@ -13,7 +13,7 @@ import numpy as np
 
 def environment(backend_names):
     """What the table's numbers were measured on."""
-    from .._info import config_info
+    from .._info import blas_in_use, config_info
     from .backends import get
 
     info = config_info()
@@ -25,7 +25,7 @@ def environment(backend_names):
                 versions[name] = backend.version()
             except Exception as error:  # a broken peer install is reported, not fatal
                 versions[name] = f"unavailable ({error})"
-    blas = "; ".join(f"{b['internal_api']} {b['version']} ({b['architecture']})" for b in info["blas"])
+    blas = "; ".join(blas_in_use())
     return {"date": time.strftime("%Y-%m-%d"), "cpu": info["cpu"], "cores": info["cores"], "blas": blas,
             "blas_pins": info["blas_pin_warning"],
             "threading_layer": info["threading_layer"], "threads": info["num_threads"],

@@ -88,10 +88,9 @@ def _worker(conn, name, threads):
             elif command == "version":
                 conn.send(("ok", backend.version()))
             elif command == "blas":
-                from .._info import config_info
+                from .._info import blas_in_use
 
-                conn.send(("ok", "; ".join(f"{b['internal_api']} {b['version']} ({b['architecture']})"
-                                           for b in config_info()["blas"])))
+                conn.send(("ok", "; ".join(blas_in_use())))
         except Exception as error:  # reported to the parent, which marks the backend failed
             conn.send(("error", f"{type(error).__name__}: {error}"))
 

@@ -21,6 +21,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from .._info import blas_in_use
 from .._progress import Progress
 from . import engines, store
 from .metrics import probe_accuracy
@@ -266,13 +267,6 @@ def load_cell(out, cell, grid):
     return store.load_cell(_cell_path(out, cell), cell, fingerprint(cell, grid), expected_records(cell, grid))
 
 
-def _blas():
-    from threadpoolctl import threadpool_info
-
-    return [f"{pool['internal_api']} {pool['version']} ({pool.get('architecture')})"
-            for pool in threadpool_info() if pool["user_api"] == "blas"]
-
-
 def needs_shards(cell, grid, memory_budget):
     """Whether ``cell``'s pretraining rounds exceed ``memory_budget`` and run in shards of tasks."""
     return len(task_shards(_tasks_of(cell, grid), grid.pretrain, cell.d, memory_budget)) > 1
@@ -286,7 +280,7 @@ def _compute(cell, grid, threads=1, memory_budget=None, map_shards=None):
     with num_threads(threads):
         records = run_cell(cell, grid, memory_budget, map_shards)
     return {"cell": asdict(cell), "fingerprint": fingerprint(cell, grid), "settings": _settings_of(cell, grid),
-            "seconds": time.perf_counter() - start, "threads": threads, "blas": _blas(),
+            "seconds": time.perf_counter() - start, "threads": threads, "blas": blas_in_use(),
             "memory_budget": memory_budget, "records": records}
 
 
