@@ -137,13 +137,13 @@ def _with_threads(threads, function, *arguments):
         return function(*arguments)
 
 
-def on_cluster(client, compute, cells, compute_sharded=None, sharded=(), threads=1):
+def on_cluster(client, compute, cells, sharded=(), threads=1):
     """Compute the cells on the Dask cluster behind ``client``, each resubmitted up to
     :data:`RETRIES` times if its worker dies; results stream back as they finish.
 
     The cells in ``sharded`` (too large for one worker's memory budget) are computed by
-    ``compute_sharded(cell, map_shards)`` here, in the client, while their rounds' shards run
-    on the cluster's workers with ``threads`` threads each; the other cells are sent whole.
+    ``compute(cell, map_shards=...)`` here, in the client, while their rounds' shards run on the
+    cluster's workers with ``threads`` threads each; the other cells are sent whole.
     """
     from distributed import as_completed as dask_completed
 
@@ -158,7 +158,7 @@ def on_cluster(client, compute, cells, compute_sharded=None, sharded=(), threads
     try:
         for cell in cells:
             if cell in sharded:
-                yield cell, compute_sharded(cell, map_shards)
+                yield cell, compute(cell, map_shards=map_shards)
         for future in dask_completed(futures, loop=client.loop):
             cell = futures[future]
             try:

@@ -367,8 +367,7 @@ def run_grid(grid, out, jobs=1, progress=True, threads=1, memory_budget=None, sc
             compute = partial(_compute, grid=grid, threads=threads, memory_budget=memory_budget)
             if client is not None:
                 sharded = [cell for cell in todo if needs_shards(cell, grid, memory_budget)]
-                engine = engines.on_cluster(client, compute, todo, sharded=sharded, threads=threads,
-                                            compute_sharded=lambda cell, map_shards: compute(cell, map_shards=map_shards))
+                engine = engines.on_cluster(client, compute, todo, sharded=sharded, threads=threads)
             elif jobs > 1 and len(todo) > 1:
                 engine = engines.process_pool(compute, todo, jobs)
             else:
