@@ -44,6 +44,21 @@ def blas_pin_warning() -> Optional[str]:
               "(unset them for the command to measure the native kernels)")
 
 
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``), or ``None``."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def blas_in_use() -> List[str]:
     """Each BLAS loaded in this process, as ``"openblas 0.3.31 (SkylakeX)"``: library, version and
     the kernel family it picked."""

@@ -9,7 +9,6 @@ it stopped, and a finished cell is never computed again (unless its settings cha
 """
 import hashlib
 import json
-import os
 import signal
 import threading
 import time
@@ -21,7 +20,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .._info import blas_in_use
+from .._info import available_memory, blas_in_use
 from .._progress import Progress
 from . import engines, store
 from .metrics import probe_accuracy
@@ -200,21 +199,6 @@ def peak_bytes(cell, grid, memory_budget=None):
     largest_shard = max(count for _, count in shards)
     probes = grid.n_test * cell.d * 8 * 2 if cell.study == "downstream" else 0
     return largest_shard * task_bytes(grid.pretrain, cell.d) + 8 * grid.pretrain.width * cell.d * 4 + probes
-
-
-def available_memory():
-    """Bytes of memory available to new allocations (Linux ``MemAvailable``), or ``None``."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 #: A cell holds at most this much by default: larger rounds are sharded. Shards of this size keep
