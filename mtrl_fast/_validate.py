@@ -2,7 +2,7 @@
 
 Every error names the argument and the shape or dtype it expected.
 """
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -24,6 +24,15 @@ class Problem(NamedTuple):
     d: int
     m: int
     T: int
+
+
+class ArrayMeta(NamedTuple):
+    """What :func:`check_shapes` reads of an array (with ``convert=False``): a framework's tensor
+    or tracer described without touching its data."""
+
+    shape: Tuple[int, ...]
+    ndim: int
+    dtype: np.dtype
 
 
 def _as_array(name, value, shape_text, convert):
@@ -72,9 +81,17 @@ def _all_finite(array):
     return bool(np.isfinite(array).all())
 
 
-def _check_finite(name, array):
+def require_finite(name, array):
+    """Raise ``ValueError`` naming ``name`` if ``array`` holds NaN or Inf."""
     if not _all_finite(array):
         raise ValueError(f"{name} contains NaN or Inf; pass check_finite=False to skip this check")
+
+
+def require_labels(Y, loss, y_name="Y"):
+    """Raise ``ValueError`` unless every label is -1 or +1, for a classification ``loss``."""
+    if loss in CLASSIFICATION_LOSSES and not (np.abs(Y) == 1).all():
+        bad = Y[np.abs(Y) != 1].flat[0]
+        raise ValueError(f"{y_name} must hold labels -1 or +1 for the {loss!r} loss; found {bad!r}")
 
 
 _NOT_GIVEN = object()  # forward has no Y; None passed as Y is an error
@@ -146,10 +163,9 @@ def check_problem(X, W, b, A, Y=_NOT_GIVEN, loss=None, check_finite=True, y_name
     if check_finite:
         for name, array in (("X", X), ("W", W), ("b", b), ("A", A), (y_name, Y)):
             if array is not None:
-                _check_finite(name, array)
-    if Y is not None and loss in CLASSIFICATION_LOSSES and not (np.abs(Y) == 1).all():
-        bad = Y[np.abs(Y) != 1].flat[0]
-        raise ValueError(f"Y must hold labels -1 or +1 for the {loss!r} loss; found {bad!r}")
+                require_finite(name, array)
+    if Y is not None:
+        require_labels(Y, loss)
 
     return Problem(
         X=np.ascontiguousarray(X),

@@ -5,10 +5,13 @@ under ``jit``, ``grad``, ``value_and_grad`` and ``vmap``, in float32, and in flo
 ``jax_enable_x64`` is on. Gradients flow to ``W``, ``b`` and ``A``; ``X`` (and ``Y``) are taken as
 constants, as under ``jax.lax.stop_gradient``, so their cotangents are zero.
 
-Arguments are checked when the function is traced (shapes, dtypes, the loss name), because an
-exception raised inside a callback is undefined behaviour in JAX; values are not (no finiteness
-or label check under ``jit``). ``vmap`` uses ``vmap_method="sequential"``: the batch runs as one
-host call per element, which costs the callback's overhead once per element.
+Shapes, dtypes and the loss name are checked when the function is traced, in the dtypes JAX
+computes in (with ``jax_enable_x64`` off, float64 inputs compute in float32). Values (finiteness,
+labels) are checked before the callback wherever they are concrete: in an eager call, and for
+arrays closed over under a transform. Tracers' values are not checked (under ``jit``, say): the
+callback itself never raises, since an exception inside a callback is undefined behaviour in
+JAX. ``vmap`` uses ``vmap_method="sequential"``: the batch runs as one host call per element,
+which costs the callback's overhead once per element.
 
 ``loss`` runs the fused ``loss_and_grad`` once and keeps its gradients for the backward pass.
 """
@@ -17,7 +20,7 @@ from typing import Optional
 import numpy as np
 
 from . import ops
-from ._validate import check_shapes
+from ._validate import ArrayMeta, check_problem, check_shapes, require_finite, require_labels
 from .losses import loss_id
 
 try:
@@ -39,13 +42,41 @@ def _struct(shape, dtype):
     return jax.ShapeDtypeStruct(shape, dtype)
 
 
-def _check(X, W, b, A, Y=None):
-    for name, value in (("X", X), ("W", W), ("b", b), ("A", A), ("Y", Y)):
+def _meta(value):
+    """The array as JAX will compute with it: its shape and its canonical dtype (float64 becomes
+    float32 when ``jax_enable_x64`` is off)."""
+    if value is None:
+        return None
+    dtype = np.dtype(value.dtype)
+    if dtype.kind == "f":
+        dtype = np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+    return ArrayMeta(tuple(value.shape), len(value.shape), dtype)
+
+
+def _x64():
+    return "on" if jax.config.read("jax_enable_x64") else "off"
+
+
+def _check(X, W, b, A, Y=None, loss=None, check_finite=True):
+    """Shapes and dtypes (at trace time); then the values of the arrays that are concrete."""
+    named = (("X", X), ("W", W), ("b", b), ("A", A), ("Y", Y))
+    for name, value in named:
         if value is not None and not hasattr(value, "dtype"):
             raise TypeError(f"{name} must be an array; got {type(value).__name__}")
-    if Y is None:
-        return check_shapes(X, W, b, A, convert=False)
-    return check_shapes(X, W, b, A, Y, convert=False)
+    metas = [_meta(value) for _, value in named]
+    try:
+        check_shapes(*metas[:4], *([] if Y is None else [metas[4]]), convert=False)
+    except TypeError as error:
+        passed = ", ".join(f"{name} {np.dtype(value.dtype)}" for name, value in named if value is not None)
+        raise TypeError(f"{error} (you passed {passed}; jax_enable_x64 is {_x64()}, so JAX computes in "
+                        f"{'the dtypes given' if _x64() == 'on' else 'float32'})") from None
+    concrete = {name: np.asarray(value) for name, value in named
+                if value is not None and not isinstance(value, jax.core.Tracer)}
+    if check_finite:
+        for name, value in concrete.items():
+            require_finite(name, value)
+    if loss is not None and "Y" in concrete:
+        require_labels(concrete["Y"], loss)
 
 
 def _grad_structs(W, b, A):
@@ -79,7 +110,7 @@ def _forward_bwd(residuals, dF):
 _forward.defvjp(_forward_fwd, _forward_bwd)
 
 
-def forward(X, W, b: Optional[jax.Array], A) -> jax.Array:
+def forward(X, W, b: Optional[jax.Array], A, *, check_finite: bool = True) -> jax.Array:
     """Outputs ``F (T, n)`` of every task's network; see ``mtrl_fast.forward``.
 
     Parameters
@@ -88,20 +119,27 @@ def forward(X, W, b: Optional[jax.Array], A) -> jax.Array:
     W : Array, shape (m, d)
     b : Array, shape (m,), or None
     A : Array, shape (T, m)
+    check_finite : bool, default True
+        Raise ``ValueError`` if a concrete input holds NaN or Inf (tracers are not checked).
 
     Returns
     -------
     Array, shape (T, n)
         Differentiable with respect to ``W``, ``b`` and ``A``.
     """
-    _check(X, W, b, A)
+    _check(X, W, b, A, check_finite=check_finite)
     return _forward(jax.lax.stop_gradient(X), W, b, A)
 
 
 def _make_loss(name):
+    code = loss_id(name)
+
     def value_and_grads_host(X, Y, W, b, A):
-        value, grads = ops.loss_and_grad(_host(X), _host(Y), _host(W), _host(b), _host(A), name, check_finite=False)
-        return (np.asarray(value, dtype=np.asarray(X).dtype),) + tuple(grads)
+        # Nothing here may raise: the shapes were checked at trace time, and the labels are not
+        # checked (``loss=None``), as the module says.
+        p = check_problem(_host(X), _host(W), _host(b), _host(A), _host(Y), loss=None, check_finite=False)
+        value, grads = ops._step(p, code, 1.0 / (p.T * p.n))
+        return (np.asarray(value, dtype=p.X.dtype),) + tuple(grads)
 
     def call(X, Y, W, b, A):
         structs = (_struct((), X.dtype),) + _grad_structs(W, b, A)
@@ -127,7 +165,7 @@ def _make_loss(name):
 _LOSS_FUNCTIONS = {}
 
 
-def loss(X, Y, W, b: Optional[jax.Array], A, loss: str = "logistic") -> jax.Array:
+def loss(X, Y, W, b: Optional[jax.Array], A, loss: str = "logistic", *, check_finite: bool = True) -> jax.Array:
     """The mean over tasks of each task's mean loss, a 0-d array differentiable with respect to
     ``W``, ``b`` and ``A`` (``mtrl_fast.loss_and_grad`` in one fused call).
 
@@ -135,17 +173,20 @@ def loss(X, Y, W, b: Optional[jax.Array], A, loss: str = "logistic") -> jax.Arra
     ----------
     X : Array, shape (n, d) or (T, n, d)
     Y : Array, shape (T, n)
-        Targets in X's dtype; -1 or +1 for the classification losses (not checked under ``jit``).
+        Targets in X's dtype; -1 or +1 for the classification losses (checked when ``Y`` is
+        concrete, not when it is a tracer under ``jit``).
     W, b, A : Array
         Parameters as in :func:`forward`.
     loss : {"logistic", "squared", "hinge", "correlation"}
+    check_finite : bool, default True
+        Raise ``ValueError`` if a concrete input holds NaN or Inf (tracers are not checked).
 
     Returns
     -------
     Array, shape ()
     """
     loss_id(loss)
-    _check(X, W, b, A, Y)
+    _check(X, W, b, A, Y, loss=loss, check_finite=check_finite)
     if loss not in _LOSS_FUNCTIONS:
         _LOSS_FUNCTIONS[loss] = _make_loss(loss)
     return _LOSS_FUNCTIONS[loss](jax.lax.stop_gradient(X), jax.lax.stop_gradient(Y), W, b, A)

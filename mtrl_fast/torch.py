@@ -1,9 +1,19 @@
 """The kernels as differentiable PyTorch ops (``pip install "mtrl_fast[torch]"``).
 
 ``forward`` and ``loss`` are ``torch.library.custom_op`` operators with ``register_autograd`` and
-``register_fake``, so they work with ``loss.backward()``, ``torch.autograd.grad``, ``opcheck``
-and tracing; ``MultiTaskReLU`` is an ``nn.Module`` around them. Gradients flow to ``W``, ``b`` and
-``A``, never to ``X`` or ``Y``. Contiguous CPU tensors cross into NumPy without a copy.
+``register_fake``, so they work with ``loss.backward()``, ``torch.autograd.grad``, ``opcheck``,
+``torch.compile(fullgraph=True)`` and ``torch.vmap`` (one kernel call per batch element);
+``MultiTaskReLU`` is an ``nn.Module`` around them. Gradients flow to ``W``, ``b`` and ``A``, never
+to ``X`` or ``Y``. Contiguous CPU tensors cross into NumPy without a copy.
+
+Derivatives of any order: when a backward is asked for a graph (``create_graph=True``,
+``torch.autograd.functional.hessian``, a gradient penalty), the gradients keep the kernels'
+values and take their derivatives from a plain PyTorch twin of the computation. ``torch.func``'s
+``grad``/``jacrev`` and forward mode (``jvp``, ``jacfwd``, ``forward_ad``) are refused with an
+error that names the alternative, never answered with a zero.
+
+Shapes, dtypes and devices are checked before the op; values (finiteness, labels) by the kernels'
+validation inside it, so the checks also run in compiled graphs.
 
 ``loss`` runs the fused ``loss_and_grad`` once in the forward pass and keeps its gradients for
 the backward pass, so a training step costs one fused step (not a forward and a backward).
@@ -14,21 +24,27 @@ first sets ``OMP_WAIT_POLICY=PASSIVE`` before PyTorch's OpenMP runtime starts (s
 """
 from typing import Optional, Tuple
 
+import numpy as np
+
 from . import ops
-from ._validate import check_problem
+from ._validate import ArrayMeta, check_shapes
+from .losses import loss_id
 
 try:
     import torch
+    import torch.autograd.forward_ad as forward_ad
 except ImportError as error:  # pragma: no cover - depends on the installed extras
     raise ImportError("mtrl_fast.torch needs PyTorch, which is not installed: pip install 'mtrl_fast[torch]'") from error
 
 __all__ = ["MultiTaskReLU", "forward", "loss"]
 
 _DTYPES = (torch.float32, torch.float64)
+_NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 
-def _array(name, tensor, allow_grad=True):
-    """A tensor's data as a NumPy array (no copy when contiguous), after the checks NumPy cannot do."""
+def _check_tensor(name, tensor, allow_grad=True):
+    """The checks that only a tensor's metadata needs (type, device, dtype, requires_grad): they
+    read no data, so they also run on ``torch.func``'s wrapped tensors and under tracing."""
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(tensor).__name__}")
     if tensor.device.type != "cpu":
@@ -38,37 +54,116 @@ def _array(name, tensor, allow_grad=True):
     if not allow_grad and tensor.requires_grad:
         raise ValueError(f"{name} requires grad, but mtrl_fast gives no gradient with respect to {name}: "
                          f"pass {name}.detach()")
-    return tensor.detach().contiguous().numpy()
+
+
+def _meta(tensor):
+    return None if tensor is None else ArrayMeta(tuple(tensor.shape), tensor.dim(), _NUMPY_DTYPES[tensor.dtype])
+
+
+def _refuse_forward_mode(function, params):
+    """Forward-mode AD would see no tangent come out of the op (the kernels are reverse-mode only),
+    and ``torch.func``'s grad cannot enter a custom op's autograd: refuse both by name rather than
+    return a zero."""
+    stack = torch._C._functorch.get_interpreter_stack() or ()
+    keys = {interpreter.key() for interpreter in stack}
+    TransformType = torch._C._functorch.TransformType
+    if TransformType.Jvp in keys or any(t is not None and forward_ad.unpack_dual(t).tangent is not None
+                                        for t in params):
+        raise RuntimeError(f"mtrl_fast.torch.{function} has no forward-mode derivative (torch.func.jvp, jacfwd, "
+                           "torch.autograd.forward_ad): use reverse mode, for example "
+                           "torch.autograd.functional.jvp, which mtrl_fast supports to any order")
+    if TransformType.Grad in keys:
+        raise RuntimeError(f"mtrl_fast.torch.{function} does not support torch.func.grad (nor torch.func's "
+                           "jacrev, hessian, vjp): use torch.autograd.grad or torch.autograd.functional "
+                           "(jacobian, hessian, vjp, hvp), which work to any order; torch.func.vmap works")
+
+
+def _check(function, X, W, b, A, Y=None):
+    """Types, devices, dtypes and shapes, before the op. Values (finiteness, labels) are checked
+    by the kernels' own validation inside the op, where the data are plain tensors."""
+    for name, tensor, allow_grad in (("X", X, False), ("W", W, True), ("b", b, True), ("A", A, True),
+                                     ("Y", Y, False)):
+        if tensor is not None:
+            _check_tensor(name, tensor, allow_grad)
+    if torch.compiler.is_compiling():
+        return  # tracing sees fake tensors; the op checks shapes and values when it runs
+    _refuse_forward_mode(function, (W, b, A))
+    if Y is None:
+        check_shapes(_meta(X), _meta(W), _meta(b), _meta(A), convert=False)
+    else:
+        check_shapes(_meta(X), _meta(W), _meta(b), _meta(A), _meta(Y), convert=False)
 
 
 def _numpy(tensor):
-    return None if tensor is None else tensor.detach().numpy()
+    """A plain tensor's data as an array (no copy when contiguous)."""
+    return None if tensor is None else tensor.detach().contiguous().numpy()
 
 
-def _check(X, W, b, A, Y=None, loss_name=None, check_finite=True):
-    arrays = dict(X=_array("X", X, allow_grad=False), W=_array("W", W), A=_array("A", A),
-                  b=None if b is None else _array("b", b))
-    if Y is None:
-        check_problem(arrays["X"], arrays["W"], arrays["b"], arrays["A"], check_finite=check_finite)
-    else:
-        check_problem(arrays["X"], arrays["W"], arrays["b"], arrays["A"], _array("Y", Y, allow_grad=False),
-                      loss=loss_name, check_finite=check_finite)
+# --- plain PyTorch twins, for derivatives of derivatives -------------------------------------------
 
+def _plain_forward(X, W, b, A):
+    """``F`` in plain PyTorch operations: differentiable to any order (our ops' backward recomputes
+    through it when a graph of the gradient is asked for)."""
+    Z = X @ W.T
+    if b is not None:
+        Z = Z + b
+    H = torch.relu(Z)
+    return A @ H.T if X.dim() == 2 else torch.einsum("tnm,tm->tn", H, A)
+
+
+def _plain_losses(name, F, Y):
+    """Per-example losses ``loss(F, Y)`` in plain PyTorch (the formulas of ``mtrl_fast.losses``)."""
+    if name == "squared":
+        return 0.5 * (F - Y) ** 2
+    if name == "logistic":
+        return torch.nn.functional.softplus(-Y * F)
+    if name == "hinge":
+        return torch.clamp(1 - Y * F, min=0)
+    if name == "correlation":
+        return -Y * F
+    loss_id(name)  # raises the error that names the valid losses
+    raise AssertionError("unreachable")
+
+
+def _differentiable(kernel_grads, output, params, grad_outputs=None):
+    """The kernels' gradients, made differentiable with respect to ``params`` (and to
+    ``grad_outputs``) by the plain twin ``output``: the values stay the kernels' own, bit for bit,
+    and their derivatives come from the twin's graph."""
+    wanted = [p for p in params if p is not None and p.requires_grad]
+    twin = iter(torch.autograd.grad(output, wanted, grad_outputs, create_graph=True, allow_unused=True,
+                                    materialize_grads=True))
+    result = []
+    for p, g in zip(params, kernel_grads):
+        if p is None or not p.requires_grad:
+            result.append(g)
+        else:
+            again = next(twin)
+            result.append(g + (again - again.detach()))
+    return result
+
+
+def _graph_wanted(*tensors):
+    """Whether a backward must build a graph of its result (``create_graph=True``, ``hessian``)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+# --- the ops ---------------------------------------------------------------------------------------
 
 @torch.library.custom_op("mtrl_fast::forward", mutates_args=())
-def _forward_op(X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(ops.forward(X.numpy(), W.numpy(), _numpy(b), A.numpy(), check_finite=False))
+def _forward_op(X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor,
+                check_finite: bool = False) -> torch.Tensor:
+    return torch.from_numpy(ops.forward(_numpy(X), _numpy(W), _numpy(b), _numpy(A), check_finite=check_finite))
 
 
 @_forward_op.register_fake
-def _forward_fake(X, W, b, A):
+def _forward_fake(X, W, b, A, check_finite=False):
     return X.new_empty((A.shape[0], X.shape[-2]))
 
 
 @torch.library.custom_op("mtrl_fast::backward", mutates_args=())
 def _backward_op(X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor,
                  dF: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    grads = ops.backward(X.numpy(), W.numpy(), _numpy(b), A.numpy(), dF.contiguous().numpy(), check_finite=False)
+    grads = ops.backward(_numpy(X), _numpy(W), _numpy(b), _numpy(A), _numpy(dF), check_finite=False)
     gb = W.new_empty(0) if b is None else torch.from_numpy(grads.b)
     return torch.from_numpy(grads.W), gb, torch.from_numpy(grads.A)
 
@@ -79,16 +174,21 @@ def _backward_fake(X, W, b, A, dF):
 
 
 def _forward_setup(ctx, inputs, output):
-    X, W, b, A = inputs
+    X, W, b, A = inputs[:4]
     ctx.has_bias = b is not None
     ctx.save_for_backward(X, W, b, A)
 
 
-def _forward_backward(ctx, dF):
+def _forward_backward(ctx, dF, *unused):
     # The backward is an operator too, so that tracing (opcheck, torch.compile) sees no NumPy.
     X, W, b, A = ctx.saved_tensors
-    gW, gb, gA = _backward_op(X, W, b, A, dF)
-    return None, gW, gb if ctx.has_bias else None, gA
+    with torch.no_grad():  # its derivatives, where wanted, come from the twin below
+        gW, gb, gA = _backward_op(X, W, b, A, dF)
+    gb = gb if ctx.has_bias else None
+    if _graph_wanted(W, b, A, dF):
+        with torch.enable_grad():
+            gW, gb, gA = _differentiable((gW, gb, gA), _plain_forward(X, W, b, A), (W, b, A), dF)
+    return None, gW, gb, gA, None
 
 
 _forward_op.register_autograd(_forward_backward, setup_context=_forward_setup)
@@ -96,9 +196,10 @@ _forward_op.register_autograd(_forward_backward, setup_context=_forward_setup)
 
 @torch.library.custom_op("mtrl_fast::loss_and_grad", mutates_args=())
 def _loss_op(X: torch.Tensor, Y: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor,
-             loss: str, first_layer: bool = True) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    value, grads = ops.loss_and_grad(X.numpy(), Y.numpy(), W.numpy(), _numpy(b), A.numpy(), loss, check_finite=False,
-                                     first_layer=first_layer)
+             loss: str, first_layer: bool = True,
+             check_finite: bool = False) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    value, grads = ops.loss_and_grad(_numpy(X), _numpy(Y), _numpy(W), _numpy(b), _numpy(A), loss,
+                                     check_finite=check_finite, first_layer=first_layer)
     # An op's outputs cannot be None: a gradient not computed is an empty tensor.
     gW = torch.from_numpy(grads.W) if first_layer else W.new_empty(0)
     gb = torch.from_numpy(grads.b) if first_layer and b is not None else W.new_empty(0)
@@ -106,28 +207,57 @@ def _loss_op(X: torch.Tensor, Y: torch.Tensor, W: torch.Tensor, b: Optional[torc
 
 
 @_loss_op.register_fake
-def _loss_fake(X, Y, W, b, A, loss, first_layer=True):
+def _loss_fake(X, Y, W, b, A, loss, first_layer=True, check_finite=False):
     gW = torch.empty_like(W) if first_layer else W.new_empty(0)
     gb = torch.empty_like(b) if first_layer and b is not None else W.new_empty(0)
     return X.new_empty(()), gW, gb, torch.empty_like(A)
 
 
 def _loss_setup(ctx, inputs, output):
+    X, Y, W, b, A, loss = inputs[:6]
     _, gW, gb, gA = output
-    ctx.has_bias = inputs[3] is not None
+    ctx.has_bias = b is not None
+    ctx.loss = loss
     ctx.first_layer = inputs[6] if len(inputs) > 6 else True
-    ctx.save_for_backward(gW, gb, gA)
+    ctx.save_for_backward(X, Y, W, b, A, gW, gb, gA)
     ctx.mark_non_differentiable(gW, gb, gA)
 
 
 def _loss_backward(ctx, d_value, *unused):
-    gW, gb, gA = ctx.saved_tensors
-    if not ctx.first_layer:
-        return None, None, None, None, d_value * gA, None, None
-    return None, None, d_value * gW, d_value * gb if ctx.has_bias else None, d_value * gA, None, None
+    X, Y, W, b, A, gW, gb, gA = ctx.saved_tensors
+    gW = gW if ctx.first_layer else None
+    gb = gb if ctx.first_layer and ctx.has_bias else None
+    if _graph_wanted(W, b, A, d_value):
+        # A gradient penalty, a Hessian: the saved gradients' own derivatives, through the twin.
+        first = (W, b) if ctx.first_layer else (None, None)
+        with torch.enable_grad():
+            value = _plain_losses(ctx.loss, _plain_forward(X, W, b, A), Y).mean()
+            gW, gb, gA = _differentiable((gW, gb, gA), value, (*first, A))
+    grads = [None if g is None else d_value * g for g in (gW, gb, gA)]
+    return None, None, *grads, None, None, None
 
 
 _loss_op.register_autograd(_loss_backward, setup_context=_loss_setup)
+
+
+def _sequential_vmap(op):
+    """A ``torch.vmap`` rule that runs ``op`` once per batch element (as JAX's ``sequential``
+    callbacks do): correct for any batched argument, at one kernel call per element."""
+
+    def rule(info, in_dims, *args):
+        def element(k):
+            return [a if dim is None else a.select(dim, k) for a, dim in zip(args, in_dims)]
+
+        results = [op(*element(k)) for k in range(info.batch_size)]
+        if isinstance(results[0], torch.Tensor):
+            return torch.stack(results), 0
+        return tuple(torch.stack(outputs) for outputs in zip(*results)), (0,) * len(results[0])
+
+    torch.library.register_vmap(op, rule)
+
+
+for _op in (_forward_op, _backward_op, _loss_op):
+    _sequential_vmap(_op)
 
 
 def forward(X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor, *,
@@ -156,8 +286,8 @@ def forward(X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torc
     TypeError
         A dtype other than float32/float64, mixed dtypes, or a non-tensor.
     """
-    _check(X, W, b, A, check_finite=check_finite)
-    return _forward_op(X, W, b, A)
+    _check("forward", X, W, b, A)
+    return _forward_op(X, W, b, A, check_finite)
 
 
 def loss(X: torch.Tensor, Y: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor,
@@ -185,10 +315,11 @@ def loss(X: torch.Tensor, Y: torch.Tensor, W: torch.Tensor, b: Optional[torch.Te
     When neither ``W`` nor ``b`` requires grad (a head step), only ``A``'s gradient is computed,
     which skips the step's largest products.
     """
-    _check(X, W, b, A, Y, loss_name=loss, check_finite=check_finite)
+    loss_id(loss)
+    _check("loss", X, W, b, A, Y)
     # A head step (W and b frozen) needs only A's gradient: skip the first layer's products.
     first_layer = torch.is_grad_enabled() and (W.requires_grad or (b is not None and b.requires_grad))
-    return _loss_op(X, Y, W, b, A, loss, first_layer)[0]
+    return _loss_op(X, Y, W, b, A, loss, first_layer, check_finite)[0]
 
 
 _mean_loss = loss  # for MultiTaskReLU.loss, whose argument ``loss`` hides this function's name

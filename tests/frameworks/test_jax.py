@@ -5,8 +5,9 @@ import pytest
 import mtrl_fast
 from helpers import random_problem
 
-jax = pytest.importorskip("jax")
-mj = pytest.importorskip("mtrl_fast.jax")
+jax = pytest.importorskip("jax")  # skip only when JAX itself is missing
+import mtrl_fast.jax as mj  # noqa: E402  (an error of ours fails the module, never skips it)
+
 jnp = jax.numpy
 from jax.test_util import check_grads  # noqa: E402
 
@@ -69,7 +70,7 @@ def test_errors_at_trace_time():
     X, Y, W, b, A = _arrays("shared")
     with pytest.raises(ValueError, match="X must have shape"):
         jax.jit(lambda W: mj.forward(X[:, :-1], W, b, A))(W)
-    with pytest.raises(TypeError, match="W has dtype float32"):
+    with pytest.raises(TypeError, match="W has dtype float32 but X has float64.*jax_enable_x64 is on"):
         mj.forward(X, W.astype(jnp.float32), b, A)
     with pytest.raises(ValueError, match="loss must be one of"):
         mj.loss(X, Y, W, b, A, "cross-entropy")
@@ -77,3 +78,30 @@ def test_errors_at_trace_time():
         mj.loss(X, Y[:, :-1], W, b, A)
     with pytest.raises(TypeError, match="b must be an array"):
         mj.forward(X, W, [1.0, 2.0], A)
+
+
+def test_labels_and_values_are_checked_before_the_callback():
+    """Before: a bad label raised inside the callback, as ``JaxRuntimeError: INTERNAL``."""
+    X, Y, W, b, A = _arrays("shared")
+    bad = Y.at[0, 0].set(0.0)
+    with pytest.raises(ValueError, match="labels -1 or \\+1"):
+        mj.loss(X, bad, W, b, A)
+    with pytest.raises(ValueError, match="labels -1 or \\+1"):  # Y closed over is concrete under grad
+        jax.grad(lambda W: mj.loss(X, bad, W, b, A))(W)
+    with pytest.raises(ValueError, match="X contains NaN"):
+        mj.forward(X.at[0, 0].set(jnp.nan), W, b, A)
+    assert not np.isfinite(float(mj.loss(X.at[0, 0].set(jnp.nan), Y, W, b, A, check_finite=False)))
+    # Under jit the labels are tracers: not checked, as documented, and the callback does not raise.
+    value = jax.jit(lambda Y: mj.loss(X, Y, W, b, A))(bad)
+    assert np.isfinite(float(value))
+
+
+def test_float64_numpy_inputs_without_x64_compute_in_float32():
+    """Before: ``grad`` said "W has dtype float32 but X has float64" for all-float64 inputs."""
+    jax.config.update("jax_enable_x64", False)
+    X, Y, W, b, A = random_problem("per-task", np.float64, n=12, d=4, m=6, T=3)
+    value = mj.loss(X, Y, W, b, A)
+    grads = jax.grad(lambda W: mj.loss(X, Y, W, b, A))(W)
+    assert value.dtype == jnp.float32 and grads.dtype == jnp.float32
+    want = mtrl_fast.loss_and_grad(*(a.astype(np.float32) for a in (X, Y, W, b, A)))[1].W
+    np.testing.assert_allclose(grads, want, rtol=1e-5, atol=1e-7)

@@ -8,8 +8,8 @@ import pytest
 import mtrl_fast
 from helpers import random_problem, run_python
 
-torch = pytest.importorskip("torch")
-mt = pytest.importorskip("mtrl_fast.torch")
+torch = pytest.importorskip("torch")  # skip only when PyTorch itself is missing
+import mtrl_fast.torch as mt  # noqa: E402  (an error of ours fails the module, never skips it)
 
 
 def _tensors(layout, dtype=np.float64, bias=True, loss="logistic", **sizes):
@@ -193,3 +193,137 @@ def test_a_head_step_with_the_first_layer_frozen_gives_the_heads_gradient_alone(
     mt.loss(X, Y, W, b, A).backward()
     torch.testing.assert_close(A.grad, full, rtol=1e-12, atol=0)
     assert W.grad is not None  # from the first call only
+
+
+# --- derivatives of derivatives, transforms, compile --------------------------------------------
+
+def _as_params(bias):
+    """``(W, b, A)`` from the flat parameters that gradcheck and functional.hessian pass."""
+    return (lambda W, b, A: (W, b, A)) if bias else (lambda W, A: (W, None, A))
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("loss", mtrl_fast.LOSSES)
+def test_gradgradcheck(layout, loss, bias):
+    X, Y, W, b, A = _tensors(layout, bias=bias, loss=loss)
+    inputs = tuple(p for p in (W, b, A) if p is not None)
+    params = _as_params(bias)
+    assert torch.autograd.gradgradcheck(lambda *p: mt.loss(X, Y, *params(*p), loss), inputs)
+    assert torch.autograd.gradgradcheck(lambda *p: mt.forward(X, *params(*p)), inputs)
+
+
+@pytest.mark.parametrize("loss", mtrl_fast.LOSSES)
+def test_hessian_and_hvp_equal_plain_pytorch(layout, loss):
+    """Before: the saved gradients were non-differentiable and every Hessian came back zero."""
+    X, Y, W, b, A = _tensors(layout, loss=loss)
+    params = (W.detach(), b.detach(), A.detach())
+    ours = torch.autograd.functional.hessian(lambda *p: mt.loss(X, Y, *p, loss), params)
+    plain = torch.autograd.functional.hessian(lambda *p: _plain_loss(X, Y, *p, loss), params)
+    for row_ours, row_plain in zip(ours, plain):
+        for got, want in zip(row_ours, row_plain):
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    assert float(ours[0][2].norm()) > 0.1  # the W-A block: nonzero for every loss
+    if loss in ("squared", "logistic"):  # the other two are piecewise linear in F, so in A
+        assert float(ours[2][2].norm()) > 0.01
+    v = tuple(torch.randn_like(p) for p in params)
+    _, hvp_ours = torch.autograd.functional.hvp(lambda *p: mt.loss(X, Y, *p, loss), params, v)
+    _, hvp_plain = torch.autograd.functional.hvp(lambda *p: _plain_loss(X, Y, *p, loss), params, v)
+    for got, want in zip(hvp_ours, hvp_plain):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_gradient_penalty_equals_plain_pytorch(layout):
+    """``L + 10 |dL/dA|^2``: its gradient needs the derivative of ``dL/dA`` with respect to W, b, A."""
+    X, Y, W, b, A = _tensors(layout, n=20, d=5, m=6, T=3)
+
+    def penalised(objective):
+        value = objective(X, Y, W, b, A, "logistic")
+        (gA,) = torch.autograd.grad(value, A, create_graph=True)
+        return torch.autograd.grad(value + 10 * (gA ** 2).sum(), (W, b, A))
+
+    ours, plain = penalised(mt.loss), penalised(_plain_loss)
+    for got, want in zip(ours, plain):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_a_graph_of_the_gradient_keeps_the_kernels_first_order_values(layout):
+    X, Y, W, b, A = _tensors(layout)
+    plain = torch.autograd.grad(mt.loss(X, Y, W, b, A), (W, b, A))
+    with_graph = torch.autograd.grad(mt.loss(X, Y, W, b, A), (W, b, A), create_graph=True)
+    for got, want in zip(with_graph, plain):
+        assert got.requires_grad and torch.equal(got.detach(), want)
+    dF = torch.randn(Y.shape, dtype=Y.dtype, requires_grad=True)
+    (gA,) = torch.autograd.grad(mt.forward(X, W, b, A), A, dF, create_graph=True)
+    (d_dF,) = torch.autograd.grad(gA.sum(), dF)  # the backward is differentiable in dF too
+    (want,) = torch.autograd.grad(torch.autograd.grad(_plain(X, W, b, A), A, dF, create_graph=True)[0].sum(), dF)
+    torch.testing.assert_close(d_dF, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("transform, words", [
+    (lambda f, p: torch.func.grad(f)(p), ["torch.func.grad", "torch.autograd.grad"]),
+    (lambda f, p: torch.func.jacrev(f)(p), ["torch.func.grad", "torch.autograd.functional"]),
+    (lambda f, p: torch.func.jvp(f, (p,), (torch.ones_like(p),)), ["forward-mode", "torch.autograd.functional.jvp"]),
+    (lambda f, p: torch.func.jacfwd(f)(p), ["forward-mode", "reverse mode"]),
+], ids=["grad", "jacrev", "jvp", "jacfwd"])
+@pytest.mark.parametrize("function", ["loss", "forward"])
+def test_unsupported_transforms_are_refused_by_name(transform, words, function):
+    """Before: jvp returned a zero tangent silently, grad failed on a missing data pointer."""
+    X, Y, W, b, A = _tensors("per-task")
+    call = (lambda A_: mt.loss(X, Y, W.detach(), b.detach(), A_)) if function == "loss" else \
+        (lambda A_: mt.forward(X, W.detach(), b.detach(), A_).sum())
+    with pytest.raises(RuntimeError) as raised:
+        transform(call, A.detach())
+    assert f"mtrl_fast.torch.{function}" in str(raised.value)
+    for word in words:
+        assert word in str(raised.value)
+
+
+def test_forward_ad_is_refused():
+    import torch.autograd.forward_ad as forward_ad
+
+    X, Y, W, b, A = _tensors("shared")
+    with forward_ad.dual_level():
+        dual = forward_ad.make_dual(A.detach(), torch.ones_like(A))
+        with pytest.raises(RuntimeError, match="no forward-mode derivative"):
+            mt.loss(X, Y, W.detach(), b.detach(), dual)
+
+
+def test_vmap_runs_each_element(layout):
+    X, Y, W, b, A = _tensors(layout)
+    batch = torch.stack([A.detach(), 2 * A.detach(), -A.detach()])
+    got = torch.func.vmap(lambda A_: mt.forward(X, W.detach(), b.detach(), A_))(batch)
+    want = torch.stack([mt.forward(X, W.detach(), b.detach(), a) for a in batch])
+    assert torch.equal(got, want)
+    losses = torch.func.vmap(lambda A_: mt.loss(X, Y, W.detach(), b.detach(), A_))(batch)
+    assert torch.equal(losses, torch.stack([mt.loss(X, Y, W.detach(), b.detach(), a) for a in batch]))
+
+
+def test_compile_fullgraph_matches_eager(layout):
+    """Before: dynamo stopped at the ``.numpy()`` of the value checks, before the op."""
+    X, Y, W, b, A = _tensors(layout)
+
+    def step(X, Y, W, b, A):
+        return mt.loss(X, Y, W, b, A) + mt.forward(X, W, b, A).pow(2).mean()
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    got = torch.autograd.grad(compiled(X, Y, W, b, A), (W, b, A))
+    want = torch.autograd.grad(step(X, Y, W, b, A), (W, b, A))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-14)
+    bad = Y.clone()
+    bad[0, 0] = 0.5
+    with pytest.raises(ValueError, match="labels -1 or \\+1"):  # the values are still checked, by the op
+        compiled(X, bad, W, b, A)
+
+
+@pytest.mark.parametrize("function", ["loss", "forward"])
+def test_values_are_checked_inside_the_op(function):
+    X, Y, W, b, A = _tensors("shared")
+    bad_X = X.clone()
+    bad_X[0, 0] = float("nan")
+    call = (lambda X_: mt.loss(X_, Y, W, b, A)) if function == "loss" else (lambda X_: mt.forward(X_, W, b, A))
+    with pytest.raises(ValueError, match="X contains NaN"):
+        call(bad_X)
+    call_unchecked = (lambda X_: mt.loss(X_, Y, W, b, A, check_finite=False)) if function == "loss" else \
+        (lambda X_: mt.forward(X_, W, b, A, check_finite=False))
+    assert not torch.isfinite(call_unchecked(bad_X)).all()

@@ -5,20 +5,12 @@ from mtrl_fast.gradients import Gradients
 from . import Backend, PreparedStep, importable
 
 
-def _loss(torch, name, F, Y):
-    if name == "squared":
-        return 0.5 * (F - Y) ** 2
-    if name == "logistic":
-        return torch.nn.functional.softplus(-Y * F)
-    if name == "hinge":
-        return torch.clamp(1 - Y * F, min=0)
-    return -Y * F
-
-
 def _objective(name, loss, Xt, Yt):
     """The mean loss as a function of ``(W, b, A)``: the batched model under autograd, or
     mtrl_fast.torch's loss op (``torch+ours``)."""
     import torch
+
+    from mtrl_fast.torch import _plain_losses
 
     def objective(Wt, bt, At):
         if name == "torch+ours":
@@ -30,7 +22,7 @@ def _objective(name, loss, Xt, Yt):
             Z = Z + bt
         H = torch.relu(Z)
         F = At @ H.T if Xt.ndim == 2 else torch.bmm(H, At.unsqueeze(-1)).squeeze(-1)
-        return _loss(torch, loss, F, Yt).mean()
+        return _plain_losses(loss, F, Yt).mean()
 
     return objective
 
