@@ -1,16 +1,22 @@
-"""CI gate: is the working tree's step slower than a git ref's, beyond the noise?
+"""CI gate: is the working tree slower than a git ref, beyond the noise?
 
     python benchmarks/perf_gate.py --base HEAD~1
 
+The working tree is compared with each ``--base`` ref and with the fixed baseline recorded in
+``benchmarks/baseline.json`` (the last release), so that a slowdown spread over several commits
+fails too. A ref missing from a shallow clone is fetched (``git fetch --unshallow``); one that
+cannot be found fails the gate, never passes it.
+
 The ref's ``mtrl_fast`` package is exported (``git archive``) into a temporary folder; one worker
 process imports it, another the working tree's, each from its own folder. Both build the same
-seeded inputs for a fixed set of points (both layouts, small and large) and warm up; then rounds
-alternate between them, point by point, each timing a burst of back-to-back calls of the public
-``mtrl_fast.loss_and_grad`` after a pause that lets the other side's thread pools fall asleep.
-The rounds are spread over several pairs of processes. A point fails when the working tree's median is more than ``--threshold`` slower than the ref's
-*and* a one-sided Mann-Whitney U test on the two sets of round samples gives p < ``--alpha``:
-a noisy spell that hits one round does not fail the gate, a real regression does. Exit status 1
-when a point fails, 0 otherwise.
+seeded inputs for a fixed set of points (both layouts, small and large, float32 and float64, the
+default ``check_finite=True``, a head step and ``forward``) and warm up; then rounds alternate
+between them, point by point, each timing a burst of back-to-back calls of the public API after
+a pause that lets the other side's thread pools fall asleep. The rounds are spread over several
+pairs of processes. A point fails when the working tree's median is more than ``--threshold``
+slower than the ref's *and* a one-sided Mann-Whitney U test on the two sets of round samples
+gives p < ``--alpha``: a noisy spell that hits one round does not fail the gate, a real
+regression does. Exit status 1 when a point fails or a ref cannot be found, 0 otherwise.
 """
 import argparse
 import json
@@ -27,37 +33,49 @@ from scipy.stats import mannwhitneyu
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: (layout, n, d, m, T): a small and a large step of each layout.
+BASELINE = ROOT / "benchmarks" / "baseline.json"
+
+#: (call, dtype, layout, n, d, m, T). ``step``: ``loss_and_grad(check_finite=False)``; ``checked``:
+#: with the default checks; ``heads``: a head step (``first_layer=False``); ``forward``.
 POINTS = (
-    ("shared", 1024, 256, 256, 64),
-    ("shared", 4096, 1024, 512, 256),
-    ("per-task", 128, 256, 256, 32),
-    ("per-task", 256, 512, 256, 64),
+    ("step", "float32", "shared", 1024, 256, 256, 64),
+    ("step", "float32", "shared", 4096, 1024, 512, 256),
+    ("step", "float32", "per-task", 128, 256, 256, 32),
+    ("step", "float32", "per-task", 256, 512, 256, 64),
+    ("checked", "float64", "shared", 2048, 512, 256, 64),
+    ("checked", "float64", "per-task", 128, 256, 256, 32),
+    ("heads", "float32", "per-task", 256, 512, 256, 64),
+    ("forward", "float32", "shared", 4096, 1024, 512, 256),
 )
 SETTLE_S = 0.15  # OpenBLAS's workers spin about 0.1 s after a product
 BURST_S = 0.05
 
-# The worker uses only what every version has: the public loss_and_grad, and NumPy for inputs.
+# The worker uses only what every compared version has (0.2.0 on): the public loss_and_grad with
+# first_layer and check_finite, forward, and NumPy for inputs.
 WORKER = r"""
 import json, sys, time
 import numpy as np
 import mtrl_fast
 
-def inputs(layout, n, d, m, T):
+def call(kind, dtype, layout, n, d, m, T):
     rng = np.random.default_rng([n, d, m, T])
-    X = rng.standard_normal((n, d) if layout == "shared" else (T, n, d), dtype=np.float32)
-    Y = np.where(rng.random((T, n)) < 0.5, -1.0, 1.0).astype(np.float32)
-    W = (rng.standard_normal((m, d), dtype=np.float32) / np.sqrt(d)).astype(np.float32)
-    b = np.zeros(m, dtype=np.float32)
-    A = (rng.standard_normal((T, m), dtype=np.float32) / np.sqrt(m)).astype(np.float32)
-    return X, Y, W, b, A
+    X = rng.standard_normal((n, d) if layout == "shared" else (T, n, d)).astype(dtype)
+    Y = np.where(rng.random((T, n)) < 0.5, -1.0, 1.0).astype(dtype)
+    W = (rng.standard_normal((m, d)) / np.sqrt(d)).astype(dtype)
+    b = np.zeros(m, dtype=dtype)
+    A = (rng.standard_normal((T, m)) / np.sqrt(m)).astype(dtype)
+    if kind == "forward":
+        return lambda: mtrl_fast.forward(X, W, b, A, check_finite=False)
+    options = {"step": dict(check_finite=False), "checked": {},
+               "heads": dict(check_finite=False, first_layer=False)}[kind]
+    return lambda: mtrl_fast.loss_and_grad(X, Y, W, b, A, "logistic", **options)
 
-points = [inputs(*p) for p in json.loads(sys.argv[1])]
+points = [call(*p) for p in json.loads(sys.argv[1])]
 calls = []
-for args in points:
-    mtrl_fast.loss_and_grad(*args, check_finite=False)  # compile, touch pages
+for run in points:
+    run()  # compile, touch pages
     start = time.perf_counter()
-    mtrl_fast.loss_and_grad(*args, check_finite=False)
+    run()
     calls.append(max(1, int(float(sys.argv[2]) / max(time.perf_counter() - start, 1e-9))))
 print(json.dumps({"package": mtrl_fast.__file__}), flush=True)
 for line in sys.stdin:
@@ -65,7 +83,7 @@ for line in sys.stdin:
     times = []
     for _ in range(calls[i]):
         start = time.perf_counter()
-        mtrl_fast.loss_and_grad(*points[i], check_finite=False)
+        points[i]()
         times.append(time.perf_counter() - start)
     print(float(np.median(times)), flush=True)
 """
@@ -94,6 +112,44 @@ class Worker:
     def close(self):
         self.process.stdin.close()
         self.process.wait(timeout=30)
+
+
+class BaseMissing(RuntimeError):
+    """A ref to compare with is not in the repository and cannot be fetched."""
+
+
+def _git(root, *args):
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+
+
+def resolve(ref, root=ROOT):
+    """The commit of ``ref``, fetching the history a shallow clone lacks (``--unshallow``).
+
+    Raises :class:`BaseMissing` when it cannot be had: the gate then fails rather than compare
+    with nothing.
+    """
+    def commit():
+        found = _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+        return found.stdout.strip() if found.returncode == 0 else None
+
+    def shallow():
+        return _git(root, "rev-parse", "--is-shallow-repository").stdout.strip() == "true"
+
+    if commit() is None and shallow():
+        fetched = _git(root, "fetch", "--quiet", "--unshallow")
+        if commit() is None:
+            why = fetched.stderr.strip() or ("no remote to fetch from" if shallow() else "not in the history")
+            raise BaseMissing(f"{ref} is not in this shallow clone, and fetching its history did not bring it: {why}")
+    found = commit()
+    if found is None:
+        raise BaseMissing(f"{ref} is not a commit of this repository")
+    return found
+
+
+def baseline():
+    """``(name, commit)`` of the fixed baseline recorded in ``benchmarks/baseline.json``."""
+    recorded = json.loads(BASELINE.read_text())
+    return recorded["name"], recorded["commit"]
 
 
 def export(ref, folder):
@@ -136,28 +192,49 @@ def measure(base_tree, new_tree, rounds, pairs):
     return samples
 
 
+def compare(label, ref, args):
+    """Time the working tree against ``ref`` and print one line per point; whether one failed."""
+    with tempfile.TemporaryDirectory() as folder:
+        base_tree = export(ref, Path(folder))
+        print(f"perf gate: working tree against {label}, {args.rounds} alternating rounds in {args.pairs} pairs "
+              f"of processes, fails beyond +{args.threshold:.0%} at p < {args.alpha}", flush=True)
+        samples = measure(base_tree, ROOT, args.rounds, args.pairs)
+    failed = False
+    for i, (kind, dtype, layout, *sizes) in enumerate(POINTS):
+        base, new = samples["base"][i], samples["new"][i]
+        ratio, p, slower = verdict(base, new, args.threshold, args.alpha)
+        failed |= slower
+        print(f"  {kind:<7} {dtype:<7} {layout:<8} (n, d, m, T) = {tuple(sizes)!s:<22} base {np.median(base) * 1e3:8.2f} ms  "
+              f"working tree {np.median(new) * 1e3:8.2f} ms  ratio {ratio:5.3f}  p {p:.3g}  "
+              f"{'SLOWER' if slower else 'ok'}", flush=True)
+    return failed
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", required=True, help="git ref to compare the working tree with, e.g. HEAD~1")
+    parser.add_argument("--base", action="append", default=[],
+                        help="git ref to compare the working tree with, e.g. HEAD~1 (repeatable)")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the fixed baseline of benchmarks/baseline.json")
     parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--pairs", type=int, default=4, help="successive pairs of worker processes sharing the rounds")
     parser.add_argument("--threshold", type=float, default=0.10, help="slowdown tolerated (default 0.10: 10%%)")
     parser.add_argument("--alpha", type=float, default=0.01, help="significance level of the one-sided test")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as folder:
-        base_tree = export(args.base, Path(folder))
-        print(f"perf gate: working tree against {args.base}, {args.rounds} alternating rounds in {args.pairs} pairs "
-              f"of processes, fails beyond "
-              f"+{args.threshold:.0%} at p < {args.alpha}", flush=True)
-        samples = measure(base_tree, ROOT, args.rounds, args.pairs)
-    failed = False
-    for i, point in enumerate(POINTS):
-        base, new = samples["base"][i], samples["new"][i]
-        ratio, p, slower = verdict(base, new, args.threshold, args.alpha)
-        failed |= slower
-        print(f"  {point[0]:<8} (n, d, m, T) = {point[1:]!s:<22} {args.base} {np.median(base) * 1e3:8.2f} ms  "
-              f"working tree {np.median(new) * 1e3:8.2f} ms  ratio {ratio:5.3f}  p {p:.3g}  "
-              f"{'SLOWER' if slower else 'ok'}")
+    refs = [(ref, ref) for ref in args.base]
+    if not args.no_baseline:
+        name, commit = baseline()
+        refs.append((f"the {name} baseline ({commit[:10]})", commit))
+    if not refs:
+        parser.error("nothing to compare with: give --base or drop --no-baseline")
+    try:
+        commits = [(label, resolve(ref)) for label, ref in refs]
+    except BaseMissing as error:
+        print(f"perf gate: FAILED, no base to compare with: {error}", file=sys.stderr)
+        return 1
+    failed = [label for label, commit in commits if compare(label, commit, args)]
+    if failed:
+        print(f"perf gate: SLOWER than {', '.join(failed)}")
     return 1 if failed else 0
 
 

@@ -100,10 +100,9 @@ SWEEPS = {
     "full": {"d": (64, 256, 1024, 4096), "m": (64, 256, 1024), "T": (1, 16, 64, 256, 1024)},
 }
 
-#: A few shapes for the pytest-benchmark comparisons and the CI checks.
+#: A few shapes for the pytest-benchmark comparisons.
 PEER_POINTS = (Point(SHARED, 1024, 256, 256, 64), Point(SHARED, 2048, 1024, 512, 256),
                Point(PER_TASK, 128, 256, 256, 32))
-RATIO_CHECK_POINTS = (Point(SHARED, 512, 128, 128, 32), Point(PER_TASK, 128, 128, 128, 32))
 
 
 def sweep_point(base, axis, value):

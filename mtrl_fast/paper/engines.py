@@ -148,9 +148,18 @@ def on_cluster(client, compute, cells, sharded=(), threads=1):
     from distributed import as_completed as dask_completed
 
     def map_shards(function, argument_lists):
+        argument_lists = list(argument_lists)
+        stamp = f"{os.getpid()}-{time.time_ns()}"
         futures = client.map(partial(_with_threads, threads, function), *zip(*argument_lists), pure=False,
-                             retries=RETRIES)
-        return client.gather(futures)  # in shard order: the sums do not depend on which worker ran what
+                             retries=RETRIES, key=[f"mtrl-fast-shard-{stamp}-{i}" for i in range(len(argument_lists))])
+        try:
+            # In shard order, one at a time: the client holds one shard's gradients, and the sums
+            # do not depend on which worker ran what.
+            for future in futures:
+                yield future.result()
+                future.release()
+        finally:
+            client.cancel([future for future in futures if not future.done()])
 
     whole = [cell for cell in cells if cell not in sharded]
     futures = {client.submit(compute, cell, key=f"mtrl-fast-{cell.key}-{os.getpid()}-{time.time_ns()}",

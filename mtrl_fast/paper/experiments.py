@@ -25,7 +25,7 @@ from .._progress import Progress
 from . import engines, store
 from .metrics import probe_accuracy
 from .tasks import make_task_family
-from .train import PretrainConfig, initial_layer, oracle_layer, pretrain, task_bytes, task_shards
+from .train import GROUP_TASKS, PretrainConfig, initial_layer, oracle_layer, pretrain, task_bytes, task_shards
 
 FEATURES = ("multi-task", "single-task", "random", "oracle")
 
@@ -122,15 +122,18 @@ def plan(grid):
         downstream, key=lambda c: (c.d, c.seed))
 
 
-#: How samples are drawn; part of every cell's fingerprint, so that cells from a release that drew
-#: them differently (0.1.0: one stream per cell) are recomputed, not mixed in.
+#: How samples are drawn and task gradients summed; part of every cell's fingerprint, so that cells
+#: from a release that did either differently (0.1.0: one stream per cell; 0.2.0: sums by shard,
+#: which depended on the memory budget) are recomputed, not mixed in.
 SAMPLING = "per-task generators (0.2.0)"
+AGGREGATION = f"fixed groups of {GROUP_TASKS} tasks (0.3.0)"
 
 
 def _settings_of(cell, grid):
     """What a cell's result depends on besides its coordinates: it is recomputed when these change."""
     settings = {"r": grid.r, "label_kind": grid.label_kind, "noise": grid.noise, "base_seed": grid.base_seed,
-                "pretrain": grid.pretrain.to_dict(), "sampling": SAMPLING}
+                "pretrain": grid.pretrain.to_dict(), "sampling": SAMPLING,
+                "aggregation": AGGREGATION}
     if cell.study == "downstream":
         settings.update(n_new=list(grid.n_new), downstream_tasks=grid.downstream_tasks, n_test=grid.n_test,
                         probe_tasks=grid.probe_tasks)
@@ -153,7 +156,7 @@ def run_cell(cell, grid, memory_budget=None, map_shards=None):
     """Compute one cell: a list of result records.
 
     ``memory_budget`` (bytes) shards each pretraining round's tasks to fit, and ``map_shards``
-    runs the shards (see ``train.pretrain``); neither changes the records beyond float rounding.
+    runs the shards (see ``train.pretrain``); neither changes the records.
     """
     shard_options = {"memory_budget": memory_budget}
     if map_shards is not None:
@@ -310,7 +313,7 @@ def run_grid(grid, out, jobs=1, progress=True, threads=1, memory_budget=None, sc
     progress : bool
     threads : int
         Threads of each cell's kernels and BLAS. Records are bitwise identical for the same
-        ``threads`` (and BLAS build), whatever ``jobs``.
+        ``threads`` (and BLAS build), whatever ``jobs``, ``memory_budget`` or engine.
     memory_budget : int, optional
         Bytes each cell may hold: pretraining shards its tasks to fit (see ``train.pretrain``).
     scheduler, scheduler_file : str, optional

@@ -123,10 +123,28 @@ def task_bytes(config, d):
     return int(1.5 * inputs) + n * (2 * itemsize + 8 * 8) + 4 * config.width * itemsize
 
 
+#: Tasks whose gradients one kernel call sums. A round's first-layer gradient is the sum of these
+#: groups' gradients, added in task order: shards are unions of whole groups, so the result does
+#: not depend on how the tasks are sharded (the memory budget, the engine, the free memory), only
+#: on this constant, which is part of every cell's fingerprint.
+GROUP_TASKS = 16
+
+
+def task_groups(first, count):
+    """``(first, count)`` of each fixed group of :data:`GROUP_TASKS` tasks in ``first .. first + count``
+    (``first`` a multiple of the group size)."""
+    return [(start, min(GROUP_TASKS, first + count - start)) for start in range(first, first + count, GROUP_TASKS)]
+
+
 def task_shards(T, config, d, memory_budget=None):
     """``(first, count)`` of each shard of the ``T`` tasks: all at once when their round fits in
-    ``memory_budget`` bytes (or no budget is given), else as many as fit, at least one."""
-    size = T if memory_budget is None else max(1, min(T, int(memory_budget // task_bytes(config, d))))
+    ``memory_budget`` bytes (or no budget is given), else as many whole groups of
+    :data:`GROUP_TASKS` as fit, at least one."""
+    if memory_budget is None:
+        size = T
+    else:
+        groups = max(1, int(memory_budget // (task_bytes(config, d) * GROUP_TASKS)))
+        size = min(T, groups * GROUP_TASKS)
     return [(first, min(size, T - first)) for first in range(0, T, size)]
 
 
@@ -134,22 +152,33 @@ def shard_round(family, config, key, shard, W, b, A):
     """One round's work for the tasks of one shard, on samples drawn here (``sample_tasks``).
 
     Takes the shard's heads ``A (count, m)`` through ``head_steps`` steps (they need nothing from
-    other tasks), then returns ``(A, value, gW, gb)``: the new heads and the objective and
-    first-layer gradients of the shard's own mean loss on fresh samples.
+    other tasks), then returns ``(A, groups)``: the new heads, and for each group of
+    :data:`GROUP_TASKS` tasks in the shard ``(value, gW, gb)``, the objective and first-layer
+    gradients of the group's own mean loss on fresh samples.
     """
     first, count = shard
     n = config.samples(family.d)
     A = A.copy()
     X, Y = family.sample_tasks(first, count, n, list(key) + [0], config.layout, config.dtype)
-    rounds.step_heads(X, Y, W, b, A, loss=config.loss, steps=config.head_steps, lr=config.head_lr)
+    for start, size in task_groups(first, count):
+        rows = slice(start - first, start - first + size)
+        # The shared layout's one X is labelled by all tasks; the per-task one holds each task's own.
+        rounds.step_heads(X if config.layout != PER_TASK else X[rows], Y[rows], W, b, A[rows], loss=config.loss,
+                          steps=config.head_steps, lr=config.head_lr)
     del X, Y  # one phase's samples at a time
     X, Y = family.sample_tasks(first, count, n, list(key) + [1], config.layout, config.dtype)
-    value, grads = loss_and_grad(X, Y, W, b, A, config.loss, check_finite=False)
-    return A, value, grads.W, grads.b
+    groups = []
+    for start, size in task_groups(first, count):
+        rows = slice(start - first, start - first + size)
+        value, grads = loss_and_grad(X if config.layout != PER_TASK else X[rows], Y[rows], W, b, A[rows],
+                                     config.loss, check_finite=False)
+        groups.append((value, grads.W, grads.b))
+    return A, groups
 
 
 def _in_process(function, argument_lists):
-    return [function(*arguments) for arguments in argument_lists]
+    """Run the shards here, one at a time as the caller takes their results."""
+    return (function(*arguments) for arguments in argument_lists)
 
 
 def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_process):
@@ -162,8 +191,9 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
     Each task's samples come from a generator keyed by the run's seed, the round, the phase and
     the task (``TaskFamily.sample_tasks``), so the tasks can be taken in shards, each drawing its
     own samples where it runs: a round then costs one shard's memory, not the whole batch's.
-    The shards' first-layer gradients are summed in task order, so results are bitwise the same
-    for the same shard size wherever the shards run, and within rounding across shard sizes.
+    The first-layer gradient is summed over fixed groups of :data:`GROUP_TASKS` tasks in task
+    order, so results are bitwise the same whatever the shards (the memory budget) and wherever
+    they run, for the same thread count.
 
     Parameters
     ----------
@@ -176,8 +206,9 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
     memory_budget : int, optional
         Bytes a round may hold; the tasks are sharded to fit (see :func:`task_shards`).
     map_shards : callable, optional
-        ``map_shards(shard_round_function, argument_lists) -> results in order``: runs the shards,
-        in this process by default (a Dask client's ``map``, say, to run them on a cluster).
+        ``map_shards(shard_round_function, argument_lists) -> iterable of results in order``: runs
+        the shards, in this process by default (a Dask client's ``map``, say, to run them on a
+        cluster).
 
     Returns
     -------
@@ -198,13 +229,14 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
         work = partial(shard_round, family, config, seed + [round_index])
         results = map_shards(work, [((first, count), W, b, A[first:first + count]) for first, count in shards])
         value, gW, gb = 0.0, np.zeros_like(W), None if b is None else np.zeros_like(b)
-        for (first, count), (heads, shard_value, shard_gW, shard_gb) in zip(shards, results):
-            weight = dtype.type(count / family.T)  # the shard's share of the task average
+        for (first, count), (heads, groups) in zip(shards, results):
             A[first:first + count] = heads
-            value += float(weight) * shard_value
-            gW += weight * shard_gW
-            if b is not None:
-                gb += weight * shard_gb
+            for (_, size), (group_value, group_gW, group_gb) in zip(task_groups(first, count), groups):
+                weight = dtype.type(size / family.T)  # the group's share of the task average
+                value += float(weight) * group_value
+                gW += weight * group_gW
+                if b is not None:
+                    gb += weight * group_gb
         rounds.update_first_layer(W, b, gW, gb, lr=config.lr, weight_decay=config.weight_decay)
         if not np.isfinite(W).all():
             raise FloatingPointError(f"training diverged in round {round_index}: lower lr or head_lr")

@@ -1,6 +1,8 @@
 """The benchmark harness: workload, timer, checks before timing, alternating rounds, outputs."""
 import json
+import os
 import re
+import subprocess
 import time
 
 import numpy as np
@@ -181,15 +183,7 @@ def test_step_command_prints_the_breakdown(capsys):
 
 
 def test_perf_gate_verdict_fails_only_a_significant_slowdown_beyond_the_threshold():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "perf_gate.py"
-    if not path.exists():
-        pytest.skip("benchmarks/ is not beside the tests")
-    spec = importlib.util.spec_from_file_location("perf_gate", path)
-    gate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gate)
+    gate = _perf_gate()
     rng = np.random.default_rng(0)
     base = 0.050 * (1 + 0.03 * rng.standard_normal(16))
     same = 0.050 * (1 + 0.03 * rng.standard_normal(16))
@@ -208,3 +202,57 @@ def test_native_blas_runs_the_backends_without_the_pins(monkeypatch):
     native = runner.worker_blas(native_blas=True)
     assert "(Haswell)" not in pinned and "(SkylakeX)" not in pinned and "(Zen)" not in pinned, pinned
     assert native != pinned
+
+
+def _perf_gate():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "perf_gate.py"
+    if not path.exists():
+        pytest.skip("benchmarks/ is not beside the tests")
+    spec = importlib.util.spec_from_file_location("perf_gate", path)
+    gate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gate)
+    return gate
+
+
+def _git(*args, cwd):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env=dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+                            GIT_COMMITTER_EMAIL="t@t"))
+
+
+def test_perf_gate_finds_its_bases_in_a_shallow_clone_or_fails(tmp_path):
+    """Before: in a depth-1 clone HEAD~1 did not exist and CI printed "no previous commit" and passed."""
+    gate = _perf_gate()
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    _git("init", "-q", cwd=origin)
+    commits = []
+    for i in range(3):
+        (origin / "f").write_text(str(i))
+        _git("add", "f", cwd=origin)
+        _git("commit", "-qm", f"c{i}", cwd=origin)
+        commits.append(subprocess.run(["git", "rev-parse", "HEAD"], cwd=origin, capture_output=True,
+                                      text=True).stdout.strip())
+    _git("clone", "-q", "--depth", "1", f"file://{origin}", "shallow", cwd=tmp_path)
+    shallow = tmp_path / "shallow"
+    assert gate.resolve("HEAD~1", root=shallow) == commits[1]
+    assert gate.resolve(commits[0], root=shallow) == commits[0]  # a baseline recorded by its commit
+    _git("clone", "-q", "--depth", "1", f"file://{origin}", "orphan", cwd=tmp_path)
+    _git("remote", "remove", "origin", cwd=tmp_path / "orphan")
+    with pytest.raises(gate.BaseMissing, match="shallow clone"):
+        gate.resolve("HEAD~1", root=tmp_path / "orphan")
+    with pytest.raises(gate.BaseMissing, match="not a commit"):
+        gate.resolve("no-such-ref", root=shallow)
+
+
+def test_perf_gate_covers_more_than_one_setting_and_has_a_recorded_baseline():
+    gate = _perf_gate()
+    name, commit = gate.baseline()
+    assert name and len(commit) == 40
+    kinds = {point[0] for point in gate.POINTS}
+    assert {"step", "checked", "heads", "forward"} <= kinds
+    assert {point[1] for point in gate.POINTS} == {"float32", "float64"}
+    assert {point[2] for point in gate.POINTS} == {"shared", "per-task"}

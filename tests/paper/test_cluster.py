@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("distributed")
+pytest.importorskip("distributed")  # skip only when the extra itself is missing
 
 # Cells of a second or two, so that a kill lands mid-run.
 GRID = ["--d", "100", "--tasks", "1,20,60,120", "--seeds", "2", "--width", "256", "--downstream-d", "30",
@@ -105,14 +105,31 @@ def test_the_grid_through_a_scheduler_gives_the_local_records(cluster, local_rec
     assert _records(tmp_path / "again") == local_records
 
 
-def test_cells_sharded_across_the_workers_match_the_local_sharded_run_bitwise(cluster, tmp_path):
-    """A 2M budget cuts the larger cells' rounds into shards of 6 tasks: on the cluster the shards
-    run on both workers, locally one after another; the sums, in task order, are the same."""
+def test_cells_sharded_across_the_workers_match_the_local_runs_bitwise(cluster, local_records, tmp_path):
+    """A 2M budget cuts the larger cells' rounds into shards of one group of tasks: on the cluster the
+    shards run on both workers (the scheduler's task stream says where), locally one after another;
+    the sums, over the same groups in task order, equal the local runs', sharded or not."""
+    from distributed import Client
+
     local = _reproduce(tmp_path / "local", "--jobs", "1", "--memory-budget", "2M")
     assert local.returncode == 0, local.stderr
+    start = time.time_ns()
     spread = _reproduce(tmp_path / "spread", "--scheduler", cluster.address, "--memory-budget", "2M")
     assert spread.returncode == 0, spread.stderr
-    assert _records(tmp_path / "spread") == _records(tmp_path / "local")
+    assert _records(tmp_path / "spread") == _records(tmp_path / "local") == local_records
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test file
+    with Client(cluster.address, timeout=30) as client:
+        ran = client.run(_shards_run_here, start)
+    assert len(ran) == 2 and all(len(keys) >= 4 for keys in ran.values()), ran
+
+
+def _shards_run_here(since_ns, dask_worker):
+    """On a worker: the keys of the shard tasks it ran, of runs started after ``since_ns``
+    (shard keys are ``mtrl-fast-shard-{pid}-{time_ns}-{i}``)."""
+    keys = {str(entry[0]) for entry in dask_worker.state.log}
+    return sorted(key for key in keys if key.startswith("mtrl-fast-shard-") and int(key.split("-")[4]) > since_ns)
 
 
 def test_a_killed_worker_costs_only_its_cell(local_records, tmp_path):

@@ -8,7 +8,7 @@ from mtrl_fast import cli
 from mtrl_fast.paper import experiments, report
 from mtrl_fast._progress import Progress
 from mtrl_fast.paper.experiments import Grid, plan, reproduce, run_grid
-from mtrl_fast.paper.train import PretrainConfig
+from mtrl_fast.paper.train import GROUP_TASKS, PretrainConfig, task_bytes, task_shards
 
 TINY = Grid(d=(8, 12), r=2, tasks=(1, 3, 6), seeds=2, downstream_d=(8, 12), n_new=(4, 10), downstream_tasks=6,
             n_test=100, probe_tasks=2, pretrain=PretrainConfig(width=12, samples_per_task=30))
@@ -77,13 +77,19 @@ def test_changed_settings_recompute_and_corrupt_cells_are_redone(tmp_path, monke
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_records_are_bitwise_the_same_whatever_jobs_for_equal_threads(tmp_path, threads):
-    """The README's determinism promise: same --threads, any --jobs, identical records."""
-    small = replace(TINY, d=(8, 40), tasks=(1, 30), downstream_d=(8,), seeds=1,
+def test_records_are_bitwise_the_same_whatever_jobs_and_memory_budget_for_equal_threads(tmp_path, threads):
+    """The README's determinism promise: same --threads, any --jobs, any --memory-budget (the
+    default depends on --jobs and the free memory), identical records. Before, the test passed no
+    budget, and a cell sharded by 10 tasks differed from one sharded by 7."""
+    small = replace(TINY, d=(8, 40), tasks=(1, 40), downstream_d=(8,), downstream_tasks=40, seeds=1,
                     pretrain=replace(TINY.pretrain, width=64))
+    group = GROUP_TASKS * task_bytes(small.pretrain, 40)
     serial = run_grid(small, tmp_path / "serial", progress=False, threads=threads)
-    parallel = run_grid(small, tmp_path / "parallel", jobs=2, progress=False, threads=threads)
-    assert parallel == serial
+    for jobs, budget in ((2, None), (1, group), (2, 2 * group)):
+        assert len(task_shards(40, small.pretrain, 40, budget)) == (1 if budget is None else 3 if budget == group else 2)
+        other = run_grid(small, tmp_path / f"jobs{jobs}-{budget}", jobs=jobs, progress=False, threads=threads,
+                         memory_budget=budget)
+        assert other == serial, (jobs, budget)
 
 
 def test_claims_verdicts_follow_the_numbers():
