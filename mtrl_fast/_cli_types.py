@@ -116,11 +116,13 @@ def memory_size(text):
 
 
 def scheduler_address(text):
-    """A Dask scheduler's address: ``[protocol://]host:port``."""
+    """A Dask scheduler's address: ``[protocol://]host:port``, the port in 1-65535."""
     protocol, _, rest = text.rpartition("://")
     host, _, port = rest.rpartition(":")
     if protocol not in ("", "tcp", "tls", "ws", "wss", "ucx") or not host or not port.isdigit():
         _fail(f"expected a Dask scheduler address such as tcp://127.0.0.1:8786, got {text!r}")
+    if not 1 <= int(port) <= 65535:
+        _fail(f"expected a port between 1 and 65535 in the scheduler address, got {port} in {text!r}")
     return text
 
 

@@ -43,6 +43,8 @@ BAD_OPTIONS = [
     (["reproduce", "--out", ""], "--out", "empty"),
     (["reproduce", "--out", "{file}"], "--out", "is a file"),
     (["reproduce", "--out", "{file}/under"], "--out", "is a file"),
+    (["reproduce", "--scheduler", "tcp://host:99999"], "--scheduler", "between 1 and 65535"),
+    (["reproduce", "--scheduler", "tcp://host:0"], "--scheduler", "between 1 and 65535"),
     (["bench", "--layout", "bogus"], "--layout", "unknown value 'bogus'"),
     (["bench", "--backends", "numba,tensorflow"], "--backends", "unknown value 'tensorflow'"),
     (["bench", "--dtype", "float16"], "--dtype", "unknown value 'float16'"),

@@ -9,8 +9,6 @@ it stopped, and a finished cell is never computed again (unless its settings cha
 """
 import hashlib
 import json
-import signal
-import threading
 import time
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -275,28 +273,8 @@ def _store(out, cell, payload):
     store.write_text_atomically(_cell_path(out, cell), json.dumps(payload, indent=1))
 
 
-# --- stopping cleanly ---------------------------------------------------------------------------
-
-class Stopped(KeyboardInterrupt):
-    """The run was stopped by SIGINT or SIGTERM; every finished cell is stored."""
-
-
-@contextmanager
-def _stop_on_signals():
-    """Turn SIGTERM (and SIGINT) into ``Stopped`` in the main thread, so that cleanup runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(number, frame):
-        raise Stopped(signal.Signals(number).name)
-
-    previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+#: SIGINT or SIGTERM during a run (re-exported: it is part of this module's interface).
+Stopped = store.Stopped
 
 
 def run_grid(grid, out, jobs=1, progress=True, threads=1, memory_budget=None, scheduler=None, scheduler_file=None):
@@ -338,40 +316,53 @@ def run_grid(grid, out, jobs=1, progress=True, threads=1, memory_budget=None, sc
     store.OutputLocked
         Another run is writing into ``out``.
     """
+    with _session(out, scheduler, scheduler_file) as client:
+        return _run_cells(grid, Path(out), jobs, progress, threads, memory_budget, client)
+
+
+@contextmanager
+def _session(out, scheduler, scheduler_file):
+    """One run's hold on ``out``: the cluster's client (``None`` without a scheduler; checked
+    before anything is written), the folder's lock and the signal handling, for the whole block."""
     out = Path(out)
     client = engines.connect(scheduler, scheduler_file) if scheduler or scheduler_file else None
     try:
         (out / "cells").mkdir(parents=True, exist_ok=True)
-        with store.locked(out), _stop_on_signals():
-            store.remove_temporary_files(out / "cells")
-            cells = plan(grid)
-            results = {cell: load_cell(out, cell, grid) for cell in cells}
-            todo = [cell for cell in cells if results[cell] is None]
-            bar = Progress(len(todo), enabled=progress)
-            if progress:
-                print(f"{len(cells)} cells, {len(cells) - len(todo)} already done in {out}, {len(todo)} to run",
-                      file=bar.stream)
-            compute = partial(_compute, grid=grid, threads=threads, memory_budget=memory_budget)
-            if client is not None:
-                sharded = [cell for cell in todo if needs_shards(cell, grid, memory_budget)]
-                engine = engines.on_cluster(client, compute, todo, sharded=sharded, threads=threads)
-            elif jobs > 1 and len(todo) > 1:
-                engine = engines.process_pool(compute, todo, jobs)
-            else:
-                engine = engines.in_process(compute, todo)
-            try:
-                with closing(engine):
-                    for cell, payload in engine:
-                        _store(out, cell, payload)
-                        results[cell] = payload["records"]
-                        bar.step(f"{cell.key} ({payload['seconds']:.1f}s)")
-            except (engines.WorkerDied, engines.ClusterError) as error:
-                raise type(error)(f"{error}; every finished cell is stored in {out / 'cells'}: run the same command "
-                                  "again to resume" + (", with fewer --jobs if memory ran out"
-                                                       if isinstance(error, engines.WorkerDied) else "")) from None
+        with store.locked(out), store.stop_on_signals():
+            yield client
     finally:
         if client is not None:
             client.close()
+
+
+def _run_cells(grid, out, jobs, progress, threads, memory_budget, client):
+    """``run_grid``'s work, with the lock on ``out`` and the signal handling already in place."""
+    store.clean_up_after_killed_runs(out)
+    cells = plan(grid)
+    results = {cell: load_cell(out, cell, grid) for cell in cells}
+    todo = [cell for cell in cells if results[cell] is None]
+    bar = Progress(len(todo), enabled=progress)
+    if progress:
+        print(f"{len(cells)} cells, {len(cells) - len(todo)} already done in {out}, {len(todo)} to run",
+              file=bar.stream)
+    compute = partial(_compute, grid=grid, threads=threads, memory_budget=memory_budget)
+    if client is not None:
+        sharded = [cell for cell in todo if needs_shards(cell, grid, memory_budget)]
+        engine = engines.on_cluster(client, compute, todo, sharded=sharded, threads=threads)
+    elif jobs > 1 and len(todo) > 1:
+        engine = engines.process_pool(compute, todo, jobs)
+    else:
+        engine = engines.in_process(compute, todo)
+    try:
+        with closing(engine):
+            for cell, payload in engine:
+                _store(out, cell, payload)
+                results[cell] = payload["records"]
+                bar.step(f"{cell.key} ({payload['seconds']:.1f}s)")
+    except (engines.WorkerDied, engines.ClusterError) as error:
+        raise type(error)(f"{error}; every finished cell is stored in {out / 'cells'}: run the same command "
+                          "again to resume" + (", with fewer --jobs if memory ran out"
+                                               if isinstance(error, engines.WorkerDied) else "")) from None
     gathered = {"recovery": [], "downstream": []}
     for cell in cells:
         gathered[cell.study].extend(results[cell])
@@ -381,6 +372,9 @@ def run_grid(grid, out, jobs=1, progress=True, threads=1, memory_budget=None, sc
 def reproduce(grid, out, jobs=1, progress=True, threads=1, memory_budget=None, scheduler=None, scheduler_file=None):
     """Run ``grid`` into ``out`` (resuming), then write results, CSVs, figures and the report.
 
+    One lock on ``out`` and one signal handler cover the whole run, from the first cell to the
+    last output: a stop during the report publishes nothing and leaves the previous outputs whole.
+
     Returns
     -------
     list of dict
@@ -388,7 +382,6 @@ def reproduce(grid, out, jobs=1, progress=True, threads=1, memory_budget=None, s
     """
     from . import report
 
-    results = run_grid(grid, out, jobs=jobs, progress=progress, threads=threads, memory_budget=memory_budget,
-                       scheduler=scheduler, scheduler_file=scheduler_file)
-    with store.locked(out):
+    with _session(out, scheduler, scheduler_file) as client:
+        results = _run_cells(grid, Path(out), jobs, progress, threads, memory_budget, client)
         return report.write_outputs(results, grid, Path(out))

@@ -262,8 +262,9 @@ def _report(results, grid, rows, figures):
 def write_outputs(results, grid, out):
     """Write results.json, recovery.csv, downstream.csv, the figures and report.md into ``out``.
 
-    All or nothing: the files are written beside their final names and renamed into place only
-    when every one was written, so a failure (a full disk, say) leaves the previous set whole.
+    All or nothing: the files are written as a new set and published together only when every
+    one was written (``store.output_set``), so a failure (a full disk, a stop) leaves the
+    previous set whole, and a reader never sees files of two runs side by side.
 
     Returns
     -------
@@ -273,7 +274,7 @@ def write_outputs(results, grid, out):
     rows = claims(results, grid)
     document = {"config": grid.to_dict(), "recovery": results["recovery"], "downstream": results["downstream"],
                 "claims": rows}
-    with store.staged_files(out) as stage:
+    with store.output_set(out) as stage:
         stage("results.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
         stage("recovery.csv").write_text(_csv(results["recovery"], RECOVERY_FIELDS), encoding="utf-8")
         stage("downstream.csv").write_text(_csv(results["downstream"], DOWNSTREAM_FIELDS), encoding="utf-8")

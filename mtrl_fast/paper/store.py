@@ -1,10 +1,14 @@
 """The output folder of a reproduction run: finished cells, final outputs, one run at a time.
 
-Nothing here is ever half-written: every file is written to a temporary file beside it, flushed
+Nothing here is ever half-written. A cell's file is written to a temporary file beside it, flushed
 to disk and renamed into place, so a reader (or the next run, after a crash or a full disk) sees
-the previous complete file or the new one. Temporary files are removed on every exit path, and
-the ones a killed process left behind are removed by the next run. A stored cell is trusted only
-when its content is well formed and matches its coordinates and settings; anything else is
+the previous complete file or the new one. The final outputs (results, CSVs, figures, report) are
+a *set*: written into a fresh folder under ``.sets/``, then published at once by switching the
+``.current`` pointer (a symlink, replaced atomically) to it; each output's name in the folder is
+a fixed symlink through ``.current``, so a reader sees the previous set or the new one, never
+files of two runs side by side. Temporary files and unpublished sets are removed on every exit
+path, and those a killed process left behind by the next run. A stored cell is trusted only when
+its content is well formed and matches its coordinates and settings; anything else is
 recomputed, with a warning. A lock on the folder stops a second run from writing into it at the
 same time.
 """
@@ -12,6 +16,10 @@ import fcntl
 import json
 import math
 import os
+import shutil
+import signal
+import tempfile
+import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,16 +28,66 @@ TEMPORARY_SUFFIX = ".tmp"
 
 
 class OutputLocked(RuntimeError):
-    """Another run holds the output folder."""
+    """Another run holds the output folder, or the folder's filesystem cannot lock."""
+
+
+class Stopped(KeyboardInterrupt):
+    """The run was stopped by SIGINT or SIGTERM; every finished cell is stored."""
+
+
+# --- stopping at a safe point --------------------------------------------------------------------
+
+_deferring = threading.local()
+
+
+@contextmanager
+def stop_on_signals():
+    """Turn SIGTERM (and SIGINT) into :class:`Stopped` in the main thread, so that cleanup runs;
+    inside :func:`signals_deferred` the stop waits for the end of that block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(number, frame):
+        name = signal.Signals(number).name
+        if getattr(_deferring, "pending", None) is not None:
+            _deferring.pending.append(name)
+            return
+        raise Stopped(name)
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextmanager
+def signals_deferred():
+    """A block that a signal does not cut short: a stop that arrives inside it is raised at its end."""
+    outer = getattr(_deferring, "pending", None)
+    _deferring.pending = [] if outer is None else outer
+    try:
+        yield
+    finally:
+        pending = _deferring.pending
+        _deferring.pending = outer
+    if outer is None and pending:
+        raise Stopped(pending[0])
 
 
 def _temporary_path(path):
     return path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
 
 
-def _sync_and_rename(temporary, path):
-    with open(temporary, "rb+") as handle:
+def _sync(path):
+    with open(path, "rb+") as handle:
         os.fsync(handle.fileno())
+
+
+def _sync_and_rename(temporary, path):
+    _sync(temporary)
     os.replace(temporary, path)  # atomic within one filesystem
 
 
@@ -44,28 +102,85 @@ def write_text_atomically(path, text):
         temporary.unlink(missing_ok=True)
 
 
-@contextmanager
-def staged_files(folder):
-    """Write a set of files, then move them all into ``folder`` only if every write succeeded.
+SETS = ".sets"
+CURRENT = ".current"
 
-    Yields ``stage(name) -> Path``: the temporary path to write ``name`` to. On a normal exit each
-    staged file is flushed and renamed over its final name; on an error none is, and the
-    previous set stays as it was.
+
+def _symlink_atomically(target, path):
+    """Make ``path`` a symlink to ``target``, replacing what was there in one step."""
+    temporary = _temporary_path(path)
+    temporary.unlink(missing_ok=True)
+    os.symlink(target, temporary)
+    os.replace(temporary, path)
+
+
+def _published(folder):
+    """Names of the outputs published in ``folder``: its symlinks through ``.current``."""
+    prefix = CURRENT + os.sep
+    return {entry.name for entry in folder.iterdir() if entry.is_symlink() and os.readlink(entry).startswith(prefix)}
+
+
+def _adopt_plain_files(folder, names):
+    """Outputs written as plain files (before 0.3.0) become a published set of their own, each
+    name switching to a symlink to the same content, so that no step shows a mix."""
+    plain = [name for name in names if (folder / name).is_file() and not (folder / name).is_symlink()]
+    if not plain or (folder / CURRENT).is_symlink():
+        return
+    legacy = Path(tempfile.mkdtemp(prefix="adopted-", dir=folder / SETS))
+    for name in plain:
+        os.link(folder / name, legacy / name)  # the same file, under the set's folder
+    _symlink_atomically(os.path.join(SETS, legacy.name), folder / CURRENT)
+    for name in plain:
+        _symlink_atomically(os.path.join(CURRENT, name), folder / name)
+
+
+def _remove_unpublished_sets(folder):
+    """Remove every set but the published one: older sets, and those a killed run left unfinished."""
+    sets = folder / SETS
+    current = os.path.basename(os.readlink(folder / CURRENT)) if (folder / CURRENT).is_symlink() else None
+    if sets.is_dir():
+        for entry in sets.iterdir():
+            if entry.name != current:
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+@contextmanager
+def output_set(folder):
+    """Write a set of output files that replaces the folder's previous set all at once.
+
+    Yields ``stage(name) -> Path``: where to write the output ``name``. On a normal exit the
+    files are flushed and published together (see the module's docstring); on an error or a stop
+    nothing is published, the unfinished set is removed, and the previous set stays as it was.
+    Call it while holding :func:`locked`.
     """
     folder = Path(folder)
-    staged = {}
+    (folder / SETS).mkdir(exist_ok=True)
+    new = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=folder / SETS))
+    names = []
 
     def stage(name):
-        staged[name] = _temporary_path(folder / name)
-        return staged[name]
+        names.append(name)
+        return new / name
 
+    published = False
     try:
         yield stage
-        for name, temporary in staged.items():
-            _sync_and_rename(temporary, folder / name)
+        for name in names:
+            _sync(new / name)
+        with signals_deferred():  # a stop here would leave the links half switched
+            _adopt_plain_files(folder, names)
+            _symlink_atomically(os.path.join(SETS, new.name), folder / CURRENT)
+            published = True
+            for name in names:
+                link, path = os.path.join(CURRENT, name), folder / name
+                if not (path.is_symlink() and os.readlink(path) == link):
+                    _symlink_atomically(link, path)
+            for name in _published(folder) - set(names):
+                (folder / name).unlink()  # an output this run no longer writes would dangle
+            _remove_unpublished_sets(folder)  # the previous set
     finally:
-        for temporary in staged.values():
-            temporary.unlink(missing_ok=True)
+        if not published:
+            shutil.rmtree(new, ignore_errors=True)
 
 
 def remove_temporary_files(folder):
@@ -74,12 +189,24 @@ def remove_temporary_files(folder):
         leftover.unlink(missing_ok=True)
 
 
+def clean_up_after_killed_runs(out):
+    """Remove what a killed run left in the output folder ``out``: temporary files, unpublished
+    sets. Call it while holding :func:`locked`."""
+    out = Path(out)
+    remove_temporary_files(out)
+    remove_temporary_files(out / "cells")
+    _remove_unpublished_sets(out)
+
+
 @contextmanager
 def locked(folder):
     """Hold an exclusive lock on ``folder`` for the block; ``OutputLocked`` if another run has it.
 
     The lock is an ``flock`` on ``folder/.lock``, released by the kernel when its holder exits,
-    however it exits: a killed run never leaves a stale lock.
+    however it exits: a killed run never leaves a stale lock. It excludes runs on the same machine;
+    across machines sharing a network filesystem it holds only where that filesystem carries
+    ``flock`` (NFSv4 does; some mounts emulate it locally or refuse it, and a refusal is an
+    ``OutputLocked`` that says so).
     """
     folder = Path(folder)
     handle = open(folder / ".lock", "a+", encoding="utf-8")
@@ -91,6 +218,9 @@ def locked(folder):
             holder = handle.read().strip() or "another process"
             raise OutputLocked(f"{folder} is in use by another mtrl-fast run ({holder}); wait for it to finish "
                                "or choose another --out") from None
+        except OSError as error:  # ENOLCK, EOPNOTSUPP: a filesystem that cannot lock
+            raise OutputLocked(f"cannot lock {folder} ({error.strerror or error}): its filesystem does not support "
+                               "file locks (a network mount, say); choose an --out on a local disk") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")

@@ -1,6 +1,8 @@
 """The output folder: atomic files, all-or-nothing outputs, a lock, and cells trusted only when valid."""
 import dataclasses
+import errno
 import json
+import os
 
 import pytest
 
@@ -96,3 +98,43 @@ def test_valid_cells_load_and_record_threads_and_blas(tmp_path):
         assert stored["threads"] == 1 and stored["blas"]
         assert stored["fingerprint"] == fingerprint(cell, TINY)
         assert load_cell(tmp_path, cell, TINY) == stored["records"]
+
+
+def test_one_lock_covers_the_cells_and_the_report(tmp_path, monkeypatch):
+    """Before: the lock was released between the cells and the report, and taken again."""
+    taken = []
+    real = store.locked
+
+    def counting(folder):
+        taken.append(folder)
+        return real(folder)
+
+    monkeypatch.setattr(store, "locked", counting)
+    reproduce(TINY, tmp_path, progress=False)
+    assert len(taken) == 1
+
+
+@pytest.mark.parametrize("errno_value", [errno.ENOLCK, errno.EOPNOTSUPP])
+def test_a_filesystem_that_cannot_lock_is_a_message(tmp_path, monkeypatch, errno_value):
+    def refuse(handle, flags):
+        raise OSError(errno_value, os.strerror(errno_value))
+
+    monkeypatch.setattr(store.fcntl, "flock", refuse)
+    with pytest.raises(store.OutputLocked, match="cannot lock .*file locks.*local disk"):
+        with store.locked(tmp_path):
+            pass
+
+
+def test_a_failed_report_publishes_nothing_and_leaves_no_set(tmp_path):
+    (tmp_path / "cells").mkdir()
+    with store.locked(tmp_path), store.output_set(tmp_path) as stage:
+        stage("a.txt").write_text("first")
+    with pytest.raises(RuntimeError), store.locked(tmp_path), store.output_set(tmp_path) as stage:
+        stage("a.txt").write_text("second")
+        raise RuntimeError("disk full")
+    assert (tmp_path / "a.txt").read_text() == "first"
+    assert len(list((tmp_path / store.SETS).iterdir())) == 1
+    with store.locked(tmp_path), store.output_set(tmp_path) as stage:
+        stage("b.txt").write_text("only b")
+    assert not (tmp_path / "a.txt").exists()  # not written by this run: no link left dangling
+    assert (tmp_path / "b.txt").read_text() == "only b"
