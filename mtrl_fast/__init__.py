@@ -21,7 +21,7 @@ from .losses import DTYPES, LAYOUTS, LOSSES
 from .ops import backward, forward, loss_and_grad
 from .rounds import alternating_round
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "DTYPES",
