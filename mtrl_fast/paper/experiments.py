@@ -121,9 +121,9 @@ def plan(grid):
 
 
 #: How samples are drawn and task gradients summed; part of every cell's fingerprint, so that cells
-#: from a release that did either differently (0.1.0: one stream per cell; 0.2.0: sums by shard,
-#: which depended on the memory budget) are recomputed, not mixed in.
-SAMPLING = "per-task generators (0.2.0)"
+#: from a release that did either differently (0.1.0: one stream per cell; 0.2.0: NumPy generators
+#: per task, sums by shard, which depended on the memory budget) are recomputed, not mixed in.
+SAMPLING = "Philox4x32-10 Box-Muller, compiled (0.3.0)"
 AGGREGATION = f"fixed groups of {GROUP_TASKS} tasks (0.3.0)"
 
 

@@ -95,13 +95,14 @@ class TaskFamily:
         return X.astype(dtype), Y.astype(dtype)
 
     def sample_tasks(self, first, count, n, key, layout=PER_TASK, dtype=np.float32):
-        """Fresh samples of tasks ``first .. first + count - 1``, each from a generator of its own.
+        """Fresh samples of tasks ``first .. first + count - 1``, drawn by compiled parallel kernels.
 
-        Task ``t``'s inputs come from ``default_rng([*key, 0, t])`` (per-task layout; the shared
-        layout's one ``X`` from ``default_rng([*key, 1])``) and its label flips from
-        ``default_rng([*key, 2, t])``, so a task's data are the same whichever tasks are drawn with
-        it: a batch can be drawn in shards, where it is used. ``key`` is a sequence of
-        non-negative integers (a cell's seed, the round, the phase).
+        Every input is a normal from a counter-based generator (Philox4x32-10) keyed by ``key``
+        and the task, at the counter of its row and column, and the labels are computed in the
+        same pass (:mod:`mtrl_fast.paper.sampling`): a task's data are the same whichever tasks
+        are drawn with it, on any thread count or machine, so a batch can be drawn in shards,
+        where it is used. ``key`` is ``(seed0, seed1, round, phase)``, four integers in
+        ``[0, 2**32)``.
 
         Returns
         -------
@@ -110,21 +111,10 @@ class TaskFamily:
         """
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
-        key = [int(k) for k in key]
-        if layout == PER_TASK:
-            X = np.empty((count, n, self.d), dtype=dtype)
-            Y = np.empty((count, n))
-            for i in range(count):
-                np.random.default_rng(key + [0, first + i]).standard_normal(out=X[i], dtype=X.dtype)
-                # Task by task: labels of the whole batch at once would hold a float64 copy of it.
-                Y[i] = self.with_tasks(self.V[first + i:first + i + 1]).labels(X[i])[0]
-        else:
-            X = np.random.default_rng(key + [1]).standard_normal((n, self.d), dtype=dtype)
-            Y = self.with_tasks(self.V[first:first + count]).labels(X)
-        if self.noise > 0:
-            flips = np.stack([np.random.default_rng(key + [2, first + i]).random(n) for i in range(count)])
-            Y = np.where(flips < self.noise, -Y, Y)
-        return X, Y.astype(dtype)
+        from .sampling import draw
+
+        return draw(self.M, self.V[first:first + count], self.B, self.noise, first, count, n, key,
+                    layout != PER_TASK, dtype)
 
     def with_tasks(self, V):
         """The same ground truth with other task vectors ``V (T', ...)``: new tasks, same ``M``."""

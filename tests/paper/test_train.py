@@ -136,9 +136,9 @@ def test_pretraining_is_bitwise_the_same_whatever_the_shards(layout):
 
 def test_a_tasks_samples_do_not_depend_on_the_shard():
     family = _family(9)
-    X, Y = family.sample_tasks(0, 9, 20, [7, 0, 1])
+    X, Y = family.sample_tasks(0, 9, 20, [7, 0, 0, 1])
     for first, count in ((0, 4), (4, 4), (8, 1)):
-        Xs, Ys = family.sample_tasks(first, count, 20, [7, 0, 1])
+        Xs, Ys = family.sample_tasks(first, count, 20, [7, 0, 0, 1])
         np.testing.assert_array_equal(Xs, X[first:first + count])
         np.testing.assert_array_equal(Ys, Y[first:first + count])
 
