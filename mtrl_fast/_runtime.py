@@ -29,6 +29,18 @@ _LIBGOMP_WAS_LOADED = _libgomp_loaded()
 if SETS_WAIT_POLICY:
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
+# The same for OpenBLAS's idle workers: they spin for 2^28 cycles (about 0.1 s) after each product,
+# and a compiled pass that follows on the same cores (the sampler after a step, say) ran at half
+# speed. 2^20 cycles (a fraction of a millisecond) keeps them awake between a step's back-to-back
+# products and lets them sleep after. OpenBLAS reads the variable when it loads: this takes effect
+# where mtrl_fast is imported before NumPy (its command, its worker processes), and a value the
+# user set is respected. MTRL_FAST_SET_WAIT_POLICY=0 leaves it unset too.
+#: The user's own OPENBLAS_THREAD_TIMEOUT (``None`` when unset).
+USER_BLAS_TIMEOUT = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+BLAS_TIMEOUT = "20"
+if USER_BLAS_TIMEOUT is None and os.environ.get("MTRL_FAST_SET_WAIT_POLICY", "1") != "0":
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = BLAS_TIMEOUT
+
 import numba  # noqa: E402  (must come after the environment is set)
 import numpy as np  # noqa: E402
 from numba.np.ufunc import parallel as _numba_parallel  # noqa: E402

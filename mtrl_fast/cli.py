@@ -152,6 +152,15 @@ def _cmd_reproduce(args):
                      memory_budget=budget, scheduler=args.scheduler, scheduler_file=args.scheduler_file)
     print()
     print(claims_table(rows))
+    if args.profile:
+        import json
+        from pathlib import Path
+
+        from mtrl_fast.paper.report import profile_table
+
+        timing = json.loads((Path(args.out) / "results.json").read_text(encoding="utf-8"))["profile"]
+        print(f"\nwhere the time went ({timing['cells']} cells, summed):")
+        print(profile_table(timing))
     print(f"\nreport: {args.out}/report.md (results.json, recovery.csv, downstream.csv, figures beside it)")
     if args.strict and not all(row["holds"] for row in rows):
         return 1
@@ -249,6 +258,8 @@ def build_parser():
                           "tasks (default: 1G, or half the available memory shared by --jobs if less)")
     rep.add_argument("--no-progress", action="store_true")
     rep.add_argument("--strict", action="store_true", help="exit 1 when a claim fails")
+    rep.add_argument("--profile", action="store_true",
+                     help="print where the cells' time went (sampling, kernels, metrics, probe); the report has it too")
     rep.set_defaults(run=_cmd_reproduce)
     return parser
 

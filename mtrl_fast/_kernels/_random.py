@@ -32,6 +32,23 @@ _SHIFT32 = np.uint64(32)
 
 
 @intrinsic
+def fma(typingctx, a, b, c):
+    """``a * b + c`` rounded once (LLVM's ``llvm.fma``): one instruction wherever the CPU has FMA,
+    and the same correctly rounded result everywhere (a library call where it has not), unlike
+    contracting ``a * b + c``, which fastmath does only where FMA exists."""
+    if not (a == b == c and isinstance(a, types.Float)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        llvm_type = context.get_value_type(signature.args[0])
+        function = builder.module.declare_intrinsic("llvm.fma", [llvm_type],
+                                                    ir.FunctionType(llvm_type, [llvm_type] * 3))
+        return builder.call(function, args)
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
 def _float64_bits(typingctx, value):
     """Reinterpret a float64's bits as an int64 (a register move, which LLVM vectorises)."""
     def codegen(context, builder, signature, args):
@@ -91,8 +108,16 @@ def minus_two_log_uniform(k, bits):
     e = e + 1 if big else e
     s = (m - 1.0) / (m + 1.0)
     z = s * s
-    series = 1.0 + z * (_L3 + z * (_L5 + z * (_L7 + z * (_L9 + z * (_L11 + z * (_L13 + z * (_L15 + z * (
-        _L17 + z * (_L19 + z * _L21)))))))))
+    series = fma(_L21, z, _L19)  # Horner, one rounding per step
+    series = fma(series, z, _L17)
+    series = fma(series, z, _L15)
+    series = fma(series, z, _L13)
+    series = fma(series, z, _L11)
+    series = fma(series, z, _L9)
+    series = fma(series, z, _L7)
+    series = fma(series, z, _L5)
+    series = fma(series, z, _L3)
+    series = fma(series, z, 1.0)
     return -2.0 * (np.float64(e - bits) * _LN2 + 2.0 * s * series)
 
 
@@ -107,8 +132,23 @@ def unit_circle(word):
     f = (as_float(word & np.uint64(0x3FFFFFFF)) + 0.5) * (1.0 / 1073741824.0)
     t = (f - 0.5) * _HALF_PI
     z = t * t
-    sin_t = t * (1.0 + z * (_S3 + z * (_S5 + z * (_S7 + z * (_S9 + z * (_S11 + z * (_S13 + z * (_S15 + z * _S17))))))))
-    cos_t = 1.0 + z * (_C2 + z * (_C4 + z * (_C6 + z * (_C8 + z * (_C10 + z * (_C12 + z * (_C14 + z * _C16)))))))
+    sin_t = fma(_S17, z, _S15)  # Horner, one rounding per step
+    sin_t = fma(sin_t, z, _S13)
+    sin_t = fma(sin_t, z, _S11)
+    sin_t = fma(sin_t, z, _S9)
+    sin_t = fma(sin_t, z, _S7)
+    sin_t = fma(sin_t, z, _S5)
+    sin_t = fma(sin_t, z, _S3)
+    sin_t = fma(sin_t, z, 1.0)
+    sin_t = t * sin_t
+    cos_t = fma(_C16, z, _C14)  # Horner, one rounding per step
+    cos_t = fma(cos_t, z, _C12)
+    cos_t = fma(cos_t, z, _C10)
+    cos_t = fma(cos_t, z, _C8)
+    cos_t = fma(cos_t, z, _C6)
+    cos_t = fma(cos_t, z, _C4)
+    cos_t = fma(cos_t, z, _C2)
+    cos_t = fma(cos_t, z, 1.0)
     x = (cos_t - sin_t) * _SQRT_HALF
     y = (cos_t + sin_t) * _SQRT_HALF
     odd = (quadrant & np.uint64(1)) != 0
@@ -134,10 +174,19 @@ def _float32_bits(typingctx, value):
 
 
 @numba.njit(**RANDOM_OPTIONS)
+def _float32_of_word(word):
+    """A 32-bit word as a float32, rounded once: its two 16-bit halves converted as int32 (a
+    conversion every vector unit has; uint32 -> float32 is not one)."""
+    high = np.float32(np.int32(word >> np.uint64(16)))
+    low = np.float32(np.int32(word & np.uint64(0xFFFF)))
+    return high * _F32(65536.0) + low
+
+
+@numba.njit(**RANDOM_OPTIONS)
 def minus_two_log_uniform32(k):
     """``-2 ln u`` for ``u = (k + 1/2) 2^-32``, ``k`` a 32-bit integer, in float32 arithmetic
-    (``k + 1/2`` rounded once to float32's 24 bits; the series to its fourth odd term)."""
-    y = np.float32(as_float(k) + 0.5)
+    (``k + 1/2`` rounded to float32's 24 bits; the series to its fourth odd term)."""
+    y = _float32_of_word(k) + _F32(0.5)
     word = _float32_bits(y)
     e = ((word >> 23) & 0xFF) - 127
     m = _float32_from_bits((word & 0x7FFFFF) | 0x3F800000)
@@ -146,19 +195,30 @@ def minus_two_log_uniform32(k):
     e = e + 1 if big else e
     s = (m - _F32(1.0)) / (m + _F32(1.0))
     z = s * s
-    series = _F32(1.0) + z * (_L3_32 + z * (_L5_32 + z * (_L7_32 + z * _L9_32)))
-    return _F32(-2.0) * (_F32(e - 32) * _F32(_LN2) + _F32(2.0) * s * series)
+    series = fma(_L9_32, z, _L7_32)  # Horner, one rounding per step
+    series = fma(series, z, _L5_32)
+    series = fma(series, z, _L3_32)
+    series = fma(series, z, _F32(1.0))
+    return _F32(-2.0) * (np.float32(np.int32(e - 32)) * _F32(_LN2) + _F32(2.0) * s * series)
 
 
 @numba.njit(**RANDOM_OPTIONS)
 def unit_circle32(word):
     """:func:`unit_circle` in float32 arithmetic (23 bits of angle within the quadrant)."""
     quadrant = word >> np.uint64(30)
-    f = _F32(as_float((word >> np.uint64(7)) & np.uint64(0x7FFFFF))) * _F32(1.0 / 8388608.0) + _F32(0.5 / 8388608.0)
+    f = np.float32(np.int32((word >> np.uint64(7)) & np.uint64(0x7FFFFF))) * _F32(1.0 / 8388608.0) + _F32(0.5 / 8388608.0)
     t = (f - _F32(0.5)) * _F32(_HALF_PI)
     z = t * t
-    sin_t = t * (_F32(1.0) + z * (_S3_32 + z * (_S5_32 + z * (_S7_32 + z * _S9_32))))
-    cos_t = _F32(1.0) + z * (_C2_32 + z * (_C4_32 + z * (_C6_32 + z * (_C8_32 + z * _C10_32))))
+    sin_t = fma(_S9_32, z, _S7_32)  # Horner, one rounding per step
+    sin_t = fma(sin_t, z, _S5_32)
+    sin_t = fma(sin_t, z, _S3_32)
+    sin_t = fma(sin_t, z, _F32(1.0))
+    sin_t = t * sin_t
+    cos_t = fma(_C10_32, z, _C8_32)  # Horner, one rounding per step
+    cos_t = fma(cos_t, z, _C6_32)
+    cos_t = fma(cos_t, z, _C4_32)
+    cos_t = fma(cos_t, z, _C2_32)
+    cos_t = fma(cos_t, z, _F32(1.0))
     x = (cos_t - sin_t) * _F32(_SQRT_HALF)
     y = (cos_t + sin_t) * _F32(_SQRT_HALF)
     odd = (quadrant & np.uint64(1)) != 0

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._progress import Progress
 from .._info import BLAS_PINS
-from .._runtime import USER_WAIT_POLICY
+from .._runtime import USER_BLAS_TIMEOUT, USER_WAIT_POLICY
 from .backends import PEERS
 from .timing import burst_calls, time_burst
 from .workload import step_products
@@ -134,7 +134,8 @@ class _Worker:
         if name in PEERS:
             # A peer runs with its users' OpenMP setting, not the PASSIVE that importing
             # mtrl_fast sets: PyTorch's own step is faster with libgomp's default spinning.
-            changes.update(OMP_WAIT_POLICY=USER_WAIT_POLICY, MTRL_FAST_SET_WAIT_POLICY="0")
+            changes.update(OMP_WAIT_POLICY=USER_WAIT_POLICY, OPENBLAS_THREAD_TIMEOUT=USER_BLAS_TIMEOUT,
+                           MTRL_FAST_SET_WAIT_POLICY="0")
         with _environment(changes):  # the spawned child copies os.environ when it starts
             self.process.start()
 

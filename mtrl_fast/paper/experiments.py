@@ -20,7 +20,7 @@ import numpy as np
 
 from .._info import available_memory, blas_in_use
 from .._progress import Progress
-from . import engines, store
+from . import clock, engines, store
 from .metrics import probe_accuracy
 from .tasks import make_task_family
 from .train import GROUP_TASKS, PretrainConfig, initial_layer, oracle_layer, pretrain, task_bytes, task_shards
@@ -182,8 +182,9 @@ def run_cell(cell, grid, memory_budget=None, map_shards=None):
         for name in FEATURES:
             # The same new tasks and samples for every kind of features: a paired comparison.
             probe_rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, n_new, 2])
-            accuracy = probe_accuracy(*layers[name], family, n_new, probe_rng, n_test=grid.n_test,
-                                      new_tasks=grid.probe_tasks)
+            with clock.part("probe"):
+                accuracy = probe_accuracy(*layers[name], family, n_new, probe_rng, n_test=grid.n_test,
+                                          new_tasks=grid.probe_tasks)
             records.append({"d": cell.d, "n_new": n_new, "features": name, "seed": cell.seed,
                             "accuracy": accuracy})
     return records
@@ -262,11 +263,12 @@ def _compute(cell, grid, threads=1, memory_budget=None, map_shards=None):
     from .. import num_threads
 
     start = time.perf_counter()
-    with num_threads(threads):
+    with num_threads(threads), clock.recording() as timed:
         records = run_cell(cell, grid, memory_budget, map_shards)
+    seconds = time.perf_counter() - start
     return {"cell": asdict(cell), "fingerprint": fingerprint(cell, grid), "settings": _settings_of(cell, grid),
-            "seconds": time.perf_counter() - start, "threads": threads, "blas": blas_in_use(),
-            "memory_budget": memory_budget, "records": records}
+            "seconds": seconds, "parts": clock.with_other(timed.parts, seconds), "threads": threads,
+            "blas": blas_in_use(), "memory_budget": memory_budget, "records": records}
 
 
 def _store(out, cell, payload):
@@ -317,7 +319,7 @@ def run_grid(grid, out, jobs=1, progress=True, threads=1, memory_budget=None, sc
         Another run is writing into ``out``.
     """
     with _session(out, scheduler, scheduler_file) as client:
-        return _run_cells(grid, Path(out), jobs, progress, threads, memory_budget, client)
+        return _run_cells(grid, Path(out), jobs, progress, threads, memory_budget, client)[0]
 
 
 @contextmanager
@@ -336,10 +338,12 @@ def _session(out, scheduler, scheduler_file):
 
 
 def _run_cells(grid, out, jobs, progress, threads, memory_budget, client):
-    """``run_grid``'s work, with the lock on ``out`` and the signal handling already in place."""
+    """``run_grid``'s work, with the lock on ``out`` and the signal handling already in place;
+    returns its records and the cells' profile (see :func:`profile`)."""
     store.clean_up_after_killed_runs(out)
     cells = plan(grid)
     results = {cell: load_cell(out, cell, grid) for cell in cells}
+    timings = {cell: _stored_timing(out, cell) for cell in cells if results[cell] is not None}
     todo = [cell for cell in cells if results[cell] is None]
     bar = Progress(len(todo), enabled=progress)
     if progress:
@@ -358,6 +362,7 @@ def _run_cells(grid, out, jobs, progress, threads, memory_budget, client):
             for cell, payload in engine:
                 _store(out, cell, payload)
                 results[cell] = payload["records"]
+                timings[cell] = (payload["seconds"], payload["parts"])
                 bar.step(f"{cell.key} ({payload['seconds']:.1f}s)")
     except (engines.WorkerDied, engines.ClusterError) as error:
         raise type(error)(f"{error}; every finished cell is stored in {out / 'cells'}: run the same command "
@@ -366,7 +371,24 @@ def _run_cells(grid, out, jobs, progress, threads, memory_budget, client):
     gathered = {"recovery": [], "downstream": []}
     for cell in cells:
         gathered[cell.study].extend(results[cell])
-    return gathered
+    return gathered, profile(timings.values())
+
+
+def _stored_timing(out, cell):
+    """``(seconds, parts)`` a stored cell recorded, or ``None`` (a cell stored without them)."""
+    try:
+        stored = json.loads(_cell_path(out, cell).read_text(encoding="utf-8"))
+        return float(stored["seconds"]), {name: float(v) for name, v in stored["parts"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def profile(timings):
+    """Where the cells' time went: ``{"cells", "seconds", "parts": {part: seconds}}`` summed over
+    the ``(seconds, parts)`` of each cell that recorded them (see ``mtrl_fast.paper.clock``)."""
+    known = [timing for timing in timings if timing is not None]
+    parts = {name: sum(timing[1].get(name, 0.0) for timing in known) for name in clock.PARTS}
+    return {"cells": len(known), "seconds": sum(timing[0] for timing in known), "parts": parts}
 
 
 def reproduce(grid, out, jobs=1, progress=True, threads=1, memory_budget=None, scheduler=None, scheduler_file=None):
@@ -383,5 +405,5 @@ def reproduce(grid, out, jobs=1, progress=True, threads=1, memory_budget=None, s
     from . import report
 
     with _session(out, scheduler, scheduler_file) as client:
-        results = _run_cells(grid, Path(out), jobs, progress, threads, memory_budget, client)
-        return report.write_outputs(results, grid, Path(out))
+        results, timing = _run_cells(grid, Path(out), jobs, progress, threads, memory_budget, client)
+        return report.write_outputs(results, grid, Path(out), profile=timing)

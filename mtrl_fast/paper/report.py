@@ -215,7 +215,7 @@ def claims_table(rows):
                             for r in rows])
 
 
-def _report(results, grid, rows, figures):
+def _report(results, grid, rows, figures, profile=None):
     recovery, downstream = results["recovery"], results["downstream"]
     cfg = grid.pretrain
     parts = [
@@ -256,15 +256,30 @@ def _report(results, grid, rows, figures):
         parts.append(figures)
     else:
         parts += [f"![{name}]({name})" for name in figures]
+    if profile is not None and profile["cells"]:
+        parts += ["", f"## Where the time went ({profile['cells']} cells, summed)", "",
+                  "Sampling draws the inputs and their labels (one compiled pass); the kernels are the head and "
+                  "first-layer steps; the metrics, the subspace distance and energy; the probe, the downstream "
+                  "study's ridge probes.", "", profile_table(profile)]
     return "\n".join(parts) + "\n"
 
 
-def write_outputs(results, grid, out):
+def profile_table(timing):
+    """A Markdown table of where the cells' time went (``experiments.profile``)."""
+    total = timing["seconds"] or 1.0
+    rows = [[name, f"{seconds:.1f}", f"{100 * seconds / total:.0f}%"] for name, seconds in timing["parts"].items()]
+    rows.append(["all", f"{timing['seconds']:.1f}", "100%"])
+    return _markdown_table(["part", "seconds", "share"], rows)
+
+
+def write_outputs(results, grid, out, profile=None):
     """Write results.json, recovery.csv, downstream.csv, the figures and report.md into ``out``.
 
     All or nothing: the files are written as a new set and published together only when every
     one was written (``store.output_set``), so a failure (a full disk, a stop) leaves the
     previous set whole, and a reader never sees files of two runs side by side.
+
+    ``profile`` (``experiments.profile``) adds where the cells' time went.
 
     Returns
     -------
@@ -274,10 +289,12 @@ def write_outputs(results, grid, out):
     rows = claims(results, grid)
     document = {"config": grid.to_dict(), "recovery": results["recovery"], "downstream": results["downstream"],
                 "claims": rows}
+    if profile is not None:
+        document["profile"] = profile
     with store.output_set(out) as stage:
         stage("results.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
         stage("recovery.csv").write_text(_csv(results["recovery"], RECOVERY_FIELDS), encoding="utf-8")
         stage("downstream.csv").write_text(_csv(results["downstream"], DOWNSTREAM_FIELDS), encoding="utf-8")
         figures = _figures(results, grid, stage)
-        stage("report.md").write_text(_report(results, grid, rows, figures), encoding="utf-8")
+        stage("report.md").write_text(_report(results, grid, rows, figures, profile), encoding="utf-8")
     return rows

@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 from .._kernels._jit import _LazyKernel
-from .._kernels._random import (derive_key, minus_two_log_uniform, minus_two_log_uniform32, philox, unit_circle,
+from .._kernels._random import (derive_key, fma, minus_two_log_uniform, minus_two_log_uniform32, philox, unit_circle,
                                 unit_circle32)
 
 #: Rows one parallel work item draws, side by side in the vector lanes.
@@ -29,44 +29,50 @@ _OPTIONS = dict(error_model="numpy", cache=True, nogil=True)  # no fastmath: the
 @numba.njit(**_OPTIONS)
 def _draw_rows(k0, k1, row0, rows, Xt):
     """The normals of rows ``row0 .. row0 + rows - 1``, transposed: ``Xt[j, i]`` is column ``j`` of
-    row ``row0 + i``. The loops run over the rows innermost, so that they vectorise (each lane its
-    own row's counter) and the projection below adds a row's terms in column order."""
+    row ``row0 + i``. The rows run innermost, so that the loop vectorises with one row per lane."""
     zero = np.uint64(0)
     stream = np.uint64(INPUTS)
     if Xt.itemsize == 4:  # four float32 normals per Philox block, from 32-bit uniforms
         for block in range(Xt.shape[0] // 4):
             c0 = np.uint64(block)
+            j = 4 * block
             for i in range(rows):
                 w0, w1, w2, w3 = philox(c0, np.uint64(row0 + i), stream, zero, k0, k1)
                 radius = np.sqrt(minus_two_log_uniform32(w0))
                 c, s = unit_circle32(w1)
-                Xt[4 * block, i] = radius * c
-                Xt[4 * block + 1, i] = radius * s
+                Xt[j, i] = radius * c
+                Xt[j + 1, i] = radius * s
                 radius = np.sqrt(minus_two_log_uniform32(w2))
                 c, s = unit_circle32(w3)
-                Xt[4 * block + 2, i] = radius * c
-                Xt[4 * block + 3, i] = radius * s
+                Xt[j + 2, i] = radius * c
+                Xt[j + 3, i] = radius * s
     else:  # two float64 normals per block, from a 52-bit uniform for the radius
         for block in range(Xt.shape[0] // 2):
             c0 = np.uint64(block)
+            j = 2 * block
             for i in range(rows):
                 w0, w1, w2, _ = philox(c0, np.uint64(row0 + i), stream, zero, k0, k1)
                 radius = np.sqrt(minus_two_log_uniform((w0 << np.uint64(20)) | (w1 >> np.uint64(12)), 52))
                 c, s = unit_circle(w2)
-                Xt[2 * block, i] = radius * c
-                Xt[2 * block + 1, i] = radius * s
+                Xt[j, i] = radius * c
+                Xt[j + 1, i] = radius * s
 
 
 @numba.njit(**_OPTIONS)
-def _project(Xt, rows, d, Mt, P):
-    """``P[k, i] = sum_j Mt[k, j] Xt[j, i]`` in float64, each sum in column order (the same bits on
-    every machine: the vector lanes are rows, never parts of one sum)."""
+def _project(Xt, rows, Mp, P):
+    """``P[k, i] = sum_j Xt[j, i] Mp[j, k]`` in float64, added in column order, one rounding per
+    term. The rows are the vector lanes, so no sum is ever split across lanes and every machine
+    adds in the same order; four columns per pass keep ``P`` in registers. ``Mp`` has zero rows
+    past ``d`` (a row's last, partial Philox block), which add nothing."""
     P[:, :rows] = 0.0
-    for j in range(d):
-        for k in range(Mt.shape[0]):
-            m = Mt[k, j]
+    for j in range(0, Xt.shape[0], 4):
+        for k in range(P.shape[0]):
+            m0, m1, m2, m3 = Mp[j, k], Mp[j + 1, k], Mp[j + 2, k], Mp[j + 3, k]
             for i in range(rows):
-                P[k, i] += np.float64(Xt[j, i]) * m
+                total = fma(np.float64(Xt[j, i]), m0, P[k, i])
+                total = fma(np.float64(Xt[j + 1, i]), m1, total)
+                total = fma(np.float64(Xt[j + 2, i]), m2, total)
+                P[k, i] = fma(np.float64(Xt[j + 3, i]), m3, total)
 
 
 @numba.njit(**_OPTIONS)
@@ -99,7 +105,7 @@ def _store_rows(Xt, rows, X):
             X[i, j] = Xt[j, i]
 
 
-def _per_task(keys, X, Y, Mt, V, B, noise):
+def _per_task(keys, X, Y, Mp, V, B, noise):
     count, n, d = X.shape
     blocks = (n + ROW_BLOCK - 1) // ROW_BLOCK
     for item in numba.prange(count * blocks):
@@ -108,24 +114,24 @@ def _per_task(keys, X, Y, Mt, V, B, noise):
         rows = min(ROW_BLOCK, n - first)
         k0, k1 = keys[t, 0], keys[t, 1]
         Xt = np.empty((4 * ((d + 3) // 4), ROW_BLOCK), dtype=X.dtype)
-        P = np.empty((Mt.shape[0], ROW_BLOCK))
+        P = np.empty((Mp.shape[1], ROW_BLOCK))
         _draw_rows(k0, k1, first, rows, Xt)
-        _project(Xt, rows, d, Mt, P)
+        _project(Xt, rows, Mp, P)
         for i in range(rows):
             Y[t, first + i] = _label(P[:, i], V[t], B, noise, k0, k1, first + i)
         _store_rows(Xt, rows, X[t, first:first + rows])
 
 
-def _shared(key, keys, X, Y, Mt, V, B, noise):
+def _shared(key, keys, X, Y, Mp, V, B, noise):
     n, d = X.shape
     blocks = (n + ROW_BLOCK - 1) // ROW_BLOCK
     for item in numba.prange(blocks):
         first = item * ROW_BLOCK
         rows = min(ROW_BLOCK, n - first)
         Xt = np.empty((4 * ((d + 3) // 4), ROW_BLOCK), dtype=X.dtype)
-        P = np.empty((Mt.shape[0], ROW_BLOCK))
+        P = np.empty((Mp.shape[1], ROW_BLOCK))
         _draw_rows(key[0], key[1], first, rows, Xt)
-        _project(Xt, rows, d, Mt, P)
+        _project(Xt, rows, Mp, P)
         for i in range(rows):
             for t in range(Y.shape[0]):
                 Y[t, first + i] = _label(P[:, i], V[t], B, noise, keys[t, 0], keys[t, 1], first + i)
@@ -168,7 +174,7 @@ def task_keys(key, first, count):
     return _derive_keys(*(np.uint64(w) for w in words), np.uint64(first), count)
 
 
-def draw(M, V, B, noise, first, count, n, key, shared, dtype):
+def draw(M, V, B, noise, first, count, n, key, shared, dtype, out=None):
     """Inputs and labels of tasks ``first .. first + count - 1`` (``V`` holds their rows).
 
     Parameters
@@ -187,6 +193,9 @@ def draw(M, V, B, noise, first, count, n, key, shared, dtype):
     shared : bool
         One ``X (n, d)`` labelled by every task, else ``X (count, n, d)``.
     dtype : float32 or float64
+    out : (ndarray, ndarray), optional
+        ``(X, Y)`` to write into, of the shapes and dtype returned (a reused buffer: no fresh
+        pages to fault in).
 
     Returns
     -------
@@ -196,14 +205,20 @@ def draw(M, V, B, noise, first, count, n, key, shared, dtype):
     dtype = np.dtype(dtype)
     d = M.shape[0]
     keys, shared_key = task_keys(key, first, count)
-    Mt = np.ascontiguousarray(M.T, dtype=np.float64)
+    Mp = np.zeros((4 * ((d + 3) // 4), M.shape[1]))  # M, with zero rows up to whole Philox blocks
+    Mp[:d] = M
     V = np.ascontiguousarray(V, dtype=np.float64)
     B = np.zeros((0, M.shape[1])) if B is None else np.ascontiguousarray(B, dtype=np.float64)
-    Y = np.empty((count, n), dtype=dtype)
-    if shared:
-        X = np.empty((n, d), dtype=dtype)
-        _shared_kernel(shared_key, keys, X, Y, Mt, V, B, float(noise))
+    x_shape = (n, d) if shared else (count, n, d)
+    if out is None:
+        X, Y = np.empty(x_shape, dtype=dtype), np.empty((count, n), dtype=dtype)
     else:
-        X = np.empty((count, n, d), dtype=dtype)
-        _per_task_kernel(keys, X, Y, Mt, V, B, float(noise))
+        X, Y = out
+        if X.shape != x_shape or Y.shape != (count, n) or X.dtype != dtype or Y.dtype != dtype \
+                or not (X.flags.c_contiguous and Y.flags.c_contiguous):
+            raise ValueError(f"out must be C-contiguous {dtype} arrays of shapes {x_shape} and {(count, n)}")
+    if shared:
+        _shared_kernel(shared_key, keys, X, Y, Mp, V, B, float(noise))
+    else:
+        _per_task_kernel(keys, X, Y, Mp, V, B, float(noise))
     return X, Y

@@ -94,7 +94,7 @@ class TaskFamily:
             Y = np.where(rng.random(Y.shape) < self.noise, -Y, Y)
         return X.astype(dtype), Y.astype(dtype)
 
-    def sample_tasks(self, first, count, n, key, layout=PER_TASK, dtype=np.float32):
+    def sample_tasks(self, first, count, n, key, layout=PER_TASK, dtype=np.float32, out=None):
         """Fresh samples of tasks ``first .. first + count - 1``, drawn by compiled parallel kernels.
 
         Every input is a normal from a counter-based generator (Philox4x32-10) keyed by ``key``
@@ -102,7 +102,7 @@ class TaskFamily:
         same pass (:mod:`mtrl_fast.paper.sampling`): a task's data are the same whichever tasks
         are drawn with it, on any thread count or machine, so a batch can be drawn in shards,
         where it is used. ``key`` is ``(seed0, seed1, round, phase)``, four integers in
-        ``[0, 2**32)``.
+        ``[0, 2**32)``. ``out``, ``(X, Y)`` of the returned shapes, is written into and returned.
 
         Returns
         -------
@@ -114,7 +114,7 @@ class TaskFamily:
         from .sampling import draw
 
         return draw(self.M, self.V[first:first + count], self.B, self.noise, first, count, n, key,
-                    layout != PER_TASK, dtype)
+                    layout != PER_TASK, dtype, out)
 
     def with_tasks(self, V):
         """The same ground truth with other task vectors ``V (T', ...)``: new tasks, same ``M``."""

@@ -10,6 +10,7 @@ from typing import List, Optional
 import numpy as np
 
 from .. import loss_and_grad, rounds
+from . import clock
 from ..losses import DTYPES, LAYOUTS, PER_TASK, loss_id
 from .metrics import energy_outside, subspace_distance
 from .tasks import unit_vectors
@@ -152,28 +153,63 @@ def shard_round(family, config, key, shard, W, b, A):
     """One round's work for the tasks of one shard, on samples drawn here (``sample_tasks``).
 
     Takes the shard's heads ``A (count, m)`` through ``head_steps`` steps (they need nothing from
-    other tasks), then returns ``(A, groups)``: the new heads, and for each group of
+    other tasks), then returns ``(A, groups, parts)``: the new heads, for each group of
     :data:`GROUP_TASKS` tasks in the shard ``(value, gW, gb)``, the objective and first-layer
-    gradients of the group's own mean loss on fresh samples.
+    gradients of the group's own mean loss on fresh samples, and the seconds spent sampling and
+    in the kernels (``clock`` parts).
     """
     first, count = shard
     n = config.samples(family.d)
     A = A.copy()
-    X, Y = family.sample_tasks(first, count, n, list(key) + [0], config.layout, config.dtype)
-    for start, size in task_groups(first, count):
-        rows = slice(start - first, start - first + size)
-        # The shared layout's one X is labelled by all tasks; the per-task one holds each task's own.
-        rounds.step_heads(X if config.layout != PER_TASK else X[rows], Y[rows], W, b, A[rows], loss=config.loss,
-                          steps=config.head_steps, lr=config.head_lr)
-    del X, Y  # one phase's samples at a time
-    X, Y = family.sample_tasks(first, count, n, list(key) + [1], config.layout, config.dtype)
+    with clock.recording() as timed:  # returned: the shard may run in another process
+        if config.layout == PER_TASK:
+            groups = _per_task_groups(family, config, key, shard, W, b, A, n)
+        else:
+            groups = _shared_groups(family, config, key, shard, W, b, A, n)
+    return A, groups, timed.parts
+
+
+def _per_task_groups(family, config, key, shard, W, b, A, n):
+    """Each group's own samples, drawn into one reused buffer (no fresh pages per group): its
+    heads' steps, then its first-layer gradient on fresh samples."""
+    first, count = shard
+    size = min(GROUP_TASKS, count)
+    buffer = (np.empty((size, n, family.d), dtype=config.dtype), np.empty((size, n), dtype=config.dtype))
     groups = []
     for start, size in task_groups(first, count):
         rows = slice(start - first, start - first + size)
-        value, grads = loss_and_grad(X if config.layout != PER_TASK else X[rows], Y[rows], W, b, A[rows],
-                                     config.loss, check_finite=False)
+        out = (buffer[0][:size], buffer[1][:size])
+        with clock.part("sampling"):
+            X, Y = family.sample_tasks(start, size, n, list(key) + [0], PER_TASK, config.dtype, out=out)
+        with clock.part("kernels"):
+            rounds.step_heads(X, Y, W, b, A[rows], loss=config.loss, steps=config.head_steps, lr=config.head_lr)
+        with clock.part("sampling"):
+            X, Y = family.sample_tasks(start, size, n, list(key) + [1], PER_TASK, config.dtype, out=out)
+        with clock.part("kernels"):
+            value, grads = loss_and_grad(X, Y, W, b, A[rows], config.loss, check_finite=False)
         groups.append((value, grads.W, grads.b))
-    return A, groups
+    return groups
+
+
+def _shared_groups(family, config, key, shard, W, b, A, n):
+    """The shared layout: one ``X`` per phase, labelled by every task of the shard; the steps by group."""
+    first, count = shard
+    with clock.part("sampling"):
+        X, Y = family.sample_tasks(first, count, n, list(key) + [0], config.layout, config.dtype)
+    with clock.part("kernels"):
+        for start, size in task_groups(first, count):
+            rows = slice(start - first, start - first + size)
+            rounds.step_heads(X, Y[rows], W, b, A[rows], loss=config.loss, steps=config.head_steps,
+                              lr=config.head_lr)
+    with clock.part("sampling"):
+        X, Y = family.sample_tasks(first, count, n, list(key) + [1], config.layout, config.dtype)
+    groups = []
+    with clock.part("kernels"):
+        for start, size in task_groups(first, count):
+            rows = slice(start - first, start - first + size)
+            value, grads = loss_and_grad(X, Y[rows], W, b, A[rows], config.loss, check_finite=False)
+            groups.append((value, grads.W, grads.b))
+    return groups
 
 
 def _in_process(function, argument_lists):
@@ -229,7 +265,8 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
         work = partial(shard_round, family, config, seed + [round_index])
         results = map_shards(work, [((first, count), W, b, A[first:first + count]) for first, count in shards])
         value, gW, gb = 0.0, np.zeros_like(W), None if b is None else np.zeros_like(b)
-        for (first, count), (heads, groups) in zip(shards, results):
+        for (first, count), (heads, groups, parts) in zip(shards, results):
+            clock.add_parts(parts)
             A[first:first + count] = heads
             for (_, size), (group_value, group_gW, group_gb) in zip(task_groups(first, count), groups):
                 weight = dtype.type(size / family.T)  # the group's share of the task average
@@ -240,10 +277,11 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
         rounds.update_first_layer(W, b, gW, gb, lr=config.lr, weight_decay=config.weight_decay)
         if not np.isfinite(W).all():
             raise FloatingPointError(f"training diverged in round {round_index}: lower lr or head_lr")
-        history.append({
-            "round": round_index,
-            "loss": value,
-            "subspace_distance": subspace_distance(W, family.M),
-            "energy_outside": energy_outside(W, family.M),
-        })
+        with clock.part("metrics"):
+            history.append({
+                "round": round_index,
+                "loss": value,
+                "subspace_distance": subspace_distance(W, family.M),
+                "energy_outside": energy_outside(W, family.M),
+            })
     return Pretrained(W=W, b=b, A=A, history=history)

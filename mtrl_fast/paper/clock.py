@@ -1,0 +1,72 @@
+"""Where a cell's time goes: sampling (inputs and labels, one pass), the kernels (head and
+first-layer steps), the metrics and the downstream probe.
+
+A :class:`Clock` is made current for a block with :func:`recording`; code anywhere below times its
+part with :func:`part`, which costs nothing when no clock is recording. A shard, which may run in
+another process, records on a clock of its own (the caller's is set aside meanwhile) and returns
+its parts, which the caller adds to its own clock: every second is counted once.
+"""
+import threading
+import time
+from contextlib import contextmanager
+from typing import Dict, Iterator
+
+#: The parts, in report order; whatever a cell spends elsewhere is ``other``.
+PARTS = ("sampling", "kernels", "metrics", "probe", "other")
+
+_state = threading.local()
+
+
+class Clock:
+    """Seconds spent in each part."""
+
+    def __init__(self):
+        self.parts: Dict[str, float] = {}
+
+    def add(self, name, seconds):
+        self.parts[name] = self.parts.get(name, 0.0) + seconds
+
+    def add_parts(self, parts):
+        for name, seconds in parts.items():
+            self.add(name, seconds)
+
+
+@contextmanager
+def recording() -> Iterator[Clock]:
+    """Make a new :class:`Clock` the current one for the block (in this thread), setting aside the
+    one that was current until the block ends."""
+    clock = Clock()
+    outer = getattr(_state, "clock", None)
+    _state.clock = clock
+    try:
+        yield clock
+    finally:
+        _state.clock = outer
+
+
+@contextmanager
+def part(name):
+    """Count the block's time towards ``name`` on the current clock (none: nothing to do)."""
+    current = getattr(_state, "clock", None)
+    if current is None:
+        yield
+        return
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        current.add(name, time.perf_counter() - start)
+
+
+def add_parts(parts):
+    """Add parts recorded elsewhere (a shard's) to the current clock."""
+    current = getattr(_state, "clock", None)
+    if current is not None:
+        current.add_parts(parts)
+
+
+def with_other(parts, total):
+    """``parts`` in :data:`PARTS` order, with ``other`` = ``total`` less the named parts."""
+    named = {name: parts.get(name, 0.0) for name in PARTS if name != "other"}
+    named["other"] = max(0.0, total - sum(named.values()))
+    return named
