@@ -66,7 +66,53 @@ def _cmd_step(args):
     return 0
 
 
+def _cmd_bench_cell(args):
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from mtrl_fast.bench.backends import get
+    from mtrl_fast.bench.cell import CELL_BACKENDS, CellSpec, run_cell_benchmark
+    from mtrl_fast.bench.output import environment
+
+    d, T = args.cell
+    names = []
+    for name in (name for name in args.backends if name in CELL_BACKENDS):
+        available, why = get(name).available()
+        if available:
+            names.append(name)
+        else:
+            print(f"mtrl-fast bench: skipping {name}: {why}", file=sys.stderr)
+    threads = args.threads or os.cpu_count() or 1
+    repeat = args.repeat or 3
+    spec = CellSpec(d=d, T=T)
+    env = environment(names)
+    print(f"a paper cell (d = {d}, T = {T}, n = {spec.n}, width {spec.width}, one round), "
+          f"{len(names)} implementations x {repeat} alternating runs, {threads} threads each", file=sys.stderr)
+    results = run_cell_benchmark(spec, tuple(names), threads=threads, repeat=repeat, native_blas=args.native_blas,
+                                 log=lambda text: print(text, file=sys.stderr))
+    ours = np.median(results["numba"]["seconds"]) if "numba" in results else None
+    lines = [f"# {env['date']}  {env['cpu']}, {env['cores']} cores, {threads} threads, BLAS {env['blas']}",
+             "# " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+             f"{'implementation':<16} {'median s':>9} {'min s':>8} {'distance':>9} {'ours faster by':>15}"]
+    for name, result in results.items():
+        median = np.median(result["seconds"])
+        lines.append(f"{name:<16} {median:9.2f} {min(result['seconds']):8.2f} {np.mean(result['distance']):9.4f} "
+                     f"{'' if ours is None else f'{median / ours:14.2f}x':>15}")
+    table = "\n".join(lines)
+    print(table)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "cell.json").write_text(json.dumps({"spec": vars(spec), "environment": env, "threads": threads,
+                                                           "results": results}, indent=1), encoding="utf-8")
+    print(f"\nwritten: {args.out}/cell.json")
+    return 0
+
+
 def _cmd_bench(args):
+    if args.cell:
+        return _cmd_bench_cell(args)
+    args.repeat = args.repeat or 7
     from mtrl_fast.bench.output import environment, write_outputs
     from mtrl_fast.bench.runner import run_benchmarks, worker_blas
     from mtrl_fast.bench.workload import TARGET_POINTS, Point, make_grid
@@ -88,6 +134,14 @@ def _cmd_bench(args):
     print(write_outputs(rows, env, points, args.out))
     print(f"\nwritten: {args.out}/bench.json, bench.csv, table.txt, throughput-*.png")
     return 0
+
+
+def _cell_size(text):
+    """``400,1000`` -> (d, T)."""
+    values = types.positive_ints(text)
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected D,T such as 400,1000, got {text!r}")
+    return values
 
 
 def _shapes(text):
@@ -207,7 +261,10 @@ def build_parser():
     bench.add_argument("--backends", type=types.choices(BACKENDS), default=("numba", "numpy", "torch", "jax"),
                        help=f"comma-separated, from {', '.join(BACKENDS)}")
     bench.add_argument("--threads", type=types.thread_count, help="threads per backend (default: all cores)")
-    bench.add_argument("--repeat", type=types.positive_int, default=7, help="alternating rounds per shape")
+    bench.add_argument("--repeat", type=types.positive_int,
+                       help="alternating rounds per shape (default 7; with --cell, runs per implementation, default 3)")
+    bench.add_argument("--cell", type=_cell_size, metavar="D,T",
+                       help="time a whole paper cell instead (sampling included: ours, PyTorch, JAX), e.g. 400,1000")
     bench.add_argument("--loss", choices=LOSSES, default="logistic")
     bench.add_argument("--round", action="store_true",
                        help="time a training round (a head step, then a first-layer step) instead of one step")

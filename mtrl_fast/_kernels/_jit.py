@@ -29,36 +29,47 @@ def signatures(signature):
     return [signature.format(f=f) for f in FLOAT_TYPES]
 
 
-def serial_helper(signature):
-    """A serial kernel typed for float32 and float64, compiled at import: other kernels call it,
-    and Numba must see it as a compiled function."""
-    return numba.njit(signatures(signature), nogil=True, **COMPILE_OPTIONS)
+def serial_helper(py_func):
+    """A serial kernel that other kernels call: compiled, for the types it is called with, when
+    the first kernel that calls it compiles (never at import)."""
+    return numba.njit(nogil=True, **COMPILE_OPTIONS)(py_func)
+
+
+def _float_type(args):
+    """The float type (``"float32"`` or ``"float64"``) of the first float array among ``args``."""
+    for arg in args:
+        dtype = getattr(arg, "dtype", None)
+        if dtype is not None and dtype.kind == "f" and getattr(arg, "ndim", 0) > 0:
+            return dtype.name
+    raise TypeError("a kernel needs a float32 or float64 array argument")
 
 
 class _LazyKernel:
-    """A kernel compiled (or loaded from Numba's disk cache) for all its signatures on first call.
+    """A kernel compiled (or loaded from Numba's disk cache) on first call, for the float type of
+    that call alone: ``signatures`` has one entry per float type, each naming it.
 
     Importing the package then costs nothing, a command can say that a first compilation is
-    under way, and code that never calls a kernel never compiles one.
+    under way, and a run compiles only what it uses (a float32 run, no float64 kernel).
     """
 
     def __init__(self, py_func, signature_list, options):
         self.py_func = py_func
-        self._signatures = signature_list
-        self._options = options
-        self._dispatcher = None
+        self._signatures = {f: next(sig for sig in signature_list if f in sig) for f in FLOAT_TYPES}
+        self._dispatcher = numba.njit(**options)(py_func)
+        self._compiled = set()
         self._lock = threading.Lock()
 
-    @property
-    def dispatcher(self):
-        if self._dispatcher is None:
+    def compile(self, float_type):
+        """Compile (or load from the cache) the ``float_type`` version, once."""
+        if float_type not in self._compiled:
             with self._lock:  # two threads' first calls compile once
-                if self._dispatcher is None:
-                    self._dispatcher = numba.njit(self._signatures, **self._options)(self.py_func)
-        return self._dispatcher
+                if float_type not in self._compiled:
+                    self._dispatcher.compile(self._signatures[float_type])
+                    self._compiled.add(float_type)
 
     def __call__(self, *args):
-        return self.dispatcher(*args)
+        self.compile(_float_type(args))
+        return self._dispatcher(*args)
 
 
 class Pass:

@@ -23,7 +23,7 @@ def loss_cost(loss, dtype):
     return 8 if dtype == np.float32 else 24
 
 
-@numba.njit(["UniTuple(float64, 2)(intp, float64, float64)"], inline="always", **_COMPILE_OPTIONS)
+@numba.njit(inline="always", **_COMPILE_OPTIONS)
 def _loss_value_and_slope64(loss, f, y):
     """Loss value and its derivative in ``f``, in float64 (see ``losses`` for the definitions)."""
     if loss == SQUARED:
@@ -49,7 +49,7 @@ def _loss_value_and_slope64(loss, f, y):
     return -y * f, -y  # CORRELATION
 
 
-@numba.njit(["UniTuple(float32, 2)(intp, float32, float32)"], inline="always", **_COMPILE_OPTIONS)
+@numba.njit(inline="always", **_COMPILE_OPTIONS)
 def _loss_value_and_slope32(loss, f, y):
     """``_loss_value_and_slope64`` in float32."""
     zero = np.float32(0.0)
@@ -93,8 +93,7 @@ def _loss_value_and_slope_compiled(loss, f, y):
     return lambda loss, f, y: _loss_value_and_slope64(loss, f, y)
 
 
-@numba.njit([f"{f}(intp, {f}[::1], {f}[::1], {f})" for f in ("float32", "float64")], inline="always",
-            **_COMPILE_OPTIONS)
+@numba.njit(inline="always", **_COMPILE_OPTIONS)
 def _loss_run(loss, F, Y, scale):
     """Sum of ``loss(F, Y)`` over a short run, in the arrays' precision; overwrites ``F`` with
     ``scale * loss'(F, Y)``. One vectorised loop: runs stay short (``_SUM_STRETCH``) so that a

@@ -39,7 +39,7 @@ _INV_LN2 = 1.44269504088896338700e+00
 _LN2 = 0.6931471805599453
 
 
-@numba.njit(["float64(float64)"], inline="always", **_COMPILE_OPTIONS)
+@numba.njit(inline="always", **_COMPILE_OPTIONS)
 def _exp_neg(x):
     """``exp(-x)`` for ``x >= 0`` to about 1e-15 relative, with no libm call.
 
@@ -71,7 +71,7 @@ def _exp_neg(x):
     return p * _float64_from_bits((half + 1023) << 52) * _float64_from_bits((np.int64(k) - half + 1023) << 52)
 
 
-@numba.njit(["float64(float64)"], inline="always", **_COMPILE_OPTIONS)
+@numba.njit(inline="always", **_COMPILE_OPTIONS)
 def _log1p_unit(e):
     """``log(1 + e)`` for ``0 <= e <= 1`` to about 1e-15 relative, with no libm call.
 
@@ -105,7 +105,7 @@ _INV_LN2_32 = np.float32(1.44269504)
 _LN2_32 = np.float32(0.6931472)
 
 
-@numba.njit(["float32(float32)"], inline="always", **_COMPILE_OPTIONS)
+@numba.njit(inline="always", **_COMPILE_OPTIONS)
 def _exp_neg32(x):
     """``exp(-x)`` for ``x >= 0`` in float32 to about 1e-7 relative (see ``_exp_neg``).
 
@@ -129,7 +129,7 @@ def _exp_neg32(x):
             * _float32_from_bits((ki - half + bias) << np.int32(23)))
 
 
-@numba.njit(["float32(float32)"], inline="always", **_COMPILE_OPTIONS)
+@numba.njit(inline="always", **_COMPILE_OPTIONS)
 def _log1p_unit32(e):
     """``log(1 + e)`` for ``0 <= e <= 1`` in float32 to about 1e-7 relative (see ``_log1p_unit``).
 

@@ -32,7 +32,7 @@ def chunk_count(rows):
     return max(1, min(_MAX_CHUNKS, rows // _MIN_CHUNK_ROWS))
 
 
-@serial_helper("void({f}[::1], {f}[::1])")
+@serial_helper
 def _add_into(target, source):
     """``target += source``, serially.
 
@@ -45,7 +45,7 @@ def _add_into(target, source):
 
 
 
-@numba.njit(["float64(float64[::1])"], **_COMPILE_OPTIONS)
+@serial_helper
 def _serial_sum(values):
     """Serial sum. ``values.sum()`` in a ``parallel=True`` function becomes a parallel reduction
     whose rounding depends on the thread count; this one rounds the same way whatever the count."""

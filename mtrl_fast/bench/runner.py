@@ -120,11 +120,11 @@ class _Worker:
     freed memory for reuse, which hides a step's allocations from the peak); they only measure
     memory, since that allocator setting slows every step a little."""
 
-    def __init__(self, name, threads, for_memory=False, native_blas=False):
+    def __init__(self, name, threads, for_memory=False, native_blas=False, target=_worker):
         self.name = name
         context = get_context("spawn")  # fork is unsafe once OpenMP or XLA threads exist
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_worker, args=(child, name, threads), daemon=True)
+        self.process = context.Process(target=target, args=(child, name, threads), daemon=True)
         changes = {}
         if for_memory:
             changes["MALLOC_MMAP_THRESHOLD_"] = str(128 * 1024)  # read by glibc when the child starts

@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 from contextlib import closing, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Optional, Tuple
@@ -350,6 +350,8 @@ def _run_cells(grid, out, jobs, progress, threads, memory_budget, client):
         print(f"{len(cells)} cells, {len(cells) - len(todo)} already done in {out}, {len(todo)} to run",
               file=bar.stream)
     compute = partial(_compute, grid=grid, threads=threads, memory_budget=memory_budget)
+    if client is None and jobs > 1 and len(todo) > 1:
+        warm_up(grid)  # here, once: the workers then load the kernels from the cache
     if client is not None:
         sharded = [cell for cell in todo if needs_shards(cell, grid, memory_budget)]
         engine = engines.on_cluster(client, compute, todo, sharded=sharded, threads=threads)
@@ -372,6 +374,15 @@ def _run_cells(grid, out, jobs, progress, threads, memory_budget, client):
     for cell in cells:
         gathered[cell.study].extend(results[cell])
     return gathered, profile(timings.values())
+
+
+def warm_up(grid):
+    """Compile (or load from Numba's disk cache) the kernels that ``grid``'s cells use, by running
+    a tiny cell of the same dtype, layout and loss here. Worker processes started after it load
+    the kernels from the cache instead of each compiling them at once."""
+    tiny = replace(grid, r=1, pretrain=replace(grid.pretrain, width=2, samples_per_task=4))
+    with clock.recording():  # not this run's time
+        run_cell(Cell("recovery", 2, 0, 2), tiny)
 
 
 def _stored_timing(out, cell):

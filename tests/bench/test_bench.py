@@ -256,3 +256,19 @@ def test_perf_gate_covers_more_than_one_setting_and_has_a_recorded_baseline():
     assert {"step", "checked", "heads", "forward"} <= kinds
     assert {point[1] for point in gate.POINTS} == {"float32", "float64"}
     assert {point[2] for point in gate.POINTS} == {"shared", "per-task"}
+
+
+def test_the_cell_benchmark_checks_agreement_then_times_each_implementation():
+    from mtrl_fast.bench.backends import get
+    from mtrl_fast.bench.cell import CELL_BACKENDS, CellSpec, check_agreement, run_cell_benchmark
+
+    names = tuple(name for name in CELL_BACKENDS if get(name).available()[0])
+    results = run_cell_benchmark(CellSpec(d=16, T=40, width=16), names, threads=1, repeat=2, log=lambda text: None)
+    assert set(results) == set(names)
+    for result in results.values():
+        assert len(result["seconds"]) == 2 and all(s > 0 for s in result["seconds"])
+        assert all(0.0 <= distance <= 1.0 for distance in result["distance"])
+    broken = {"numba": {"distance": [0.20, 0.22, 0.21]}, "torch": {"distance": [0.60, 0.62, 0.61]}}
+    with pytest.raises(RuntimeError, match="not the same computation"):
+        check_agreement(broken)
+    check_agreement({"numba": {"distance": [0.20, 0.22, 0.21]}, "torch": {"distance": [0.21, 0.20, 0.23]}})

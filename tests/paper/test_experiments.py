@@ -183,3 +183,32 @@ def test_the_downstream_claim_at_scale_needs_multi_task_kept_and_random_lost():
     assert not verdict(0.90, 0.58)  # random kept its accuracy
     small = report.claims({"recovery": [], "downstream": downstream(0.9, 0.5)}, replace(grid, downstream_d=(50, 400)))
     assert not any("keep their downstream accuracy" in r["claim"] for r in small)
+
+
+def test_each_cell_records_where_its_time_went_and_the_report_sums_it(tmp_path, capsys):
+    from mtrl_fast.paper.clock import PARTS
+
+    assert cli.main(["reproduce", "--out", str(tmp_path), "--d", "8", "--r", "2", "--tasks", "1,3", "--seeds", "1",
+                     "--width", "8", "--downstream-d", "8", "--n-new", "4", "--downstream-tasks", "3",
+                     "--samples-per-task", "20", "--no-progress", "--jobs", "1", "--profile"]) == 0
+    cell = json.loads(next((tmp_path / "cells").glob("downstream-*.json")).read_text())
+    assert list(cell["parts"]) == list(PARTS)
+    assert cell["parts"]["sampling"] > 0 and cell["parts"]["kernels"] > 0 and cell["parts"]["probe"] > 0
+    assert sum(cell["parts"].values()) == pytest.approx(cell["seconds"], rel=1e-6)
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert document["profile"]["cells"] == 3
+    assert "## Where the time went (3 cells, summed)" in (tmp_path / "report.md").read_text()
+    out = capsys.readouterr().out
+    assert "where the time went (3 cells, summed):" in out and "| sampling |" in out
+
+
+def test_a_pool_run_compiles_in_the_parent_first(tmp_path, monkeypatch):
+    """The workers load the kernels from the cache instead of all compiling them at once."""
+    calls = []
+    real = experiments.warm_up
+    monkeypatch.setattr(experiments, "warm_up", lambda grid: calls.append(grid) or real(grid))
+    small = replace(TINY, d=(8,), tasks=(1, 3), downstream_d=(), seeds=1)
+    run_grid(small, tmp_path / "pool", jobs=2, progress=False)
+    assert calls == [small]
+    run_grid(small, tmp_path / "serial", jobs=1, progress=False)
+    assert calls == [small]  # one process: nothing to warm up for
