@@ -327,9 +327,9 @@ def _note_first_compilation():
     from pathlib import Path
 
     cache = Path(os.environ.get("NUMBA_CACHE_DIR") or Path(__file__).parent / "_kernels" / "__pycache__")
-    # A parallel kernel's index file: the serial helpers compile at import, before this runs.
+    # A parallel kernel's index file, written when the kernels first compile.
     if not any(cache.glob("**/_passes.per_task_backward_block-*.nbi")):
-        print("mtrl-fast: compiling the kernels for float32 and float64 (first run only, about 30 s on 2 cores)...",
+        print("mtrl-fast: compiling the kernels the run uses (first run only, about 15 s on 2 cores)...",
               file=sys.stderr, flush=True)
 
 
