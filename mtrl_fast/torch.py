@@ -256,8 +256,9 @@ def _sequential_vmap(op):
     torch.library.register_vmap(op, rule)
 
 
-for _op in (_forward_op, _backward_op, _loss_op):
-    _sequential_vmap(_op)
+if hasattr(torch.library, "register_vmap"):  # PyTorch 2.5 and later; 2.4's vmap falls back to a loop too
+    for _op in (_forward_op, _backward_op, _loss_op):
+        _sequential_vmap(_op)
 
 
 def forward(X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor, *,

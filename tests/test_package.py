@@ -62,3 +62,13 @@ print(sorted({f for k in kernels for f in k._compiled}))
     before, after = result.stdout.strip().splitlines()
     assert before == "0 0"
     assert after == "['float32']"
+
+
+def test_the_package_pins_no_dependency():
+    """Extras state the oldest versions they need: ``mtrl_fast[torch]`` once pinned torch==2.13.0,
+    which replaced a user's own PyTorch."""
+    requirements = metadata.requires("mtrl_fast") or []
+    assert requirements, "no Requires-Dist in the installed metadata"
+    pinned = [line for line in requirements if "==" in line or "===" in line]
+    assert pinned == [], pinned
+    assert any(line.startswith("torch>=") for line in requirements)
