@@ -2,13 +2,14 @@
 
 ``Sampling`` times the compiled sampler on one group of tasks (inputs and labels in one pass)
 beside NumPy's ``standard_normal`` alone, and tracks their ratio in the same run. ``Cell`` times
-one recovery cell at a size a CI run affords, sampling included.
+one recovery cell at a size a CI run affords, sampling included, in ours, PyTorch and JAX.
 """
 import numpy as np
 
+from mtrl_fast.bench.backends import get
+from mtrl_fast.bench.cell import CELL_BACKENDS, RUNNERS, CellSpec
 from mtrl_fast.bench.timing import alternating_medians
 from mtrl_fast.paper.tasks import make_task_family
-from mtrl_fast.paper.train import PretrainConfig, pretrain
 
 
 class Sampling:
@@ -49,16 +50,20 @@ class Sampling:
 
 
 class Cell:
-    """One recovery cell (one round, n = 5 d, width 256), sampling included."""
+    """One recovery cell (one round, n = 5 d, width 256), sampling included: ours, and the same cell
+    as PyTorch and JAX users write it (``mtrl_fast.bench.cell``; skipped where not installed)."""
 
-    param_names = ["d", "T"]
-    params = [[100], [100, 400]]
+    param_names = ["implementation", "d", "T"]
+    params = [list(CELL_BACKENDS), [100], [100, 400]]
     timeout = 300
 
-    def setup(self, d, T):
-        self.family = make_task_family(d, 5, T, np.random.default_rng(0))
-        self.config = PretrainConfig()
-        pretrain(make_task_family(d, 5, 16, np.random.default_rng(1)), self.config, np.random.default_rng(1))
+    def setup(self, implementation, d, T):
+        if not get(implementation).available()[0]:
+            raise NotImplementedError(f"{implementation} is not installed")
+        self.spec = CellSpec(d=d, T=T)
+        self.problem = self.spec.problem()
+        self.run = RUNNERS[implementation]
+        self.run(self.spec, *self.problem, 1)  # compile, trace, touch pages
 
-    def time_cell(self, d, T):
-        pretrain(self.family, self.config, np.random.default_rng(0))
+    def time_cell(self, implementation, d, T):
+        self.run(self.spec, *self.problem, 0)
