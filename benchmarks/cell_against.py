@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from perf_gate import ROOT, export, resolve
 
 WORKER = r"""

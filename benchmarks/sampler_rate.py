@@ -9,9 +9,9 @@ thread pools (see the README's "Threads"): mtrl_fast first.
 import argparse
 import sys
 
-import mtrl_fast  # noqa: F401  (first: sets the threading environment)
 import numpy as np
 
+import mtrl_fast  # noqa: F401  (first: sets the threading environment)
 from mtrl_fast._info import config_info
 from mtrl_fast.bench.timing import alternating_medians
 from mtrl_fast.paper.tasks import make_task_family

@@ -12,8 +12,10 @@ This package's top level is the kernel library alone (numpy, numba and threadpoo
 paper's reproduction (``mtrl_fast.paper``) and the benchmark harness (``mtrl_fast.bench``) are
 separate parts with extras of their own.
 """
-from . import _runtime  # noqa: F401  (first: sets the threading environment before kernels load)
-from . import reference
+from . import (
+    _runtime,  # noqa: F401  (first: sets the threading environment before kernels load)
+    reference,
+)
 from ._info import config_info, show_config
 from ._runtime import get_num_threads, num_threads, set_num_threads
 from .gradients import Gradients

@@ -3,7 +3,7 @@ import os
 import platform
 import sys
 from importlib import metadata
-from typing import Any, Dict, List, Optional, TextIO
+from typing import Any, TextIO
 
 import numba
 import numpy as np
@@ -34,7 +34,7 @@ def _installed_version(name):
         return None
 
 
-def blas_pin_warning() -> Optional[str]:
+def blas_pin_warning() -> str | None:
     """A sentence on environment variables that pin OpenBLAS's kernels, or ``None``."""
     pins = {name: os.environ[name] for name in BLAS_PINS if name in os.environ}
     if not pins:
@@ -44,7 +44,7 @@ def blas_pin_warning() -> Optional[str]:
               "(unset them for the command to measure the native kernels)")
 
 
-def available_memory() -> Optional[int]:
+def available_memory() -> int | None:
     """Bytes of memory available to new allocations (Linux ``MemAvailable``), or ``None``."""
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
@@ -59,14 +59,14 @@ def available_memory() -> Optional[int]:
         return None
 
 
-def blas_in_use() -> List[str]:
+def blas_in_use() -> list[str]:
     """Each BLAS loaded in this process, as ``"openblas 0.3.31 (SkylakeX)"``: library, version and
     the kernel family it picked."""
     return [f"{entry['internal_api']} {entry['version']} ({entry.get('architecture')})"
             for entry in threadpool_info() if entry.get("user_api") == "blas"]
 
 
-def config_info() -> Dict[str, Any]:
+def config_info() -> dict[str, Any]:
     """Versions, threading, BLAS and CPU, as a dict.
 
     Runs one tiny parallel kernel first, so that the threading layer in use is known.
@@ -105,7 +105,7 @@ def config_info() -> Dict[str, Any]:
     return info
 
 
-def show_config(file: Optional[TextIO] = None) -> Dict[str, Any]:
+def show_config(file: TextIO | None = None) -> dict[str, Any]:
     """Print versions, threading layer, thread counts, BLAS and CPU: paste it into a bug report.
 
     Parameters

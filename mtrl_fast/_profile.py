@@ -2,8 +2,8 @@
 product and every fused pass log their wall time; otherwise they pay one attribute lookup."""
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, List, Tuple
 
 _state = threading.local()
 
@@ -26,9 +26,9 @@ def timed_call(label, function, *args, **kwargs):
 
 
 @contextmanager
-def recording() -> Iterator[List[Tuple[str, float]]]:
+def recording() -> Iterator[list[tuple[str, float]]]:
     """Log the labelled parts of every step called inside, in this Python thread."""
-    entries: List[Tuple[str, float]] = []
+    entries: list[tuple[str, float]] = []
     previous = getattr(_state, "log", None)
     _state.log = entries
     try:

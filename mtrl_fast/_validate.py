@@ -2,7 +2,7 @@
 
 Every error names the argument and the shape or dtype it expected.
 """
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -16,9 +16,9 @@ class Problem(NamedTuple):
 
     X: np.ndarray
     W: np.ndarray
-    b: Optional[np.ndarray]
+    b: np.ndarray | None
     A: np.ndarray
-    Y: Optional[np.ndarray]
+    Y: np.ndarray | None
     layout: str  # SHARED (X is (n, d)) or PER_TASK (X is (T, n, d))
     n: int
     d: int
@@ -30,7 +30,7 @@ class ArrayMeta(NamedTuple):
     """What :func:`check_shapes` reads of an array (with ``convert=False``): a framework's tensor
     or tracer described without touching its data."""
 
-    shape: Tuple[int, ...]
+    shape: tuple[int, ...]
     ndim: int
     dtype: np.dtype
 

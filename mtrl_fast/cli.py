@@ -43,9 +43,7 @@ def _cmd_step(args):
     import mtrl_fast
     from mtrl_fast import reference
     from mtrl_fast.bench.timing import breakdown, time_call
-    from mtrl_fast.bench.workload import step_inputs
-
-    from mtrl_fast.bench.workload import Point
+    from mtrl_fast.bench.workload import Point, step_inputs
 
     point = Point(args.layout, args.n, args.d, args.m, args.T, args.dtype)
     _check_memory(3 * point.input_bytes(), f"a step at (n, d, m, T) = ({args.n}, {args.d}, {args.m}, {args.T})")
@@ -176,8 +174,14 @@ def _cmd_reproduce(args):
     from dataclasses import replace
 
     _part("paper", "paper")
-    from mtrl_fast.paper.experiments import (DEFAULT_MEMORY_BUDGET, QUICK, Grid, default_memory_budget,
-                                             memory_problem, reproduce)
+    from mtrl_fast.paper.experiments import (
+        DEFAULT_MEMORY_BUDGET,
+        QUICK,
+        Grid,
+        default_memory_budget,
+        memory_problem,
+        reproduce,
+    )
     from mtrl_fast.paper.report import claims_table
 
     base = QUICK if args.quick else Grid()

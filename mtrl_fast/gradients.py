@@ -1,5 +1,5 @@
 """The result type of ``loss_and_grad``, shared by the kernels' API and the reference."""
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,6 +18,6 @@ class Gradients(NamedTuple):
         Gradient with respect to the task heads.
     """
 
-    W: Optional[np.ndarray]
-    b: Optional[np.ndarray]
+    W: np.ndarray | None
+    b: np.ndarray | None
     A: np.ndarray

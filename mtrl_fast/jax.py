@@ -15,7 +15,6 @@ which costs the callback's overhead once per element.
 
 ``loss`` runs the fused ``loss_and_grad`` once and keeps its gradients for the backward pass.
 """
-from typing import Optional
 
 import numpy as np
 
@@ -110,7 +109,7 @@ def _forward_bwd(residuals, dF):
 _forward.defvjp(_forward_fwd, _forward_bwd)
 
 
-def forward(X, W, b: Optional[jax.Array], A, *, check_finite: bool = True) -> jax.Array:
+def forward(X, W, b: jax.Array | None, A, *, check_finite: bool = True) -> jax.Array:
     """Outputs ``F (T, n)`` of every task's network; see ``mtrl_fast.forward``.
 
     Parameters
@@ -165,7 +164,7 @@ def _make_loss(name):
 _LOSS_FUNCTIONS = {}
 
 
-def loss(X, Y, W, b: Optional[jax.Array], A, loss: str = "logistic", *, check_finite: bool = True) -> jax.Array:
+def loss(X, Y, W, b: jax.Array | None, A, loss: str = "logistic", *, check_finite: bool = True) -> jax.Array:
     """The mean over tasks of each task's mean loss, a 0-d array differentiable with respect to
     ``W``, ``b`` and ``A`` (``mtrl_fast.loss_and_grad`` in one fused call).
 

@@ -1,7 +1,7 @@
 """The public step: validate, then run the layout's BLAS products and fused passes."""
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -37,13 +37,13 @@ def _product(left, right, out=None):
 
 
 @contextmanager
-def record_products() -> Iterator[List[Tuple[np.ndarray, np.ndarray]]]:
+def record_products() -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
     """Collect the operands ``(left, right)`` of every matrix product the calls inside run.
 
     For the benchmarks: the step's own products are derived from what the step really runs, in
     this Python thread. The operands are the step's own arrays (views, not copies).
     """
-    log: List[Tuple[np.ndarray, np.ndarray]] = []
+    log: list[tuple[np.ndarray, np.ndarray]] = []
     previous = getattr(_recorder, "log", None)
     _recorder.log = log
     try:
@@ -70,7 +70,7 @@ def _row_blocks(p):
         yield row0, min(step, total - row0)
 
 
-def forward(X: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray, *,
+def forward(X: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray, *,
             check_finite: bool = True) -> np.ndarray:
     """Outputs of every task's network, ``F[t, i] = A[t] . relu(W x_(t,)i + b)``.
 
@@ -115,9 +115,9 @@ def forward(X: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray
     return F.reshape(p.T, p.n)
 
 
-def loss_and_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray,
+def loss_and_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray,
                   loss: str = "logistic", *, check_finite: bool = True,
-                  first_layer: bool = True) -> Tuple[float, Gradients]:
+                  first_layer: bool = True) -> tuple[float, Gradients]:
     """Objective and its gradients for all tasks at once.
 
     The objective is the mean over tasks of each task's mean loss,
@@ -172,7 +172,7 @@ def loss_and_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: Optional[np.nd
     return _step(p, loss_id(loss), 1.0 / (p.T * p.n), first_layer=bool(first_layer))
 
 
-def backward(X: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray, dF: np.ndarray, *,
+def backward(X: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray, dF: np.ndarray, *,
              check_finite: bool = True) -> Gradients:
     """Vector-Jacobian product of :func:`forward`: the gradients of ``sum(dF * F)``.
 

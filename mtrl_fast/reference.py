@@ -4,7 +4,6 @@ Written to be obviously right, not fast: every task is handled on its own, in a 
 as the formulas read, and the shared layout is treated as the per-task one with the same inputs
 for every task. Depends on NumPy alone (the kernels never run here).
 """
-from typing import Optional, Tuple
 
 import numpy as np
 
@@ -25,7 +24,7 @@ def _pre_activations(p, t):
     return Z
 
 
-def forward(X: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray, *,
+def forward(X: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray, *,
             check_finite: bool = True) -> np.ndarray:
     """Same contract as ``mtrl_fast.forward``."""
     p = check_problem(X, W, b, A, check_finite=check_finite)
@@ -36,7 +35,7 @@ def forward(X: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray
     return F
 
 
-def backward(X: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray, dF: np.ndarray, *,
+def backward(X: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray, dF: np.ndarray, *,
              check_finite: bool = True) -> Gradients:
     """Same contract as ``mtrl_fast.backward``."""
     p = check_problem(X, W, b, A, dF, check_finite=check_finite, y_name="dF")
@@ -53,9 +52,9 @@ def backward(X: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarra
     return Gradients(W=gW, b=gb if p.b is not None else None, A=gA)
 
 
-def loss_and_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: Optional[np.ndarray], A: np.ndarray,
+def loss_and_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray,
                   loss: str = "logistic", *, check_finite: bool = True,
-                  first_layer: bool = True) -> Tuple[float, Gradients]:
+                  first_layer: bool = True) -> tuple[float, Gradients]:
     """Same contract as ``mtrl_fast.loss_and_grad``: ``forward``, the mean loss, ``backward``."""
     p = check_problem(X, W, b, A, Y, loss=loss, check_finite=check_finite)
     F = forward(p.X, p.W, p.b, p.A, check_finite=False).astype(np.float64)

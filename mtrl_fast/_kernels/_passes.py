@@ -10,11 +10,9 @@ size, never on the thread count. Each chunk writes only its own output slice or 
 a partial-sum buffer, and a short serial loop reduces those buffers in chunk order, so results
 are free of races and identical from call to call, whatever the thread count.
 """
-import numba
 import numpy as np
 from numba import prange
 
-from ._jit import COMPILE_OPTIONS as _COMPILE_OPTIONS
 from ._jit import parallel_pass, serial_helper
 from ._losses import _loss_run, loss_cost
 

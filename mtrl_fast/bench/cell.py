@@ -13,8 +13,7 @@ between them, and the table reports medians.
 """
 import time
 from dataclasses import dataclass
-from functools import lru_cache
-from multiprocessing import get_context
+from functools import cache
 
 import numpy as np
 
@@ -104,7 +103,7 @@ def run_torch(spec, M, V, W0, seed):
     return W.double().numpy()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _jax_chunk(spec):
     """The jitted work of one chunk of tasks, made once per cell shape (as a user's script would)."""
     import jax

@@ -17,13 +17,12 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from .._progress import Progress
 from .._info import BLAS_PINS
+from .._progress import Progress
 from .._runtime import USER_BLAS_TIMEOUT, USER_WAIT_POLICY
 from .backends import PEERS
 from .timing import burst_calls, time_burst
 from .workload import step_products
-
 
 # --- the worker process -----------------------------------------------------------------------
 

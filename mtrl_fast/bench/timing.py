@@ -7,7 +7,7 @@ every thread pool it uses, which a loop never pays. Alternating the things compa
 round lets a slow spell of a shared machine hit them all alike.
 """
 import time
-from typing import Callable, Dict, Tuple
+from collections.abc import Callable
 
 import numpy as np
 
@@ -35,8 +35,8 @@ def time_burst(run: Callable[[], object], calls: int) -> float:
     return float(np.median(times))
 
 
-def alternating_samples(functions: Dict[str, Callable[[], object]], rounds: int,
-                        settle_s: float = 0.0) -> Dict[str, list]:
+def alternating_samples(functions: dict[str, Callable[[], object]], rounds: int,
+                        settle_s: float = 0.0) -> dict[str, list]:
     """Burst medians of each function, ``rounds`` rounds alternating between them.
 
     The first call of each function (compilation, caches, first-touch pages) is outside the
@@ -55,20 +55,20 @@ def alternating_samples(functions: Dict[str, Callable[[], object]], rounds: int,
     return samples
 
 
-def alternating_medians(functions: Dict[str, Callable[[], object]], rounds: int,
-                        settle_s: float = 0.0) -> Dict[str, float]:
+def alternating_medians(functions: dict[str, Callable[[], object]], rounds: int,
+                        settle_s: float = 0.0) -> dict[str, float]:
     """Median over rounds of :func:`alternating_samples`."""
     return {name: float(np.median(times))
             for name, times in alternating_samples(functions, rounds, settle_s).items()}
 
 
-def time_call(function: Callable, args: tuple, repeat: int) -> Tuple[float, float, float]:
+def time_call(function: Callable, args: tuple, repeat: int) -> tuple[float, float, float]:
     """Median, min and max seconds of ``function(*args)`` over ``repeat`` bursts, after one warm-up."""
     times = alternating_samples({"f": lambda: function(*args)}, repeat)["f"]
     return float(np.median(times)), float(min(times)), float(max(times))
 
 
-def breakdown(function: Callable, args: tuple, repeat: int) -> Tuple[float, Dict[str, float]]:
+def breakdown(function: Callable, args: tuple, repeat: int) -> tuple[float, dict[str, float]]:
     """Where one call's time goes: ``(median total, {part: median seconds per call})``.
 
     The parts are what the step logs (``mtrl_fast._profile``): the checks, each BLAS product
@@ -84,7 +84,7 @@ def breakdown(function: Callable, args: tuple, repeat: int) -> Tuple[float, Dict
             start = time.perf_counter()
             function(*args)
             totals.append(time.perf_counter() - start)
-        per_call: Dict[str, float] = {}
+        per_call: dict[str, float] = {}
         for label, seconds in log:
             per_call[label] = per_call.get(label, 0.0) + seconds
         parts.append(per_call)

@@ -3,8 +3,8 @@
 The ``mtrl-fast bench`` command, the asv suite, the pytest-benchmark comparisons and the CI checks
 all take their shapes from here.
 """
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable, Tuple
 
 import numpy as np
 
@@ -129,7 +129,7 @@ def make_grid(layouts=(SHARED, PER_TASK), ds=None, ms=None, Ts=None, dtypes=("fl
     return points
 
 
-def step_products(args, loss="logistic") -> Tuple[Callable[[], None], list]:
+def step_products(args, loss="logistic") -> tuple[Callable[[], None], list]:
     """The matrix products one ``loss_and_grad`` step runs, as a callable that reruns them.
 
     The list is recorded from a real step (``mtrl_fast.ops.record_products``), so it is what the

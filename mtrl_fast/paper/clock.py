@@ -8,8 +8,8 @@ its parts, which the caller adds to its own clock: every second is counted once.
 """
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Dict, Iterator
 
 #: The parts, in report order; whatever a cell spends elsewhere is ``other``.
 PARTS = ("sampling", "kernels", "metrics", "probe", "other")
@@ -21,7 +21,7 @@ class Clock:
     """Seconds spent in each part."""
 
     def __init__(self):
-        self.parts: Dict[str, float] = {}
+        self.parts: dict[str, float] = {}
 
     def add(self, name, seconds):
         self.parts[name] = self.parts.get(name, 0.0) + seconds

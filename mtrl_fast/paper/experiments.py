@@ -14,7 +14,6 @@ from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Optional, Tuple
 
 import numpy as np
 
@@ -60,12 +59,12 @@ class Grid:
     pretrain : PretrainConfig
     """
 
-    d: Tuple[int, ...] = (50, 100, 200)
+    d: tuple[int, ...] = (50, 100, 200)
     r: int = 5
-    tasks: Tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100)
+    tasks: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100)
     seeds: int = 5
-    downstream_d: Tuple[int, ...] = (50, 100, 200, 400)
-    n_new: Tuple[int, ...] = (10, 20, 50, 100, 200)
+    downstream_d: tuple[int, ...] = (50, 100, 200, 400)
+    n_new: tuple[int, ...] = (10, 20, 50, 100, 200)
     downstream_tasks: int = 100
     label_kind: str = "linear"
     noise: float = 0.0
@@ -103,7 +102,7 @@ class Cell:
     study: str  # "recovery" or "downstream"
     d: int
     seed: int
-    T: Optional[int] = None  # recovery only
+    T: int | None = None  # recovery only
 
     @property
     def key(self):

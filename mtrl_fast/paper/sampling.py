@@ -13,8 +13,15 @@ import numba
 import numpy as np
 
 from .._kernels._jit import _LazyKernel
-from .._kernels._random import (derive_key, fma, minus_two_log_uniform, minus_two_log_uniform32, philox, unit_circle,
-                                unit_circle32)
+from .._kernels._random import (
+    derive_key,
+    fma,
+    minus_two_log_uniform,
+    minus_two_log_uniform32,
+    philox,
+    unit_circle,
+    unit_circle32,
+)
 
 #: Rows one parallel work item draws, side by side in the vector lanes.
 ROW_BLOCK = 16

@@ -5,13 +5,12 @@ takes steps and keeps the history.
 """
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import List, Optional
 
 import numpy as np
 
 from .. import loss_and_grad, rounds
-from . import clock
 from ..losses import DTYPES, LAYOUTS, PER_TASK, loss_id
+from . import clock
 from .metrics import energy_outside, subspace_distance
 from .tasks import unit_vectors
 
@@ -56,7 +55,7 @@ class PretrainConfig:
     lr: float = 1.0
     weight_decay: float = 1.0
     loss: str = "correlation"
-    samples_per_task: Optional[int] = None
+    samples_per_task: int | None = None
     layout: str = PER_TASK
     bias: bool = False
     init_scale: float = 1.0
@@ -92,9 +91,9 @@ class Pretrained:
     """A trained first layer, the task heads, and what happened on the way."""
 
     W: np.ndarray
-    b: Optional[np.ndarray]
+    b: np.ndarray | None
     A: np.ndarray
-    history: List[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
 
 
 def initial_layer(width, d, rng, scale=1.0, dtype="float32"):

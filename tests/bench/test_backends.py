@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import mtrl_fast
+from helpers import assert_close, assert_grads_close, make_problem
 from mtrl_fast import reference
 from mtrl_fast.bench import backends
-from helpers import assert_close, assert_grads_close, make_problem
 
 INSTALLED = [name for name in backends.BACKENDS if backends.get(name).available()[0]]
 

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
+from helpers import run_python
 from mtrl_fast.bench import output, runner, timing, workload
 from mtrl_fast.bench.workload import Point
-from helpers import run_python
 
 
 def test_points_count_flops_and_bytes():

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import mtrl_fast
-from mtrl_fast import Gradients, ops, reference
 from helpers import RTOL, assert_close, assert_grads_close, make_problem
+from mtrl_fast import Gradients, ops, reference
 
 SIZES = [
     # (n, d, m, T): edge sizes, then ordinary ones, then chunking cases (many tasks per

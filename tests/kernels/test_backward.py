@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mtrl_fast
-from mtrl_fast import losses, reference
 from helpers import assert_close, make_problem
+from mtrl_fast import losses, reference
 
 SIZES = [(1, 1, 1, 1), (1, 5, 4, 3), (6, 1, 4, 3), (6, 5, 1, 3), (6, 5, 4, 1), (37, 19, 23, 7), (1, 8, 16, 600),
          (700, 9, 17, 3)]

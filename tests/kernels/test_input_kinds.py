@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mtrl_fast
-from mtrl_fast import reference
 from helpers import assert_close, make_problem
+from mtrl_fast import reference
 
 
 def _read_only(a):

@@ -4,8 +4,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mtrl_fast
-from mtrl_fast import reference
 from helpers import assert_close, assert_grads_close, gradient_scales, make_problem
+from mtrl_fast import reference
 
 problems = st.fixed_dictionaries({
     "layout": st.sampled_from(["shared", "per-task"]),

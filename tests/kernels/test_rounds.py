@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import mtrl_fast
-from mtrl_fast import reference
 from helpers import make_problem
+from mtrl_fast import reference
 
 
 @pytest.mark.parametrize("api", [mtrl_fast, reference], ids=["kernels", "reference"])

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import mtrl_fast
-from mtrl_fast import _runtime
 from helpers import make_problem, run_python
+from mtrl_fast import _runtime
 
 
 def _step(problem, loss="logistic"):

@@ -5,8 +5,8 @@ from dataclasses import replace
 import pytest
 
 from mtrl_fast import cli
-from mtrl_fast.paper import experiments, report
 from mtrl_fast._progress import Progress
+from mtrl_fast.paper import experiments, report
 from mtrl_fast.paper.experiments import Grid, plan, reproduce, run_grid
 from mtrl_fast.paper.train import GROUP_TASKS, PretrainConfig, task_bytes, task_shards
 

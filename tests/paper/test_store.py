@@ -5,11 +5,10 @@ import json
 import os
 
 import pytest
+from test_experiments import TINY
 
 from mtrl_fast.paper import report, store
 from mtrl_fast.paper.experiments import Cell, fingerprint, load_cell, plan, reproduce, run_grid
-
-from test_experiments import TINY
 
 
 def test_atomic_write_replaces_whole_and_leaves_no_temporary_file(tmp_path, monkeypatch):

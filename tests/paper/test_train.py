@@ -6,11 +6,17 @@ import pytest
 
 import mtrl_fast
 from helpers import run_python
-
 from mtrl_fast.paper.metrics import subspace_distance
 from mtrl_fast.paper.tasks import make_task_family
-from mtrl_fast.paper.train import (GROUP_TASKS, PretrainConfig, initial_layer, oracle_layer, pretrain, task_bytes,
-                                   task_shards)
+from mtrl_fast.paper.train import (
+    GROUP_TASKS,
+    PretrainConfig,
+    initial_layer,
+    oracle_layer,
+    pretrain,
+    task_bytes,
+    task_shards,
+)
 
 
 def _family(T, d=30, seed=0):

@@ -8,8 +8,9 @@ same for a training round (``workload.ROUND``); its ``result()`` gives the objec
 first-layer step and the parameters ``(W, b, A)`` after the round. Peers that are not installed
 say why in ``available()``.
 """
+from collections.abc import Callable
 from importlib import import_module
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from ...gradients import Gradients
 
