@@ -8,6 +8,7 @@ it. The ref's package is exported as the perf gate does; one worker process impo
 the working tree's, each with ``--threads`` threads. After an untimed warm-up cell each, runs
 alternate between them; the script prints each run and the ratio of the medians.
 """
+
 import argparse
 import json
 import os
@@ -48,9 +49,14 @@ class Cell:
 
     def __init__(self, tree, d, T, threads):
         env = dict(os.environ, PYTHONPATH=str(tree))
-        self.process = subprocess.Popen([sys.executable, "-c", WORKER, str(d), str(T), str(threads)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-                                        cwd=tempfile.gettempdir())
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(d), str(T), str(threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tempfile.gettempdir(),
+        )
         hello = self.process.stdout.readline()
         if not hello:
             raise RuntimeError(f"the worker for {tree} failed to start (see its error above)")
@@ -79,10 +85,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     commit = resolve(args.base)
     with tempfile.TemporaryDirectory() as folder:
-        sides = {"base": Cell(export(commit, Path(folder)), args.d, args.T, args.threads),
-                 "working tree": Cell(ROOT, args.d, args.T, args.threads)}
-        print(f"cell d = {args.d}, T = {args.T}, {args.threads} threads: working tree "
-              f"{sides['working tree'].version} against {args.base} ({sides['base'].version})", flush=True)
+        sides = {
+            "base": Cell(export(commit, Path(folder)), args.d, args.T, args.threads),
+            "working tree": Cell(ROOT, args.d, args.T, args.threads),
+        }
+        print(
+            f"cell d = {args.d}, T = {args.T}, {args.threads} threads: working tree "
+            f"{sides['working tree'].version} against {args.base} ({sides['base'].version})",
+            flush=True,
+        )
         times = {side: [] for side in sides}
         try:
             for round_index in range(args.repeat):
@@ -90,8 +101,10 @@ def main(argv=None):
                 for side in order:
                     seconds, distance = sides[side].run(round_index)
                     times[side].append(seconds)
-                    print(f"  {side:<12} run {round_index + 1}: {seconds:7.2f} s, subspace distance {distance:.4f}",
-                          flush=True)
+                    print(
+                        f"  {side:<12} run {round_index + 1}: {seconds:7.2f} s, subspace distance {distance:.4f}",
+                        flush=True,
+                    )
         finally:
             for side in sides.values():
                 side.close()

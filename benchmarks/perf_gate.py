@@ -18,6 +18,7 @@ slower than the ref's *and* a one-sided Mann-Whitney U test on the two sets of r
 gives p < ``--alpha``: a noisy spell that hits one round does not fail the gate, a real
 regression does. Exit status 1 when a point fails or a ref cannot be found, 0 otherwise.
 """
+
 import argparse
 import json
 import os
@@ -94,9 +95,14 @@ class Worker:
 
     def __init__(self, tree):
         env = dict(os.environ, PYTHONPATH=str(tree))
-        self.process = subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(POINTS), str(BURST_S)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-                                        cwd=tempfile.gettempdir())
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", WORKER, json.dumps(POINTS), str(BURST_S)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tempfile.gettempdir(),
+        )
         hello = self.process.stdout.readline()
         if not hello:
             raise RuntimeError(f"the worker for {tree} failed to start (see its error above)")
@@ -128,6 +134,7 @@ def resolve(ref, root=ROOT):
     Raises :class:`BaseMissing` when it cannot be had: the gate then fails rather than compare
     with nothing.
     """
+
     def commit():
         found = _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
         return found.stdout.strip() if found.returncode == 0 else None
@@ -155,8 +162,9 @@ def baseline():
 def export(ref, folder):
     """The ref's ``mtrl_fast`` package, from ``git archive``, under ``folder``."""
     archive = folder / "base.tar"
-    subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "-o", str(archive), ref, "mtrl_fast"],
-                   check=True)
+    subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", "-o", str(archive), ref, "mtrl_fast"], check=True
+    )
     with tarfile.open(archive) as tar:
         tar.extractall(folder / "base", filter="data")
     return folder / "base"
@@ -196,26 +204,34 @@ def compare(label, ref, args):
     """Time the working tree against ``ref`` and print one line per point; whether one failed."""
     with tempfile.TemporaryDirectory() as folder:
         base_tree = export(ref, Path(folder))
-        print(f"perf gate: working tree against {label}, {args.rounds} alternating rounds in {args.pairs} pairs "
-              f"of processes, fails beyond +{args.threshold:.0%} at p < {args.alpha}", flush=True)
+        print(
+            f"perf gate: working tree against {label}, {args.rounds} alternating rounds in {args.pairs} pairs "
+            f"of processes, fails beyond +{args.threshold:.0%} at p < {args.alpha}",
+            flush=True,
+        )
         samples = measure(base_tree, ROOT, args.rounds, args.pairs)
     failed = False
     for i, (kind, dtype, layout, *sizes) in enumerate(POINTS):
         base, new = samples["base"][i], samples["new"][i]
         ratio, p, slower = verdict(base, new, args.threshold, args.alpha)
         failed |= slower
-        print(f"  {kind:<7} {dtype:<7} {layout:<8} (n, d, m, T) = {tuple(sizes)!s:<22} base {np.median(base) * 1e3:8.2f} ms  "
-              f"working tree {np.median(new) * 1e3:8.2f} ms  ratio {ratio:5.3f}  p {p:.3g}  "
-              f"{'SLOWER' if slower else 'ok'}", flush=True)
+        print(
+            f"  {kind:<7} {dtype:<7} {layout:<8} (n, d, m, T) = {tuple(sizes)!s:<22} base {np.median(base) * 1e3:8.2f} ms  "
+            f"working tree {np.median(new) * 1e3:8.2f} ms  ratio {ratio:5.3f}  p {p:.3g}  "
+            f"{'SLOWER' if slower else 'ok'}",
+            flush=True,
+        )
     return failed
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", action="append", default=[],
-                        help="git ref to compare the working tree with, e.g. HEAD~1 (repeatable)")
-    parser.add_argument("--no-baseline", action="store_true",
-                        help="skip the fixed baseline of benchmarks/baseline.json")
+    parser.add_argument(
+        "--base", action="append", default=[], help="git ref to compare the working tree with, e.g. HEAD~1 (repeatable)"
+    )
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the fixed baseline of benchmarks/baseline.json"
+    )
     parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--pairs", type=int, default=4, help="successive pairs of worker processes sharing the rounds")
     parser.add_argument("--threshold", type=float, default=0.10, help="slowdown tolerated (default 0.10: 10%%)")

@@ -6,6 +6,7 @@
 Prints the CPU and the rates (median over rounds) with their ratios. Import order matters for the
 thread pools (see the README's "Threads"): mtrl_fast first.
 """
+
 import argparse
 import sys
 
@@ -28,9 +29,12 @@ def main(argv=None):
     out = (np.empty((args.tasks, n, args.d), np.float32), np.empty((args.tasks, n), np.float32))
     flat = out[0].reshape(-1)
     rng = np.random.default_rng(0)
-    runs = {"ours (labels included)": lambda: family.sample_tasks(0, args.tasks, n, (1, 2, 0, 0), "per-task",
-                                                                  np.float32, out=out),
-            "numpy standard_normal": lambda: rng.standard_normal(out=flat, dtype=np.float32)}
+    runs = {
+        "ours (labels included)": lambda: family.sample_tasks(
+            0, args.tasks, n, (1, 2, 0, 0), "per-task", np.float32, out=out
+        ),
+        "numpy standard_normal": lambda: rng.standard_normal(out=flat, dtype=np.float32),
+    }
     try:
         import torch
 
@@ -43,8 +47,11 @@ def main(argv=None):
         run()
     medians = alternating_medians(runs, rounds=args.rounds, settle_s=0.2)
     info = config_info()
-    print(f"{info['cpu']}, {info['cores']} cores; mtrl_fast {mtrl_fast.get_num_threads()} threads"
-          + (f", torch {torch_threads} threads" if torch_threads else "") + f"; {flat.size / 1e6:.1f} M normals a run")
+    print(
+        f"{info['cpu']}, {info['cores']} cores; mtrl_fast {mtrl_fast.get_num_threads()} threads"
+        + (f", torch {torch_threads} threads" if torch_threads else "")
+        + f"; {flat.size / 1e6:.1f} M normals a run"
+    )
     ours = medians["ours (labels included)"]
     for name, seconds in medians.items():
         print(f"  {name:<24} {flat.size / seconds / 1e6:8.0f} M/s   ours is {seconds / ours:5.2f}x as fast")

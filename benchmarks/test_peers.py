@@ -8,6 +8,7 @@ Not collected by the default test run (``testpaths = tests``). Run it with
 The second compares with the last saved run and fails if a median grew by more than 10%. All
 backends share this process here; `mtrl-fast bench` runs each in a process of its own.
 """
+
 import pytest
 
 from mtrl_fast.bench import backends

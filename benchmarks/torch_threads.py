@@ -8,6 +8,7 @@ over its wall time during the loop shows spinning (2 on 2 cores when idle worker
 
     python benchmarks/torch_threads.py            # the target shapes, both import orders
 """
+
 import json
 import os
 import subprocess
@@ -61,20 +62,29 @@ _CHILD = """
 def measure(order, env, points=(0, 1, 3)):
     child_env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
     child_env.update(env)
-    result = subprocess.run([sys.executable, "-W", "ignore", "-c", textwrap.dedent(_CHILD.format(order=order, points=points))],
-                            capture_output=True, text=True, env=child_env, check=True)
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", textwrap.dedent(_CHILD.format(order=order, points=points))],
+        capture_output=True,
+        text=True,
+        env=child_env,
+        check=True,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main():
     for name, configuration in CONFIGURATIONS.items():
         found = measure(configuration["order"], configuration["env"])
-        print(f"{name}: threads torch {found['torch_threads']}, ours {found['our_threads']}, "
-              f"BLAS {found['blas_threads']}, {found['os_threads']} OS threads in the process")
+        print(
+            f"{name}: threads torch {found['torch_threads']}, ours {found['our_threads']}, "
+            f"BLAS {found['blas_threads']}, {found['os_threads']} OS threads in the process"
+        )
         for row in found["rows"]:
-            print(f"  {row['point']:<44} torch+ours SGD step {row['torch_ms']:8.2f} ms, bare NumPy call "
-                  f"{row['bare_ms']:8.2f} ms, ratio {row['torch_ms'] / row['bare_ms']:.2f}, "
-                  f"CPU/wall {row['cpu_over_wall']:.2f}")
+            print(
+                f"  {row['point']:<44} torch+ours SGD step {row['torch_ms']:8.2f} ms, bare NumPy call "
+                f"{row['bare_ms']:8.2f} ms, ratio {row['torch_ms'] / row['bare_ms']:.2f}, "
+                f"CPU/wall {row['cpu_over_wall']:.2f}"
+            )
     return 0
 
 

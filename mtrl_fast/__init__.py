@@ -12,6 +12,7 @@ This package's top level is the kernel library alone (numpy, numba and threadpoo
 paper's reproduction (``mtrl_fast.paper``) and the benchmark harness (``mtrl_fast.bench``) are
 separate parts with extras of their own.
 """
+
 from . import (
     _runtime,  # noqa: F401  (first: sets the threading environment before kernels load)
     reference,

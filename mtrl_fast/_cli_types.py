@@ -1,6 +1,7 @@
 """Value checks for the command line's options: each takes the option's text and returns its value,
 or raises ``argparse.ArgumentTypeError`` saying what it expected (argparse adds the option's name).
 """
+
 import argparse
 import math
 import os
@@ -107,7 +108,7 @@ def memory_size(text):
     cleaned = text.strip().upper().removesuffix("IB").removesuffix("B")
     unit = cleaned[-1:] if cleaned[-1:] in _UNITS else ""
     try:
-        value = float(cleaned[:len(cleaned) - len(unit)])
+        value = float(cleaned[: len(cleaned) - len(unit)])
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value * _UNITS[unit] < 2**20:

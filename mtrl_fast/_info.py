@@ -1,4 +1,5 @@
 """What a bug report or a benchmark header needs: versions, threading, BLAS and CPU."""
+
 import os
 import platform
 import sys
@@ -39,9 +40,12 @@ def blas_pin_warning() -> str | None:
     pins = {name: os.environ[name] for name in BLAS_PINS if name in os.environ}
     if not pins:
         return None
-    return ("OpenBLAS kernels pinned by " + ", ".join(f"{k}={v}" for k, v in pins.items())
-            + ": BLAS timings are those of the pinned kernels, not what this CPU runs by default "
-              "(unset them for the command to measure the native kernels)")
+    return (
+        "OpenBLAS kernels pinned by "
+        + ", ".join(f"{k}={v}" for k, v in pins.items())
+        + ": BLAS timings are those of the pinned kernels, not what this CPU runs by default "
+        "(unset them for the command to measure the native kernels)"
+    )
 
 
 def available_memory() -> int | None:
@@ -62,8 +66,11 @@ def available_memory() -> int | None:
 def blas_in_use() -> list[str]:
     """Each BLAS loaded in this process, as ``"openblas 0.3.31 (SkylakeX)"``: library, version and
     the kernel family it picked."""
-    return [f"{entry['internal_api']} {entry['version']} ({entry.get('architecture')})"
-            for entry in threadpool_info() if entry.get("user_api") == "blas"]
+    return [
+        f"{entry['internal_api']} {entry['version']} ({entry.get('architecture')})"
+        for entry in threadpool_info()
+        if entry.get("user_api") == "blas"
+    ]
 
 
 def config_info() -> dict[str, Any]:
@@ -90,18 +97,20 @@ def config_info() -> dict[str, Any]:
         "llvmlite": llvmlite.__version__,
     }
     info.update({name: version for name in _OPTIONAL if (version := _installed_version(name))})
-    info.update({
-        "platform": platform.platform(),
-        "cpu": _cpu_name(),
-        "cores": os.cpu_count(),
-        "threading_layer": _runtime.threading_layer(),
-        "num_threads": numba.get_num_threads(),
-        "NUMBA_NUM_THREADS": numba.config.NUMBA_NUM_THREADS,
-        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
-        "wait_policy_warning": _runtime.wait_policy_warning(),
-        "blas_pin_warning": blas_pin_warning(),
-        "blas": blas,
-    })
+    info.update(
+        {
+            "platform": platform.platform(),
+            "cpu": _cpu_name(),
+            "cores": os.cpu_count(),
+            "threading_layer": _runtime.threading_layer(),
+            "num_threads": numba.get_num_threads(),
+            "NUMBA_NUM_THREADS": numba.config.NUMBA_NUM_THREADS,
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+            "wait_policy_warning": _runtime.wait_policy_warning(),
+            "blas_pin_warning": blas_pin_warning(),
+            "blas": blas,
+        }
+    )
     return info
 
 

@@ -1,5 +1,6 @@
 """Where a step's time goes: when recording is on (in this Python thread), the checks, every BLAS
 product and every fused pass log their wall time; otherwise they pay one attribute lookup."""
+
 import threading
 import time
 from collections.abc import Iterator

@@ -1,4 +1,5 @@
 """A progress bar for long runs: one updating line on a terminal, one line per step in logs."""
+
 import sys
 import time
 
@@ -22,8 +23,10 @@ class Progress:
         eta = elapsed / self.done * (self.total - self.done)
         width = 24
         filled = int(width * self.done / max(self.total, 1))
-        line = (f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {label:<32} "
-                f"elapsed {elapsed:6.1f}s  eta {eta:6.1f}s")
+        line = (
+            f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {label:<32} "
+            f"elapsed {elapsed:6.1f}s  eta {eta:6.1f}s"
+        )
         if self.tty:
             self.stream.write("\r" + line + ("\n" if self.done == self.total else ""))
         else:

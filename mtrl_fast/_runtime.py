@@ -3,6 +3,7 @@
 Imported first by the package, so that the environment is in place before Numba starts its
 worker threads. Measured costs behind each choice are in ``docs/performance.md``.
 """
+
 import os
 import threading
 import warnings
@@ -119,6 +120,7 @@ def threads_for(work):
 
 
 # --- thread counts ------------------------------------------------------------------------------
+
 
 def _check_count(k):
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):

@@ -2,6 +2,7 @@
 
 Every error names the argument and the shape or dtype it expected.
 """
+
 from typing import NamedTuple
 
 import numpy as np
@@ -41,8 +42,10 @@ def _as_array(name, value, shape_text, convert):
         raise TypeError(f"{name} must be an array of shape {shape_text}, not None")
     if isinstance(value, np.ma.MaskedArray):
         # np.asarray would silently drop the mask, and a masked loss has no single sound meaning.
-        raise TypeError(f"{name} is a masked array; mtrl_fast ignores no entries: pass {name}.filled(value), "
-                        f"or drop the masked rows, as a plain ndarray")
+        raise TypeError(
+            f"{name} is a masked array; mtrl_fast ignores no entries: pass {name}.filled(value), "
+            f"or drop the masked rows, as a plain ndarray"
+        )
     if not convert:
         return value
     array = np.asarray(value)
@@ -113,11 +116,15 @@ def check_shapes(X, W, b, A, Y=_NOT_GIVEN, y_name="Y", convert=True):
     empty = [f"{size}=0" for size, value in (("n", n), ("d", d), ("m", m), ("T", T)) if value == 0]
     if empty:
         name = next(name for name, array in (("X", X), ("W", W), ("A", A)) if 0 in array.shape)
-        raise ValueError(f"{name} is empty: {', '.join(empty)}; every dimension must be at least 1 "
-                         f"(X {X.shape}, W {W.shape}, A {A.shape})")
+        raise ValueError(
+            f"{name} is empty: {', '.join(empty)}; every dimension must be at least 1 "
+            f"(X {X.shape}, W {W.shape}, A {A.shape})"
+        )
     x_text = "(n, d)" if layout == SHARED else "(T, n, d)"
     x_expected = (n, d) if layout == SHARED else (T, n, d)
-    _check_shape("X", X, x_expected, f"{x_text} with d = W.shape[1]" + ("" if layout == SHARED else " and T = A.shape[0]"))
+    _check_shape(
+        "X", X, x_expected, f"{x_text} with d = W.shape[1]" + ("" if layout == SHARED else " and T = A.shape[0]")
+    )
     _check_shape("A", A, (T, m), "(T, m) with m = W.shape[0]")
     if b is not None:
         b = _as_float_array("b", b, (1,), "(m,)", convert)
@@ -126,8 +133,10 @@ def check_shapes(X, W, b, A, Y=_NOT_GIVEN, y_name="Y", convert=True):
     dtype = X.dtype
     for name, array in (("W", W), ("b", b), ("A", A)):
         if array is not None and array.dtype != dtype:
-            raise TypeError(f"{name} has dtype {array.dtype} but X has {dtype}; all arrays must share one "
-                            "float dtype (float32 or float64)")
+            raise TypeError(
+                f"{name} has dtype {array.dtype} but X has {dtype}; all arrays must share one "
+                "float dtype (float32 or float64)"
+            )
 
     if Y is _NOT_GIVEN:
         Y = None

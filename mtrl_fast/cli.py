@@ -5,6 +5,7 @@ exit status 2. Errors during a run are one line and exit status 1 (``--debug``, 
 ``MTRL_FAST_DEBUG=1``, shows the traceback); a run stopped by SIGINT or SIGTERM exits with 130 or
 143 after ending its workers.
 """
+
 import argparse
 import os
 import sys
@@ -48,8 +49,10 @@ def _cmd_step(args):
     point = Point(args.layout, args.n, args.d, args.m, args.T, args.dtype)
     _check_memory(3 * point.input_bytes(), f"a step at (n, d, m, T) = ({args.n}, {args.d}, {args.m}, {args.T})")
     X, Y, W, b, A = step_inputs(args.layout, args.n, args.d, args.m, args.T, args.dtype)
-    print(f"one loss_and_grad step, {args.layout} layout, (n, d, m, T) = ({args.n}, {args.d}, {args.m}, {args.T}), "
-          f"{args.dtype}, {mtrl_fast.get_num_threads()} threads, median of {args.repeat}")
+    print(
+        f"one loss_and_grad step, {args.layout} layout, (n, d, m, T) = ({args.n}, {args.d}, {args.m}, {args.T}), "
+        f"{args.dtype}, {mtrl_fast.get_num_threads()} threads, median of {args.repeat}"
+    )
     ours = time_call(mtrl_fast.loss_and_grad, (X, Y, W, b, A, args.loss), args.repeat)
     print(f"  mtrl_fast  {ours[0] * 1e3:10.2f} ms  (min {ours[1] * 1e3:.2f}, max {ours[2] * 1e3:.2f})")
     if args.breakdown:
@@ -86,23 +89,38 @@ def _cmd_bench_cell(args):
     repeat = args.repeat or 3
     spec = CellSpec(d=d, T=T)
     env = environment(names)
-    print(f"a paper cell (d = {d}, T = {T}, n = {spec.n}, width {spec.width}, one round), "
-          f"{len(names)} implementations x {repeat} alternating runs, {threads} threads each", file=sys.stderr)
-    results = run_cell_benchmark(spec, tuple(names), threads=threads, repeat=repeat, native_blas=args.native_blas,
-                                 log=lambda text: print(text, file=sys.stderr))
+    print(
+        f"a paper cell (d = {d}, T = {T}, n = {spec.n}, width {spec.width}, one round), "
+        f"{len(names)} implementations x {repeat} alternating runs, {threads} threads each",
+        file=sys.stderr,
+    )
+    results = run_cell_benchmark(
+        spec,
+        tuple(names),
+        threads=threads,
+        repeat=repeat,
+        native_blas=args.native_blas,
+        log=lambda text: print(text, file=sys.stderr),
+    )
     ours = np.median(results["numba"]["seconds"]) if "numba" in results else None
-    lines = [f"# {env['date']}  {env['cpu']}, {env['cores']} cores, {threads} threads, BLAS {env['blas']}",
-             "# " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
-             f"{'implementation':<16} {'median s':>9} {'min s':>8} {'distance':>9} {'ours faster by':>15}"]
+    lines = [
+        f"# {env['date']}  {env['cpu']}, {env['cores']} cores, {threads} threads, BLAS {env['blas']}",
+        "# " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+        f"{'implementation':<16} {'median s':>9} {'min s':>8} {'distance':>9} {'ours faster by':>15}",
+    ]
     for name, result in results.items():
         median = np.median(result["seconds"])
-        lines.append(f"{name:<16} {median:9.2f} {min(result['seconds']):8.2f} {np.mean(result['distance']):9.4f} "
-                     f"{'' if ours is None else f'{median / ours:14.2f}x':>15}")
+        lines.append(
+            f"{name:<16} {median:9.2f} {min(result['seconds']):8.2f} {np.mean(result['distance']):9.4f} "
+            f"{'' if ours is None else f'{median / ours:14.2f}x':>15}"
+        )
     table = "\n".join(lines)
     print(table)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "cell.json").write_text(json.dumps({"spec": vars(spec), "environment": env, "threads": threads,
-                                                           "results": results}, indent=1), encoding="utf-8")
+    (Path(args.out) / "cell.json").write_text(
+        json.dumps({"spec": vars(spec), "environment": env, "threads": threads, "results": results}, indent=1),
+        encoding="utf-8",
+    )
     print(f"\nwritten: {args.out}/cell.json")
     return 0
 
@@ -125,10 +143,20 @@ def _cmd_bench(args):
         env.update(blas=worker_blas(native_blas=True), blas_pins=None)
     elif env.get("blas_pins"):
         print(f"mtrl-fast bench: {env['blas_pins']} (--native-blas runs the backends without them)", file=sys.stderr)
-    print(f"{len(points)} shapes x {len(args.backends)} backends, {args.repeat} alternating rounds each", file=sys.stderr)
-    rows = run_benchmarks(points, args.backends, threads=args.threads, repeat=args.repeat, loss=args.loss,
-                          progress=not args.no_progress, log=lambda text: print(text, file=sys.stderr),
-                          native_blas=args.native_blas, workload="round" if args.round else "step")
+    print(
+        f"{len(points)} shapes x {len(args.backends)} backends, {args.repeat} alternating rounds each", file=sys.stderr
+    )
+    rows = run_benchmarks(
+        points,
+        args.backends,
+        threads=args.threads,
+        repeat=args.repeat,
+        loss=args.loss,
+        progress=not args.no_progress,
+        log=lambda text: print(text, file=sys.stderr),
+        native_blas=args.native_blas,
+        workload="round" if args.round else "step",
+    )
     print(write_outputs(rows, env, points, args.out))
     print(f"\nwritten: {args.out}/bench.json, bench.csv, table.txt, throughput-*.png")
     return 0
@@ -166,8 +194,9 @@ def _check_memory(need, what):
 
     available = available_memory()
     if available is not None and need > available:
-        raise OptionError(f"{what} needs about {need / 2**30:.1f} GiB, and this machine has "
-                          f"{available / 2**30:.1f} GiB available")
+        raise OptionError(
+            f"{what} needs about {need / 2**30:.1f} GiB, and this machine has {available / 2**30:.1f} GiB available"
+        )
 
 
 def _cmd_reproduce(args):
@@ -185,14 +214,37 @@ def _cmd_reproduce(args):
     from mtrl_fast.paper.report import claims_table
 
     base = QUICK if args.quick else Grid()
-    pretrain_changes = {name: value for name, value in (
-        ("width", args.width), ("samples_per_task", args.samples_per_task), ("rounds", args.rounds),
-        ("head_steps", args.head_steps), ("head_lr", args.head_lr), ("lr", args.lr),
-        ("weight_decay", args.weight_decay), ("loss", args.loss), ("layout", args.layout)) if value is not None}
-    grid_changes = {name: value for name, value in (
-        ("d", args.d), ("r", args.r), ("tasks", args.tasks), ("seeds", args.seeds), ("n_new", args.n_new),
-        ("downstream_d", args.downstream_d), ("downstream_tasks", args.downstream_tasks),
-        ("label_kind", args.labels), ("noise", args.noise), ("base_seed", args.base_seed)) if value is not None}
+    pretrain_changes = {
+        name: value
+        for name, value in (
+            ("width", args.width),
+            ("samples_per_task", args.samples_per_task),
+            ("rounds", args.rounds),
+            ("head_steps", args.head_steps),
+            ("head_lr", args.head_lr),
+            ("lr", args.lr),
+            ("weight_decay", args.weight_decay),
+            ("loss", args.loss),
+            ("layout", args.layout),
+        )
+        if value is not None
+    }
+    grid_changes = {
+        name: value
+        for name, value in (
+            ("d", args.d),
+            ("r", args.r),
+            ("tasks", args.tasks),
+            ("seeds", args.seeds),
+            ("n_new", args.n_new),
+            ("downstream_d", args.downstream_d),
+            ("downstream_tasks", args.downstream_tasks),
+            ("label_kind", args.labels),
+            ("noise", args.noise),
+            ("base_seed", args.base_seed),
+        )
+        if value is not None
+    }
     try:
         grid = replace(base, pretrain=replace(base.pretrain, **pretrain_changes), **grid_changes)
     except ValueError as error:
@@ -206,8 +258,16 @@ def _cmd_reproduce(args):
         problem = memory_problem(grid, jobs, budget)
         if problem:
             raise OptionError(f"{problem}: lower --d or --samples-per-task" + (", or --jobs" if jobs > 1 else ""))
-    rows = reproduce(grid, args.out, jobs=jobs, progress=not args.no_progress, threads=args.threads,
-                     memory_budget=budget, scheduler=args.scheduler, scheduler_file=args.scheduler_file)
+    rows = reproduce(
+        grid,
+        args.out,
+        jobs=jobs,
+        progress=not args.no_progress,
+        threads=args.threads,
+        memory_budget=budget,
+        scheduler=args.scheduler,
+        scheduler_file=args.scheduler_file,
+    )
     print()
     print(claims_table(rows))
     if args.profile:
@@ -231,57 +291,90 @@ def build_parser():
     parser = _Parser(prog="mtrl-fast", description=__doc__.split("\n")[0], parents=[common])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    info = commands.add_parser("info", parents=[common], help="versions, threading layer, BLAS: paste into a bug report")
+    info = commands.add_parser(
+        "info", parents=[common], help="versions, threading layer, BLAS: paste into a bug report"
+    )
     info.set_defaults(run=_cmd_info)
 
-    step = commands.add_parser("step", parents=[common],
-                               help="time one loss_and_grad step, optionally against the NumPy reference")
+    step = commands.add_parser(
+        "step", parents=[common], help="time one loss_and_grad step, optionally against the NumPy reference"
+    )
     step.add_argument("--layout", choices=LAYOUTS, default=SHARED)
     for name, default in (("n", 1024), ("d", 256), ("m", 256), ("T", 64)):
         step.add_argument(f"--{name}", type=types.positive_int, default=default)
     step.add_argument("--dtype", choices=DTYPES, default="float32")
     step.add_argument("--loss", choices=LOSSES, default="logistic")
     step.add_argument("--repeat", type=types.positive_int, default=7)
-    step.add_argument("--breakdown", action="store_true",
-                      help="also print where a step's time goes: checks, each product, each fused pass")
+    step.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also print where a step's time goes: checks, each product, each fused pass",
+    )
     step.add_argument("--reference", action="store_true", help="also time mtrl_fast.reference")
     step.add_argument("--reference-repeat", type=types.positive_int, default=3)
     step.set_defaults(run=_cmd_step)
 
     bench = commands.add_parser(
-        "bench", parents=[common], help="side-by-side step timings: ours against NumPy, PyTorch and JAX",
+        "bench",
+        parents=[common],
+        help="side-by-side step timings: ours against NumPy, PyTorch and JAX",
         description="Time one loss_and_grad step per backend, each in its own process, over a grid of shapes; "
-                    "print a table and write bench.json, bench.csv, table.txt and throughput plots to --out.")
+        "print a table and write bench.json, bench.csv, table.txt and throughput plots to --out.",
+    )
     bench.add_argument("--quick", action="store_true", help="a small grid (about 2 minutes on 2 cores)")
     bench.add_argument("--targets", action="store_true", help="only the four speed-target shapes")
-    bench.add_argument("--shapes", type=_shapes, help="exact shapes instead of a grid: 'shared:n,d,m,T;per-task:n,d,m,T'")
+    bench.add_argument(
+        "--shapes", type=_shapes, help="exact shapes instead of a grid: 'shared:n,d,m,T;per-task:n,d,m,T'"
+    )
     bench.add_argument("--d", type=types.positive_ints, help="sweep of input dimensions, e.g. 64,256,1024")
     bench.add_argument("--m", type=types.positive_ints, help="sweep of widths")
     bench.add_argument("--T", type=types.positive_ints, help="sweep of task counts")
-    bench.add_argument("--layout", type=types.choices(LAYOUTS), default=LAYOUTS,
-                       help=f"comma-separated, from {', '.join(LAYOUTS)}")
-    bench.add_argument("--dtype", type=types.choices(DTYPES), default=("float32",),
-                       help=f"comma-separated, from {', '.join(DTYPES)}")
-    bench.add_argument("--backends", type=types.choices(BACKENDS), default=("numba", "numpy", "torch", "jax"),
-                       help=f"comma-separated, from {', '.join(BACKENDS)}")
+    bench.add_argument(
+        "--layout", type=types.choices(LAYOUTS), default=LAYOUTS, help=f"comma-separated, from {', '.join(LAYOUTS)}"
+    )
+    bench.add_argument(
+        "--dtype", type=types.choices(DTYPES), default=("float32",), help=f"comma-separated, from {', '.join(DTYPES)}"
+    )
+    bench.add_argument(
+        "--backends",
+        type=types.choices(BACKENDS),
+        default=("numba", "numpy", "torch", "jax"),
+        help=f"comma-separated, from {', '.join(BACKENDS)}",
+    )
     bench.add_argument("--threads", type=types.thread_count, help="threads per backend (default: all cores)")
-    bench.add_argument("--repeat", type=types.positive_int,
-                       help="alternating rounds per shape (default 7; with --cell, runs per implementation, default 3)")
-    bench.add_argument("--cell", type=_cell_size, metavar="D,T",
-                       help="time a whole paper cell instead (sampling included: ours, PyTorch, JAX), e.g. 400,1000")
+    bench.add_argument(
+        "--repeat",
+        type=types.positive_int,
+        help="alternating rounds per shape (default 7; with --cell, runs per implementation, default 3)",
+    )
+    bench.add_argument(
+        "--cell",
+        type=_cell_size,
+        metavar="D,T",
+        help="time a whole paper cell instead (sampling included: ours, PyTorch, JAX), e.g. 400,1000",
+    )
     bench.add_argument("--loss", choices=LOSSES, default="logistic")
-    bench.add_argument("--round", action="store_true",
-                       help="time a training round (a head step, then a first-layer step) instead of one step")
-    bench.add_argument("--native-blas", action="store_true",
-                       help="run the backends without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE: this CPU's own kernels")
+    bench.add_argument(
+        "--round",
+        action="store_true",
+        help="time a training round (a head step, then a first-layer step) instead of one step",
+    )
+    bench.add_argument(
+        "--native-blas",
+        action="store_true",
+        help="run the backends without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE: this CPU's own kernels",
+    )
     bench.add_argument("--out", type=types.output_folder, default="bench-results")
     bench.add_argument("--no-progress", action="store_true")
     bench.set_defaults(run=_cmd_bench)
 
     rep = commands.add_parser(
-        "reproduce", parents=[common], help="the paper's experiments: subspace recovery against T, downstream probes",
+        "reproduce",
+        parents=[common],
+        help="the paper's experiments: subspace recovery against T, downstream probes",
         description="Run the reproduction grid into --out (resuming a killed run), then write results.json, "
-                    "recovery.csv, downstream.csv, recovery.png, downstream.png and report.md.")
+        "recovery.csv, downstream.csv, recovery.png, downstream.png and report.md.",
+    )
     rep.add_argument("--quick", action="store_true", help="small grid: d 50,200; T 1,5,20,100; n_new 20,100")
     rep.add_argument("--out", type=types.output_folder, default="results", help="output folder (default: results)")
     rep.add_argument("--d", type=types.positive_ints, help="input dimensions of the recovery study, e.g. 50,100,200")
@@ -292,7 +385,9 @@ def build_parser():
     rep.add_argument("--samples-per-task", type=types.positive_int, help="n1 = n2 per task per phase (default 5 d)")
     rep.add_argument("--n-new", type=types.positive_ints, help="samples of a new task for the probe, e.g. 10,20,50")
     rep.add_argument("--downstream-d", type=types.positive_ints, help="input dimensions of the downstream study")
-    rep.add_argument("--downstream-tasks", type=types.positive_int, help="T of the multi-task features probed downstream")
+    rep.add_argument(
+        "--downstream-tasks", type=types.positive_int, help="T of the multi-task features probed downstream"
+    )
     rep.add_argument("--rounds", type=types.positive_int, help="alternating rounds (default 1: one large step)")
     rep.add_argument("--head-steps", type=types.positive_int, help="head steps per round")
     rep.add_argument("--head-lr", type=types.positive_float, help="head step size")
@@ -303,24 +398,44 @@ def build_parser():
     rep.add_argument("--labels", choices=["linear", "relu-teacher"], help="label family")
     rep.add_argument("--noise", type=types.probability_below_half, help="label-flip probability, in [0, 0.5)")
     rep.add_argument("--base-seed", type=types.nonnegative_int)
-    rep.add_argument("--jobs", type=types.positive_int,
-                     help="cells computed at once, each in its own process (default: cores / --threads)")
-    rep.add_argument("--threads", type=types.thread_count, default=1,
-                     help="threads of each cell (default 1); records are bitwise identical for equal --threads, "
-                          "whatever --jobs")
+    rep.add_argument(
+        "--jobs",
+        type=types.positive_int,
+        help="cells computed at once, each in its own process (default: cores / --threads)",
+    )
+    rep.add_argument(
+        "--threads",
+        type=types.thread_count,
+        default=1,
+        help="threads of each cell (default 1); records are bitwise identical for equal --threads, whatever --jobs",
+    )
     cluster = rep.add_mutually_exclusive_group()
-    cluster.add_argument("--scheduler", type=types.scheduler_address, metavar="ADDRESS",
-                         help="run the cells on the Dask cluster at ADDRESS (tcp://host:port); needs "
-                              "mtrl_fast[distributed] here and mtrl_fast[paper] on the workers")
-    cluster.add_argument("--scheduler-file", type=types.existing_file, metavar="FILE",
-                         help="the same, for the scheduler described in FILE (dask scheduler --scheduler-file)")
-    rep.add_argument("--memory-budget", type=types.memory_size,
-                     help="memory a cell may hold, e.g. 2G; a larger pretraining batch is drawn and used in shards of "
-                          "tasks (default: 1G, or half the available memory shared by --jobs if less)")
+    cluster.add_argument(
+        "--scheduler",
+        type=types.scheduler_address,
+        metavar="ADDRESS",
+        help="run the cells on the Dask cluster at ADDRESS (tcp://host:port); needs "
+        "mtrl_fast[distributed] here and mtrl_fast[paper] on the workers",
+    )
+    cluster.add_argument(
+        "--scheduler-file",
+        type=types.existing_file,
+        metavar="FILE",
+        help="the same, for the scheduler described in FILE (dask scheduler --scheduler-file)",
+    )
+    rep.add_argument(
+        "--memory-budget",
+        type=types.memory_size,
+        help="memory a cell may hold, e.g. 2G; a larger pretraining batch is drawn and used in shards of "
+        "tasks (default: 1G, or half the available memory shared by --jobs if less)",
+    )
     rep.add_argument("--no-progress", action="store_true")
     rep.add_argument("--strict", action="store_true", help="exit 1 when a claim fails")
-    rep.add_argument("--profile", action="store_true",
-                     help="print where the cells' time went (sampling, kernels, metrics, probe); the report has it too")
+    rep.add_argument(
+        "--profile",
+        action="store_true",
+        help="print where the cells' time went (sampling, kernels, metrics, probe); the report has it too",
+    )
     rep.set_defaults(run=_cmd_reproduce)
     return parser
 
@@ -333,8 +448,11 @@ def _note_first_compilation():
     cache = Path(os.environ.get("NUMBA_CACHE_DIR") or Path(__file__).parent / "_kernels" / "__pycache__")
     # A parallel kernel's index file, written when the kernels first compile.
     if not any(cache.glob("**/_passes.per_task_backward_block-*.nbi")):
-        print("mtrl-fast: compiling the kernels the run uses (first run only, about 15 s on 2 cores)...",
-              file=sys.stderr, flush=True)
+        print(
+            "mtrl-fast: compiling the kernels the run uses (first run only, about 15 s on 2 cores)...",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def main(argv=None):
@@ -349,8 +467,11 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt as stop:  # SIGINT, or SIGTERM during a reproduction (see paper.experiments)
         how = str(stop) or "SIGINT"
-        resume = f"; finished cells are kept in {args.out}: run the same command to resume" \
-            if args.command == "reproduce" else ""
+        resume = (
+            f"; finished cells are kept in {args.out}: run the same command to resume"
+            if args.command == "reproduce"
+            else ""
+        )
         print(f"\n{prog}: stopped by {how}{resume}", file=sys.stderr)
         return 143 if how == "SIGTERM" else 130
     except Exception as error:  # noqa: BLE001 - the one place that turns any failure into a message

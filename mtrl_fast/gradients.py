@@ -1,4 +1,5 @@
 """The result type of ``loss_and_grad``, shared by the kernels' API and the reference."""
+
 from typing import NamedTuple
 
 import numpy as np

@@ -67,10 +67,13 @@ def _check(X, W, b, A, Y=None, loss=None, check_finite=True):
         check_shapes(*metas[:4], *([] if Y is None else [metas[4]]), convert=False)
     except TypeError as error:
         passed = ", ".join(f"{name} {np.dtype(value.dtype)}" for name, value in named if value is not None)
-        raise TypeError(f"{error} (you passed {passed}; jax_enable_x64 is {_x64()}, so JAX computes in "
-                        f"{'the dtypes given' if _x64() == 'on' else 'float32'})") from None
-    concrete = {name: np.asarray(value) for name, value in named
-                if value is not None and not isinstance(value, jax.core.Tracer)}
+        raise TypeError(
+            f"{error} (you passed {passed}; jax_enable_x64 is {_x64()}, so JAX computes in "
+            f"{'the dtypes given' if _x64() == 'on' else 'float32'})"
+        ) from None
+    concrete = {
+        name: np.asarray(value) for name, value in named if value is not None and not isinstance(value, jax.core.Tracer)
+    }
     if check_finite:
         for name, value in concrete.items():
             require_finite(name, value)
@@ -92,8 +95,7 @@ def _backward_host(X, W, b, A, dF):
 
 @jax.custom_vjp
 def _forward(X, W, b, A):
-    return jax.pure_callback(_forward_host, _struct((A.shape[0], X.shape[-2]), X.dtype), X, W, b, A,
-                             vmap_method=_VMAP)
+    return jax.pure_callback(_forward_host, _struct((A.shape[0], X.shape[-2]), X.dtype), X, W, b, A, vmap_method=_VMAP)
 
 
 def _forward_fwd(X, W, b, A):
@@ -154,8 +156,7 @@ def _make_loss(name):
 
     def bwd(residuals, d_value):
         X, Y, gW, gb, gA = residuals
-        return (jnp.zeros_like(X), jnp.zeros_like(Y), d_value * gW, None if gb is None else d_value * gb,
-                d_value * gA)
+        return (jnp.zeros_like(X), jnp.zeros_like(Y), d_value * gW, None if gb is None else d_value * gb, d_value * gA)
 
     mean_loss.defvjp(fwd, bwd)
     return mean_loss

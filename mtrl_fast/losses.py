@@ -5,6 +5,7 @@ Each loss is a function of the prediction ``f`` and the label ``y``; ``slope`` i
 derivative with respect to ``f``. The compiled kernels carry a scalar twin of these formulas
 (``mtrl_fast._kernels._losses``), tested against this module.
 """
+
 import numpy as np
 
 #: Loss names in kernel order: a loss's index here is the integer id the kernels receive.

@@ -1,4 +1,5 @@
 """The public step: validate, then run the layout's BLAS products and fused passes."""
+
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,8 +71,9 @@ def _row_blocks(p):
         yield row0, min(step, total - row0)
 
 
-def forward(X: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray, *,
-            check_finite: bool = True) -> np.ndarray:
+def forward(
+    X: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray, *, check_finite: bool = True
+) -> np.ndarray:
     """Outputs of every task's network, ``F[t, i] = A[t] . relu(W x_(t,)i + b)``.
 
     Parameters
@@ -110,14 +112,22 @@ def forward(X: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray, *
     Z_block = np.empty((_block_rows(p), p.m), dtype=p.X.dtype)
     for row0, rows in _row_blocks(p):
         Z = Z_block[:rows]
-        _product(X_rows[row0:row0 + rows], p.W.T, out=Z)
+        _product(X_rows[row0 : row0 + rows], p.W.T, out=Z)
         kernels.per_task_forward_block(Z, p.A, bias, row0, p.n, F, kernels.chunk_count(rows))
     return F.reshape(p.T, p.n)
 
 
-def loss_and_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray,
-                  loss: str = "logistic", *, check_finite: bool = True,
-                  first_layer: bool = True) -> tuple[float, Gradients]:
+def loss_and_grad(
+    X: np.ndarray,
+    Y: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray | None,
+    A: np.ndarray,
+    loss: str = "logistic",
+    *,
+    check_finite: bool = True,
+    first_layer: bool = True,
+) -> tuple[float, Gradients]:
     """Objective and its gradients for all tasks at once.
 
     The objective is the mean over tasks of each task's mean loss,
@@ -172,8 +182,9 @@ def loss_and_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray | N
     return _step(p, loss_id(loss), 1.0 / (p.T * p.n), first_layer=bool(first_layer))
 
 
-def backward(X: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray, dF: np.ndarray, *,
-             check_finite: bool = True) -> Gradients:
+def backward(
+    X: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray, dF: np.ndarray, *, check_finite: bool = True
+) -> Gradients:
     """Vector-Jacobian product of :func:`forward`: the gradients of ``sum(dF * F)``.
 
     For any upstream gradient ``dF`` of the outputs ``F = forward(X, W, b, A)`` (a loss of your
@@ -251,10 +262,11 @@ def _step(p, loss_code, scale, first_layer=True):
         Z_block = np.empty((_block_rows(p), p.m), dtype=p.X.dtype)
         for row0, rows in _row_blocks(p):
             Z = Z_block[:rows]
-            X_block = X_rows[row0:row0 + rows]
+            X_block = X_rows[row0 : row0 + rows]
             _product(X_block, p.W.T, out=Z)
             total += kernels.per_task_backward_block(
-                Z, Y_rows, p.A, bias, row0, p.n, loss_code, scale, gA, gb, kernels.chunk_count(rows))
+                Z, Y_rows, p.A, bias, row0, p.n, loss_code, scale, gA, gb, kernels.chunk_count(rows)
+            )
             if not first_layer:
                 continue
             if row0 == 0:

@@ -24,8 +24,9 @@ def _pre_activations(p, t):
     return Z
 
 
-def forward(X: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray, *,
-            check_finite: bool = True) -> np.ndarray:
+def forward(
+    X: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray, *, check_finite: bool = True
+) -> np.ndarray:
     """Same contract as ``mtrl_fast.forward``."""
     p = check_problem(X, W, b, A, check_finite=check_finite)
     F = np.empty((p.T, p.n), dtype=p.X.dtype)
@@ -35,8 +36,9 @@ def forward(X: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray, *
     return F
 
 
-def backward(X: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray, dF: np.ndarray, *,
-             check_finite: bool = True) -> Gradients:
+def backward(
+    X: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray, dF: np.ndarray, *, check_finite: bool = True
+) -> Gradients:
     """Same contract as ``mtrl_fast.backward``."""
     p = check_problem(X, W, b, A, dF, check_finite=check_finite, y_name="dF")
     gW = np.zeros_like(p.W)
@@ -52,9 +54,17 @@ def backward(X: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray, 
     return Gradients(W=gW, b=gb if p.b is not None else None, A=gA)
 
 
-def loss_and_grad(X: np.ndarray, Y: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray,
-                  loss: str = "logistic", *, check_finite: bool = True,
-                  first_layer: bool = True) -> tuple[float, Gradients]:
+def loss_and_grad(
+    X: np.ndarray,
+    Y: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray | None,
+    A: np.ndarray,
+    loss: str = "logistic",
+    *,
+    check_finite: bool = True,
+    first_layer: bool = True,
+) -> tuple[float, Gradients]:
     """Same contract as ``mtrl_fast.loss_and_grad``: ``forward``, the mean loss, ``backward``."""
     p = check_problem(X, W, b, A, Y, loss=loss, check_finite=check_finite)
     F = forward(p.X, p.W, p.b, p.A, check_finite=False).astype(np.float64)

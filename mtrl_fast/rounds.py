@@ -1,5 +1,6 @@
 """One round of the paper's alternating gradient descent: every task's head first, then the shared
 first layer on the gradient aggregated over all tasks."""
+
 from collections.abc import Callable
 
 import numpy as np
@@ -7,10 +8,20 @@ import numpy as np
 from .ops import loss_and_grad
 
 
-def alternating_round(head_batch: tuple[np.ndarray, np.ndarray], layer_batch: tuple[np.ndarray, np.ndarray],
-                      W: np.ndarray, b: np.ndarray | None, A: np.ndarray, *, loss: str = "correlation",
-                      head_steps: int = 1, head_lr: float = 0.1, lr: float = 1.0, weight_decay: float = 1.0,
-                      step: Callable = loss_and_grad) -> float:
+def alternating_round(
+    head_batch: tuple[np.ndarray, np.ndarray],
+    layer_batch: tuple[np.ndarray, np.ndarray],
+    W: np.ndarray,
+    b: np.ndarray | None,
+    A: np.ndarray,
+    *,
+    loss: str = "correlation",
+    head_steps: int = 1,
+    head_lr: float = 0.1,
+    lr: float = 1.0,
+    weight_decay: float = 1.0,
+    step: Callable = loss_and_grad,
+) -> float:
     """One round, in place: ``head_steps`` steps of every head, then one step of ``W`` and ``b``.
 
     Parameters

@@ -22,6 +22,7 @@ Import this module before anything else imports torch where you can: importing `
 first sets ``OMP_WAIT_POLICY=PASSIVE`` before PyTorch's OpenMP runtime starts (see the README's
 "Threads").
 """
+
 from typing import Optional, Tuple
 
 import numpy as np
@@ -34,7 +35,9 @@ try:
     import torch
     import torch.autograd.forward_ad as forward_ad
 except ImportError as error:  # pragma: no cover - depends on the installed extras
-    raise ImportError("mtrl_fast.torch needs PyTorch, which is not installed: pip install 'mtrl_fast[torch]'") from error
+    raise ImportError(
+        "mtrl_fast.torch needs PyTorch, which is not installed: pip install 'mtrl_fast[torch]'"
+    ) from error
 
 __all__ = ["MultiTaskReLU", "forward", "loss"]
 
@@ -52,8 +55,9 @@ def _check_tensor(name, tensor, allow_grad=True):
     if tensor.dtype not in _DTYPES:
         raise TypeError(f"{name} must have dtype torch.float32 or torch.float64; got {tensor.dtype}")
     if not allow_grad and tensor.requires_grad:
-        raise ValueError(f"{name} requires grad, but mtrl_fast gives no gradient with respect to {name}: "
-                         f"pass {name}.detach()")
+        raise ValueError(
+            f"{name} requires grad, but mtrl_fast gives no gradient with respect to {name}: pass {name}.detach()"
+        )
 
 
 def _meta(tensor):
@@ -67,22 +71,26 @@ def _refuse_forward_mode(function, params):
     stack = torch._C._functorch.get_interpreter_stack() or ()
     keys = {interpreter.key() for interpreter in stack}
     TransformType = torch._C._functorch.TransformType
-    if TransformType.Jvp in keys or any(t is not None and forward_ad.unpack_dual(t).tangent is not None
-                                        for t in params):
-        raise RuntimeError(f"mtrl_fast.torch.{function} has no forward-mode derivative (torch.func.jvp, jacfwd, "
-                           "torch.autograd.forward_ad): use reverse mode, for example "
-                           "torch.autograd.functional.jvp, which mtrl_fast supports to any order")
+    if TransformType.Jvp in keys or any(
+        t is not None and forward_ad.unpack_dual(t).tangent is not None for t in params
+    ):
+        raise RuntimeError(
+            f"mtrl_fast.torch.{function} has no forward-mode derivative (torch.func.jvp, jacfwd, "
+            "torch.autograd.forward_ad): use reverse mode, for example "
+            "torch.autograd.functional.jvp, which mtrl_fast supports to any order"
+        )
     if TransformType.Grad in keys:
-        raise RuntimeError(f"mtrl_fast.torch.{function} does not support torch.func.grad (nor torch.func's "
-                           "jacrev, hessian, vjp): use torch.autograd.grad or torch.autograd.functional "
-                           "(jacobian, hessian, vjp, hvp), which work to any order; torch.func.vmap works")
+        raise RuntimeError(
+            f"mtrl_fast.torch.{function} does not support torch.func.grad (nor torch.func's "
+            "jacrev, hessian, vjp): use torch.autograd.grad or torch.autograd.functional "
+            "(jacobian, hessian, vjp, hvp), which work to any order; torch.func.vmap works"
+        )
 
 
 def _check(function, X, W, b, A, Y=None):
     """Types, devices, dtypes and shapes, before the op. Values (finiteness, labels) are checked
     by the kernels' own validation inside the op, where the data are plain tensors."""
-    for name, tensor, allow_grad in (("X", X, False), ("W", W, True), ("b", b, True), ("A", A, True),
-                                     ("Y", Y, False)):
+    for name, tensor, allow_grad in (("X", X, False), ("W", W, True), ("b", b, True), ("A", A, True), ("Y", Y, False)):
         if tensor is not None:
             _check_tensor(name, tensor, allow_grad)
     if torch.compiler.is_compiling():
@@ -100,6 +108,7 @@ def _numpy(tensor):
 
 
 # --- plain PyTorch twins, for derivatives of derivatives -------------------------------------------
+
 
 def _plain_forward(X, W, b, A):
     """``F`` in plain PyTorch operations: differentiable to any order (our ops' backward recomputes
@@ -130,8 +139,9 @@ def _differentiable(kernel_grads, output, params, grad_outputs=None):
     ``grad_outputs``) by the plain twin ``output``: the values stay the kernels' own, bit for bit,
     and their derivatives come from the twin's graph."""
     wanted = [p for p in params if p is not None and p.requires_grad]
-    twin = iter(torch.autograd.grad(output, wanted, grad_outputs, create_graph=True, allow_unused=True,
-                                    materialize_grads=True))
+    twin = iter(
+        torch.autograd.grad(output, wanted, grad_outputs, create_graph=True, allow_unused=True, materialize_grads=True)
+    )
     result = []
     for p, g in zip(params, kernel_grads):
         if p is None or not p.requires_grad:
@@ -149,9 +159,11 @@ def _graph_wanted(*tensors):
 
 # --- the ops ---------------------------------------------------------------------------------------
 
+
 @torch.library.custom_op("mtrl_fast::forward", mutates_args=())
-def _forward_op(X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor,
-                check_finite: bool = False) -> torch.Tensor:
+def _forward_op(
+    X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor, check_finite: bool = False
+) -> torch.Tensor:
     return torch.from_numpy(ops.forward(_numpy(X), _numpy(W), _numpy(b), _numpy(A), check_finite=check_finite))
 
 
@@ -161,8 +173,9 @@ def _forward_fake(X, W, b, A, check_finite=False):
 
 
 @torch.library.custom_op("mtrl_fast::backward", mutates_args=())
-def _backward_op(X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor,
-                 dF: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _backward_op(
+    X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor, dF: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     grads = ops.backward(_numpy(X), _numpy(W), _numpy(b), _numpy(A), _numpy(dF), check_finite=False)
     gb = W.new_empty(0) if b is None else torch.from_numpy(grads.b)
     return torch.from_numpy(grads.W), gb, torch.from_numpy(grads.A)
@@ -195,11 +208,19 @@ _forward_op.register_autograd(_forward_backward, setup_context=_forward_setup)
 
 
 @torch.library.custom_op("mtrl_fast::loss_and_grad", mutates_args=())
-def _loss_op(X: torch.Tensor, Y: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor,
-             loss: str, first_layer: bool = True,
-             check_finite: bool = False) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    value, grads = ops.loss_and_grad(_numpy(X), _numpy(Y), _numpy(W), _numpy(b), _numpy(A), loss,
-                                     check_finite=check_finite, first_layer=first_layer)
+def _loss_op(
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    W: torch.Tensor,
+    b: Optional[torch.Tensor],
+    A: torch.Tensor,
+    loss: str,
+    first_layer: bool = True,
+    check_finite: bool = False,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    value, grads = ops.loss_and_grad(
+        _numpy(X), _numpy(Y), _numpy(W), _numpy(b), _numpy(A), loss, check_finite=check_finite, first_layer=first_layer
+    )
     # An op's outputs cannot be None: a gradient not computed is an empty tensor.
     gW = torch.from_numpy(grads.W) if first_layer else W.new_empty(0)
     gb = torch.from_numpy(grads.b) if first_layer and b is not None else W.new_empty(0)
@@ -261,8 +282,9 @@ if hasattr(torch.library, "register_vmap"):  # PyTorch 2.5 and later; 2.4's vmap
         _sequential_vmap(_op)
 
 
-def forward(X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor, *,
-            check_finite: bool = True) -> torch.Tensor:
+def forward(
+    X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor, *, check_finite: bool = True
+) -> torch.Tensor:
     """Outputs ``F (T, n)`` of every task's network, differentiable with respect to ``W``, ``b``, ``A``.
 
     Parameters
@@ -291,8 +313,16 @@ def forward(X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torc
     return _forward_op(X, W, b, A, check_finite)
 
 
-def loss(X: torch.Tensor, Y: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor,
-         loss: str = "logistic", *, check_finite: bool = True) -> torch.Tensor:
+def loss(
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    W: torch.Tensor,
+    b: Optional[torch.Tensor],
+    A: torch.Tensor,
+    loss: str = "logistic",
+    *,
+    check_finite: bool = True,
+) -> torch.Tensor:
     """The mean over tasks of each task's mean loss, as a 0-d tensor differentiable with respect to
     ``W``, ``b`` and ``A`` (``mtrl_fast.loss_and_grad`` in one fused call).
 
@@ -361,7 +391,7 @@ class MultiTaskReLU(torch.nn.Module):
         W = torch.randn(width, d, dtype=dtype)
         self.W = torch.nn.Parameter(W / W.norm(dim=1, keepdim=True))
         self.b = torch.nn.Parameter(torch.zeros(width, dtype=dtype)) if bias else None
-        self.A = torch.nn.Parameter(torch.randn(tasks, width, dtype=dtype) / width ** 0.5)
+        self.A = torch.nn.Parameter(torch.randn(tasks, width, dtype=dtype) / width**0.5)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         """Outputs ``F (T, n)`` for ``X (n, d)`` (shared) or ``X (T, n, d)`` (per-task)."""
@@ -373,4 +403,3 @@ class MultiTaskReLU(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"d={self.W.shape[1]}, width={self.W.shape[0]}, tasks={self.A.shape[0]}, bias={self.b is not None}"
-

@@ -1,4 +1,5 @@
 """Fixtures and settings for every test: hypothesis profiles, layouts, dtypes, parallel passes."""
+
 import os
 
 import numpy as np

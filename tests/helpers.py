@@ -1,4 +1,5 @@
 """Test helpers: exact test problems, the project-wide tolerance and closeness checks."""
+
 import os
 import subprocess
 import sys
@@ -101,5 +102,11 @@ def run_python(code, timeout=300, **env):
     full_env.update(env)
     tests_dir = os.path.dirname(os.path.abspath(__file__))  # so that the code can import helpers
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [tests_dir, full_env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=tempfile.gettempdir())
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=tempfile.gettempdir(),
+    )

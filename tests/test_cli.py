@@ -1,5 +1,6 @@
 """The command line: every bad option is a one-line message naming it (exit 2), every failure during
 a run one line (exit 1, the traceback under --debug), and random argument vectors never crash it."""
+
 import contextlib
 import io
 import string
@@ -80,11 +81,14 @@ def test_a_bad_option_is_one_line_naming_it_with_exit_2(argv, option, words, tmp
     assert "Traceback" not in captured.err and captured.out == ""
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["reproduce", "--d", "99999999"], "needs about"),
-    (["reproduce", "--d", "3", "--r", "5"], "every d must be at least r"),
-    (["step", "--n", "100000", "--d", "100000"], "needs about"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["reproduce", "--d", "99999999"], "needs about"),
+        (["reproduce", "--d", "3", "--r", "5"], "every d must be at least r"),
+        (["step", "--n", "100000", "--d", "100000"], "needs about"),
+    ],
+)
 def test_options_that_do_not_fit_together_or_in_memory_exit_2_before_any_work(argv, words, tmp_path, capsys):
     assert cli.main(argv + ["--out", str(tmp_path / "out")] if argv[0] == "reproduce" else argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -102,8 +106,10 @@ def test_failure_during_a_run_is_one_line_and_exit_1_and_debug_shows_the_traceba
     argv = ["reproduce", "--quick", "--out", str(tmp_path), "--no-progress"]
     assert cli.main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"mtrl-fast reproduce: error: No space left on device ({tmp_path / 'results.json'}) "
-                   "(run with --debug for the traceback)"]
+    assert err == [
+        f"mtrl-fast reproduce: error: No space left on device ({tmp_path / 'results.json'}) "
+        "(run with --debug for the traceback)"
+    ]
     with pytest.raises(OSError):
         cli.main(argv + ["--debug"])
     monkeypatch.setenv("MTRL_FAST_DEBUG", "1")
@@ -111,11 +117,52 @@ def test_failure_during_a_run_is_one_line_and_exit_1_and_debug_shows_the_traceba
         cli.main(argv)
 
 
-_WORDS = ["reproduce", "bench", "step", "info", "--quick", "--d", "--tasks", "--noise", "--lr", "--jobs",
-          "--threads", "--out", "--repeat", "--layout", "--dtype", "--backends", "--shapes", "--seeds", "--loss",
-          "--base-seed", "--weight-decay", "--n", "--T", "--help", "-h", "--debug",
-          "0", "-1", "1", "2", "0.7", "nan", "inf", "-inf", "1e9", "50,100", ",", "", "shared", "per-task",
-          "float16", "float32", "shared:1,2,3,4", "bogus"]
+_WORDS = [
+    "reproduce",
+    "bench",
+    "step",
+    "info",
+    "--quick",
+    "--d",
+    "--tasks",
+    "--noise",
+    "--lr",
+    "--jobs",
+    "--threads",
+    "--out",
+    "--repeat",
+    "--layout",
+    "--dtype",
+    "--backends",
+    "--shapes",
+    "--seeds",
+    "--loss",
+    "--base-seed",
+    "--weight-decay",
+    "--n",
+    "--T",
+    "--help",
+    "-h",
+    "--debug",
+    "0",
+    "-1",
+    "1",
+    "2",
+    "0.7",
+    "nan",
+    "inf",
+    "-inf",
+    "1e9",
+    "50,100",
+    ",",
+    "",
+    "shared",
+    "per-task",
+    "float16",
+    "float32",
+    "shared:1,2,3,4",
+    "bogus",
+]
 
 
 @settings(max_examples=300, deadline=None)

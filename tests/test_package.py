@@ -1,4 +1,5 @@
 """What users install: the package the tests import, its top level, its metadata."""
+
 import os
 import subprocess
 import sys
@@ -13,8 +14,10 @@ import mtrl_fast
 CHECKOUT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.skipif(not os.environ.get("MTRL_FAST_TEST_INSTALLED"),
-                    reason="set MTRL_FAST_TEST_INSTALLED=1 when the tests run against an installed wheel (CI does)")
+@pytest.mark.skipif(
+    not os.environ.get("MTRL_FAST_TEST_INSTALLED"),
+    reason="set MTRL_FAST_TEST_INSTALLED=1 when the tests run against an installed wheel (CI does)",
+)
 def test_tests_import_the_installed_package_not_the_checkout():
     package = Path(mtrl_fast.__file__).resolve().parent
     assert package != CHECKOUT / "mtrl_fast", f"mtrl_fast imported from the checkout: {package}"
@@ -28,10 +31,13 @@ def test_one_version_and_typed():
 
 def test_import_loads_the_kernel_library_alone():
     """``import mtrl_fast`` brings neither the paper's code nor the benchmarks nor their extras."""
-    code = ("import sys, mtrl_fast; print(' '.join(m for m in ('mtrl_fast.paper', 'mtrl_fast.bench', "
-            "'mtrl_fast.cli', 'matplotlib', 'torch', 'jax', 'dask') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            cwd=tempfile.gettempdir())
+    code = (
+        "import sys, mtrl_fast; print(' '.join(m for m in ('mtrl_fast.paper', 'mtrl_fast.bench', "
+        "'mtrl_fast.cli', 'matplotlib', 'torch', 'jax', 'dask') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tempfile.gettempdir()
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
 
@@ -56,8 +62,9 @@ X, Y = np.ones((40, 6), np.float32), np.ones((3, 40), np.float32)
 mtrl_fast.loss_and_grad(X, Y, np.ones((5, 6), np.float32), None, np.ones((3, 5), np.float32))
 print(sorted({f for k in kernels for f in k._compiled}))
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                            cwd=tempfile.gettempdir())
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tempfile.gettempdir()
+    )
     assert result.returncode == 0, result.stderr
     before, after = result.stdout.strip().splitlines()
     assert before == "0 0"

@@ -4,6 +4,7 @@
 beside NumPy's ``standard_normal`` alone, and tracks their ratio in the same run. ``Cell`` times
 one recovery cell at a size a CI run affords, sampling included, in ours, PyTorch and JAX.
 """
+
 import numpy as np
 
 from mtrl_fast.bench.backends import get

@@ -5,6 +5,7 @@ the full product keeps ``asv run`` within minutes on 2 cores). ``setup`` builds 
 calls every timed function once, so that compilation and first-touch page faults stay out of the
 timings.
 """
+
 import mtrl_fast
 from mtrl_fast.bench.timing import alternating_medians
 from mtrl_fast.bench.workload import BASES, Point, step_products, sweep_point

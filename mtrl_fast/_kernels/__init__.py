@@ -1,15 +1,25 @@
 """Numba kernels, private: jit machinery (``_jit``), vectorised math (``_math``), the losses as
 scalar kernels (``_losses``) and the fused passes of a step (``_passes``), each with its cost."""
+
 from ._losses import UPSTREAM, loss_cost
 from ._passes import (
-                      bias_relu,
-                      chunk_count,
-                      loss_slopes,
-                      masked_task_sum,
-                      per_task_backward_block,
-                      per_task_forward_block,
-                      relu_mask_colsum,
+    bias_relu,
+    chunk_count,
+    loss_slopes,
+    masked_task_sum,
+    per_task_backward_block,
+    per_task_forward_block,
+    relu_mask_colsum,
 )
 
-__all__ = ["UPSTREAM", "bias_relu", "chunk_count", "loss_cost", "loss_slopes", "masked_task_sum", "per_task_backward_block",
-           "per_task_forward_block", "relu_mask_colsum"]
+__all__ = [
+    "UPSTREAM",
+    "bias_relu",
+    "chunk_count",
+    "loss_cost",
+    "loss_slopes",
+    "masked_task_sum",
+    "per_task_backward_block",
+    "per_task_forward_block",
+    "relu_mask_colsum",
+]

@@ -4,6 +4,7 @@ Every kernel is typed for float32 and float64 by one helper, C-ordered arrays on
 can trigger a surprise compile. Parallel kernels are wrapped in a :class:`Pass` that owns its
 work estimate and decides, per call, whether the work pays for waking the worker threads.
 """
+
 import threading
 
 import numba

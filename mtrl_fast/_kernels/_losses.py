@@ -2,6 +2,7 @@
 
 Scalar twins of the NumPy definitions in ``mtrl_fast.losses``, tested against them.
 """
+
 import numba
 import numpy as np
 from numba import types
@@ -85,8 +86,11 @@ def _loss_value_and_slope(loss, f, y):
     return _loss_value_and_slope64(loss, f, y)
 
 
-@overload(_loss_value_and_slope, inline="always",
-          jit_options=dict(fastmath=_COMPILE_OPTIONS["fastmath"], error_model=_COMPILE_OPTIONS["error_model"]))
+@overload(
+    _loss_value_and_slope,
+    inline="always",
+    jit_options=dict(fastmath=_COMPILE_OPTIONS["fastmath"], error_model=_COMPILE_OPTIONS["error_model"]),
+)
 def _loss_value_and_slope_compiled(loss, f, y):
     if f == types.float32:
         return lambda loss, f, y: _loss_value_and_slope32(loss, f, y)

@@ -4,6 +4,7 @@ libm's ``exp`` and ``log1p`` are opaque calls that keep a loop scalar; these pol
 vectorise. Each has a float32 twin with float32 constants and shorter polynomials, so twice as
 many lanes per vector and about half the terms.
 """
+
 import math
 
 import numba
@@ -18,6 +19,7 @@ from ._jit import COMPILE_OPTIONS as _COMPILE_OPTIONS
 @intrinsic
 def _float64_from_bits(typingctx, bits):
     """Reinterpret an int64's bits as a float64 (a register move, which LLVM vectorises)."""
+
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.DoubleType())
 
@@ -27,6 +29,7 @@ def _float64_from_bits(typingctx, bits):
 @intrinsic
 def _float32_from_bits(typingctx, bits):
     """Reinterpret an int32's bits as a float32."""
+
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.FloatType())
 
@@ -35,7 +38,7 @@ def _float32_from_bits(typingctx, bits):
 
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HI is exact for |k| < 2^11
 _LN2_LO = 1.90821492927058770002e-10
-_INV_LN2 = 1.44269504088896338700e+00
+_INV_LN2 = 1.44269504088896338700e00
 _LN2 = 0.6931471805599453
 
 
@@ -125,8 +128,9 @@ def _exp_neg32(x):
     ki = np.int32(k)
     half = ki >> np.int32(1)
     bias = np.int32(127)
-    return (p * _float32_from_bits((half + bias) << np.int32(23))
-            * _float32_from_bits((ki - half + bias) << np.int32(23)))
+    return (
+        p * _float32_from_bits((half + bias) << np.int32(23)) * _float32_from_bits((ki - half + bias) << np.int32(23))
+    )
 
 
 @numba.njit(inline="always", **_COMPILE_OPTIONS)
@@ -144,4 +148,3 @@ def _log1p_unit32(e):
     p = p * s2 + np.float32(1.0 / 3.0)
     p = p * s2 + np.float32(1.0)
     return np.float32(2.0) * s * p + (_LN2_32 if upper else np.float32(0.0))
-

@@ -10,6 +10,7 @@ size, never on the thread count. Each chunk writes only its own output slice or 
 a partial-sum buffer, and a short serial loop reduces those buffers in chunk order, so results
 are free of races and identical from call to call, whatever the thread count.
 """
+
 import numpy as np
 from numba import prange
 
@@ -42,7 +43,6 @@ def _add_into(target, source):
         target[c] += source[c]
 
 
-
 @serial_helper
 def _serial_sum(values):
     """Serial sum. ``values.sum()`` in a ``parallel=True`` function becomes a parallel reduction
@@ -51,7 +51,6 @@ def _serial_sum(values):
     for value in values:
         total += value
     return total
-
 
 
 @parallel_pass("void({f}[:, ::1], {f}[::1])", cost=lambda Z, b: Z.size)
@@ -64,8 +63,9 @@ def bias_relu(Z, b):
             Z[i, c] = max(Z[i, c] + b[c], zero)
 
 
-@parallel_pass("float64({f}[:, ::1], {f}[:, ::1], intp, float64)",
-               cost=lambda F, Y, loss, scale: F.size * loss_cost(loss, F.dtype))
+@parallel_pass(
+    "float64({f}[:, ::1], {f}[:, ::1], intp, float64)", cost=lambda F, Y, loss, scale: F.size * loss_cost(loss, F.dtype)
+)
 def loss_slopes(F, Y, loss, scale):
     """Sum of ``loss(F, Y)``; overwrites ``F`` with ``scale * loss'(F, Y)``."""
     T, n = F.shape
@@ -77,8 +77,7 @@ def loss_slopes(F, Y, loss, scale):
         total = 0.0
         for start in range(0, n, _SUM_STRETCH):
             # Row slices: an index range ending in a min() kept this loop from vectorising.
-            total += _loss_run(loss, f_row[start:start + _SUM_STRETCH], y_row[start:start + _SUM_STRETCH],
-                               scale_f)
+            total += _loss_run(loss, f_row[start : start + _SUM_STRETCH], y_row[start : start + _SUM_STRETCH], scale_f)
         partial[t] = total
     return _serial_sum(partial)
 
@@ -106,8 +105,10 @@ def relu_mask_colsum(G, H, gb, chunks):
         _add_into(gb, partial[k])
 
 
-@parallel_pass("void({f}[:, ::1], {f}[:, ::1], {f}[:, ::1], {f}[:, ::1], {f}[::1], intp)",
-               cost=lambda R, A, H, D, gb, chunks: H.size * (R.shape[0] + 1))
+@parallel_pass(
+    "void({f}[:, ::1], {f}[:, ::1], {f}[:, ::1], {f}[:, ::1], {f}[::1], intp)",
+    cost=lambda R, A, H, D, gb, chunks: H.size * (R.shape[0] + 1),
+)
 def masked_task_sum(R, A, H, D, gb, chunks):
     """``D <- (R^T A) * (H > 0)`` and ``gb <- column sums of D``, for few tasks.
 
@@ -140,8 +141,10 @@ def masked_task_sum(R, A, H, D, gb, chunks):
         _add_into(gb, partial[k])
 
 
-@parallel_pass("void({f}[:, ::1], {f}[:, ::1], {f}[::1], intp, intp, {f}[::1], intp)",
-               cost=lambda Z, A, b, row0, n, F, chunks: Z.size)
+@parallel_pass(
+    "void({f}[:, ::1], {f}[:, ::1], {f}[::1], intp, intp, {f}[::1], intp)",
+    cost=lambda Z, A, b, row0, n, F, chunks: Z.size,
+)
 def per_task_forward_block(Z, A, b, row0, n, F, chunks):
     """Per-task outputs of one block of stacked rows.
 
@@ -160,9 +163,10 @@ def per_task_forward_block(Z, A, b, row0, n, F, chunks):
             F[row0 + j] = f
 
 
-@parallel_pass("float64({f}[:, ::1], {f}[::1], {f}[:, ::1], {f}[::1], intp, intp, intp, float64, {f}[:, ::1],"
-               " {f}[::1], intp)",
-               cost=lambda Z, Y, A, b, row0, n, loss, scale, gA, gb, chunks: 4 * Z.size + Z.shape[0] * loss_cost(loss, Z.dtype))
+@parallel_pass(
+    "float64({f}[:, ::1], {f}[::1], {f}[:, ::1], {f}[::1], intp, intp, intp, float64, {f}[:, ::1], {f}[::1], intp)",
+    cost=lambda Z, Y, A, b, row0, n, loss, scale, gA, gb, chunks: 4 * Z.size + Z.shape[0] * loss_cost(loss, Z.dtype),
+)
 def per_task_backward_block(Z, Y, A, b, row0, n, loss, scale, gA, gb, chunks):
     """Fused backward pass over one block of stacked per-task rows; returns the block's loss sum.
 
@@ -206,8 +210,8 @@ def per_task_backward_block(Z, Y, A, b, row0, n, loss, scale, gA, gb, chunks):
                     z_row[c] = h
                     f += a_row[c] * h
                 outputs[j - part] = f
-            f_run = outputs[:end - part]
-            total += _loss_run(loss, f_run, Y[row0 + part:row0 + end], scale_f)
+            f_run = outputs[: end - part]
+            total += _loss_run(loss, f_run, Y[row0 + part : row0 + end], scale_f)
             for j in range(part, end):
                 t = (row0 + j) // n
                 z_row = Z[j]
@@ -234,4 +238,3 @@ def per_task_backward_block(Z, Y, A, b, row0, n, loss, scale, gA, gb, chunks):
                 _add_into(gA[edge_task[k, 1]], edge[k, 1])
         _add_into(gb, gb_partial[k])
     return _serial_sum(loss_partial)
-

@@ -12,6 +12,7 @@ would keep a loop scalar), evaluated in float64 without fastmath, so that every 
 the same bits. ``u1`` has 32 random bits (a float32 normal's tail reaches 6.66 sigma) or 53 (9.4
 sigma, for float64); the angle has 30 bits and its quadrant 2.
 """
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -41,8 +42,9 @@ def fma(typingctx, a, b, c):
 
     def codegen(context, builder, signature, args):
         llvm_type = context.get_value_type(signature.args[0])
-        function = builder.module.declare_intrinsic("llvm.fma", [llvm_type],
-                                                    ir.FunctionType(llvm_type, [llvm_type] * 3))
+        function = builder.module.declare_intrinsic(
+            "llvm.fma", [llvm_type], ir.FunctionType(llvm_type, [llvm_type] * 3)
+        )
         return builder.call(function, args)
 
     return a(a, b, c), codegen
@@ -51,6 +53,7 @@ def fma(typingctx, a, b, c):
 @intrinsic
 def _float64_bits(typingctx, value):
     """Reinterpret a float64's bits as an int64 (a register move, which LLVM vectorises)."""
+
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.IntType(64))
 
@@ -73,15 +76,41 @@ def philox(c0, c1, c2, c3, k0, k1):
 _TWO52 = 4503599627370496.0  # 2^52: its float64 has the bits 0x4330000000000000
 _LN2 = 0.6931471805599453
 _SQRT2 = 1.4142135623730951
-_L3, _L5, _L7, _L9, _L11, _L13, _L15, _L17, _L19, _L21 = (1 / 3, 1 / 5, 1 / 7, 1 / 9, 1 / 11, 1 / 13, 1 / 15, 1 / 17,
-                                                          1 / 19, 1 / 21)
+_L3, _L5, _L7, _L9, _L11, _L13, _L15, _L17, _L19, _L21 = (
+    1 / 3,
+    1 / 5,
+    1 / 7,
+    1 / 9,
+    1 / 11,
+    1 / 13,
+    1 / 15,
+    1 / 17,
+    1 / 19,
+    1 / 21,
+)
 _SQRT_HALF = 0.7071067811865476
 _HALF_PI = 1.5707963267948966
 # Taylor coefficients of sin and cos, as multiplications (a division would not vectorise well).
-_S3, _S5, _S7, _S9, _S11, _S13, _S15, _S17 = (-1 / 6, 1 / 120, -1 / 5040, 1 / 362880, -1 / 39916800, 1 / 6227020800,
-                                              -1 / 1307674368000, 1 / 355687428096000)
-_C2, _C4, _C6, _C8, _C10, _C12, _C14, _C16 = (-1 / 2, 1 / 24, -1 / 720, 1 / 40320, -1 / 3628800, 1 / 479001600,
-                                              -1 / 87178291200, 1 / 20922789888000)
+_S3, _S5, _S7, _S9, _S11, _S13, _S15, _S17 = (
+    -1 / 6,
+    1 / 120,
+    -1 / 5040,
+    1 / 362880,
+    -1 / 39916800,
+    1 / 6227020800,
+    -1 / 1307674368000,
+    1 / 355687428096000,
+)
+_C2, _C4, _C6, _C8, _C10, _C12, _C14, _C16 = (
+    -1 / 2,
+    1 / 24,
+    -1 / 720,
+    1 / 40320,
+    -1 / 3628800,
+    1 / 479001600,
+    -1 / 87178291200,
+    1 / 20922789888000,
+)
 
 
 @numba.njit(**RANDOM_OPTIONS)
@@ -167,6 +196,7 @@ _C2_32, _C4_32, _C6_32, _C8_32, _C10_32 = _F32(_C2), _F32(_C4), _F32(_C6), _F32(
 @intrinsic
 def _float32_bits(typingctx, value):
     """Reinterpret a float32's bits as an int32."""
+
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.IntType(32))
 
@@ -206,7 +236,9 @@ def minus_two_log_uniform32(k):
 def unit_circle32(word):
     """:func:`unit_circle` in float32 arithmetic (23 bits of angle within the quadrant)."""
     quadrant = word >> np.uint64(30)
-    f = np.float32(np.int32((word >> np.uint64(7)) & np.uint64(0x7FFFFF))) * _F32(1.0 / 8388608.0) + _F32(0.5 / 8388608.0)
+    f = np.float32(np.int32((word >> np.uint64(7)) & np.uint64(0x7FFFFF))) * _F32(1.0 / 8388608.0) + _F32(
+        0.5 / 8388608.0
+    )
     t = (f - _F32(0.5)) * _F32(_HALF_PI)
     z = t * t
     sin_t = fma(_S9_32, z, _S7_32)  # Horner, one rounding per step

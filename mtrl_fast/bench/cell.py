@@ -11,6 +11,7 @@ subspace distances agree within seed noise, which is checked before anything is 
 Each implementation runs in a process of its own with the same thread count; runs alternate
 between them, and the table reports medians.
 """
+
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -86,14 +87,14 @@ def run_torch(spec, M, V, W0, seed):
     for _ in range(config.rounds):
         gW = torch.zeros_like(W)
         for first, c in _chunks(spec.T):
-            v = Vt[first:first + c]
+            v = Vt[first : first + c]
             X, Y = data(c, v)
-            a = A[first:first + c].clone()
+            a = A[first : first + c].clone()
             for _ in range(config.head_steps):  # each task's head on its own mean loss
                 a.requires_grad_(True)
                 (g,) = torch.autograd.grad(_plain_losses(config.loss, outputs(X, W, a), Y).mean(dim=1).sum(), a)
                 a = (a - config.head_lr * g).detach()
-            A[first:first + c] = a
+            A[first : first + c] = a
             X, Y = data(c, v)
             Wr = W.clone().requires_grad_(True)
             share = _plain_losses(config.loss, outputs(X, Wr, a), Y).sum() / (spec.T * spec.n)
@@ -112,8 +113,12 @@ def _jax_chunk(spec):
     config = _config(spec)
 
     def per_example(F, Y):
-        return {"correlation": lambda: -Y * F, "logistic": lambda: jnp.logaddexp(0.0, -Y * F),
-                "squared": lambda: 0.5 * (F - Y) ** 2, "hinge": lambda: jnp.maximum(0.0, 1.0 - Y * F)}[config.loss]()
+        return {
+            "correlation": lambda: -Y * F,
+            "logistic": lambda: jnp.logaddexp(0.0, -Y * F),
+            "squared": lambda: 0.5 * (F - Y) ** 2,
+            "hinge": lambda: jnp.maximum(0.0, 1.0 - Y * F),
+        }[config.loss]()
 
     def data(key, M, v):
         X = jax.random.normal(key, (v.shape[0], spec.n, spec.d))
@@ -147,9 +152,10 @@ def run_jax(spec, M, V, W0, seed):
     for round_index in range(config.rounds):
         gW = jnp.zeros_like(W)
         for first, c in _chunks(spec.T):
-            a, g = chunk(jax.random.fold_in(key, round_index * spec.T + first), W, M, V[first:first + c],
-                         A[first:first + c])
-            A = A.at[first:first + c].set(a)
+            a, g = chunk(
+                jax.random.fold_in(key, round_index * spec.T + first), W, M, V[first : first + c], A[first : first + c]
+            )
+            A = A.at[first : first + c].set(a)
             gW = gW + g
         W = (1 - config.lr * config.weight_decay) * W - config.lr * gW
     return np.asarray(W, dtype=np.float64)
@@ -199,7 +205,7 @@ def run_cell_benchmark(spec, names=CELL_BACKENDS, threads=2, repeat=3, log=print
             worker.ask("run", (spec, 10_000))  # warm: compile, trace, touch pages
             log(f"  {name}: warmed up")
         for round_index in range(repeat):
-            order = names[round_index % len(names):] + names[:round_index % len(names)]
+            order = names[round_index % len(names) :] + names[: round_index % len(names)]
             for name in order:
                 seconds, distance = workers[name].ask("run", (spec, round_index))
                 results[name]["seconds"].append(seconds)
@@ -223,5 +229,7 @@ def check_agreement(results, reference="numba"):
     for name, result in results.items():
         gap = abs(np.mean(result["distance"]) - ours.mean())
         if gap > tolerance:
-            raise RuntimeError(f"{name}'s subspace distance {np.mean(result['distance']):.4f} differs from ours "
-                               f"{ours.mean():.4f} by more than {tolerance:.4f}: not the same computation")
+            raise RuntimeError(
+                f"{name}'s subspace distance {np.mean(result['distance']):.4f} differs from ours "
+                f"{ours.mean():.4f} by more than {tolerance:.4f}: not the same computation"
+            )

@@ -1,4 +1,5 @@
 """The benchmark's output: the machine it ran on, the table, CSV/JSON and throughput plots."""
+
 import csv
 import io
 import json
@@ -26,20 +27,30 @@ def environment(backend_names):
             except Exception as error:  # a broken peer install is reported, not fatal
                 versions[name] = f"unavailable ({error})"
     blas = "; ".join(blas_in_use())
-    return {"date": time.strftime("%Y-%m-%d"), "cpu": info["cpu"], "cores": info["cores"], "blas": blas,
-            "blas_pins": info["blas_pin_warning"],
-            "threading_layer": info["threading_layer"], "threads": info["num_threads"],
-            "python": info["python"], "platform": platform.platform(), "versions": versions}
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "cpu": info["cpu"],
+        "cores": info["cores"],
+        "blas": blas,
+        "blas_pins": info["blas_pin_warning"],
+        "threading_layer": info["threading_layer"],
+        "threads": info["num_threads"],
+        "python": info["python"],
+        "platform": platform.platform(),
+        "versions": versions,
+    }
 
 
 def format_table(rows, env):
     """The results as a plain-text table with a header describing the machine."""
-    lines = [f"# {env['date']}  {env['cpu']}, {env['cores']} cores, {env['threads']} threads, "
-             f"BLAS {env['blas']}, Numba layer {env['threading_layer']}",
-             "# " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
-             *([f"# WARNING: {env['blas_pins']}"] if env.get("blas_pins") else []),
-             f"{'shape':<42} {'backend':<10} {'median ms':>10} {'IQR ms':>15} {'GFLOP/s':>8} {'/GEMM':>6} "
-             f"{'vs best peer':>12} {'peak MB':>8} {'/inputs':>7}"]
+    lines = [
+        f"# {env['date']}  {env['cpu']}, {env['cores']} cores, {env['threads']} threads, "
+        f"BLAS {env['blas']}, Numba layer {env['threading_layer']}",
+        "# " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+        *([f"# WARNING: {env['blas_pins']}"] if env.get("blas_pins") else []),
+        f"{'shape':<42} {'backend':<10} {'median ms':>10} {'IQR ms':>15} {'GFLOP/s':>8} {'/GEMM':>6} "
+        f"{'vs best peer':>12} {'peak MB':>8} {'/inputs':>7}",
+    ]
     for row in rows:
         shape = f"{row['layout']} n={row['n']} d={row['d']} m={row['m']} T={row['T']} {row['dtype']}"
         if "median_s" not in row:
@@ -49,13 +60,17 @@ def format_table(rows, env):
         peak = "" if row["peak_bytes"] is None else f"{row['peak_bytes'] / 2**20:8.1f}"
         ratio = "" if row["peak_over_inputs"] is None else f"{row['peak_over_inputs']:7.2f}"
         over_gemm = "" if math.isnan(row["over_gemm"]) else f"{row['over_gemm']:6.2f}"  # no GEMMs for a round
-        lines.append(f"{shape:<42} {row['backend']:<10} {row['median_s'] * 1e3:10.2f} "
-                     f"{row['q25_s'] * 1e3:7.2f}-{row['q75_s'] * 1e3:<7.2f} {row['gflops']:8.1f} "
-                     f"{over_gemm:>6} {speedup:>12} {peak:>8} {ratio:>7}")
+        lines.append(
+            f"{shape:<42} {row['backend']:<10} {row['median_s'] * 1e3:10.2f} "
+            f"{row['q25_s'] * 1e3:7.2f}-{row['q75_s'] * 1e3:<7.2f} {row['gflops']:8.1f} "
+            f"{over_gemm:>6} {speedup:>12} {peak:>8} {ratio:>7}"
+        )
     speedups = [r["speedup_over_best_peer"] for r in rows if r.get("speedup_over_best_peer")]
     if speedups:
-        lines.append(f"# speedup over the best peer: geometric mean {math.exp(np.mean(np.log(speedups))):.2f}x, "
-                     f"min {min(speedups):.2f}x, over {len(speedups)} points")
+        lines.append(
+            f"# speedup over the best peer: geometric mean {math.exp(np.mean(np.log(speedups))):.2f}x, "
+            f"min {min(speedups):.2f}x, over {len(speedups)} points"
+        )
     return "\n".join(lines)
 
 
@@ -81,13 +96,20 @@ def _plots(rows, points, out):
                 continue
             fig, ax = plt.subplots(figsize=(5.5, 3.8))
             for backend in dict.fromkeys(r["backend"] for r in sweep):
-                ax.plot(*zip(*sorted((r[axis], r["gflops"]) for r in sweep if r["backend"] == backend)),
-                        marker="o", label=backend)
+                ax.plot(
+                    *zip(*sorted((r[axis], r["gflops"]) for r in sweep if r["backend"] == backend)),
+                    marker="o",
+                    label=backend,
+                )
             ax.set_xscale("log", base=2)
             ax.set_xlabel(axis)
             ax.set_ylabel("GFLOP/s (one step)")
-            ax.set_title(f"{layout}: throughput against {axis} ("
-                         + ", ".join(f"{k}={base[k]}" for k in fixed) + f", {base['dtype']})", fontsize=9)
+            ax.set_title(
+                f"{layout}: throughput against {axis} ("
+                + ", ".join(f"{k}={base[k]}" for k in fixed)
+                + f", {base['dtype']})",
+                fontsize=9,
+            )
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
             fig.tight_layout()

@@ -8,6 +8,7 @@ the backends (``timing``); the table reports the median over rounds. The step's 
 products (``workload.step_products``) are timed in the same rounds: a step's time over theirs
 says how much the step spends beyond BLAS.
 """
+
 import gc
 import os
 import time
@@ -25,6 +26,7 @@ from .timing import burst_calls, time_burst
 from .workload import step_products
 
 # --- the worker process -----------------------------------------------------------------------
+
 
 def _rss_bytes(field):
     with open("/proc/self/status", encoding="ascii") as status:
@@ -133,8 +135,11 @@ class _Worker:
         if name in PEERS:
             # A peer runs with its users' OpenMP setting, not the PASSIVE that importing
             # mtrl_fast sets: PyTorch's own step is faster with libgomp's default spinning.
-            changes.update(OMP_WAIT_POLICY=USER_WAIT_POLICY, OPENBLAS_THREAD_TIMEOUT=USER_BLAS_TIMEOUT,
-                           MTRL_FAST_SET_WAIT_POLICY="0")
+            changes.update(
+                OMP_WAIT_POLICY=USER_WAIT_POLICY,
+                OPENBLAS_THREAD_TIMEOUT=USER_BLAS_TIMEOUT,
+                MTRL_FAST_SET_WAIT_POLICY="0",
+            )
         with _environment(changes):  # the spawned child copies os.environ when it starts
             self.process.start()
 
@@ -217,8 +222,18 @@ def worker_blas(threads=1, native_blas=False):
         worker.close()
 
 
-def run_benchmarks(points, backend_names, threads=None, repeat=7, loss="logistic", progress=True, log=print,
-                   measure_memory=True, native_blas=False, workload="step"):
+def run_benchmarks(
+    points,
+    backend_names,
+    threads=None,
+    repeat=7,
+    loss="logistic",
+    progress=True,
+    log=print,
+    measure_memory=True,
+    native_blas=False,
+    workload="step",
+):
     """Time every backend on every point; returns a list of row dicts (one per point and backend).
 
     Row keys: the point's fields, ``backend``, ``median_s``, ``q25_s``, ``q75_s``, ``gflops``,
@@ -244,8 +259,11 @@ def run_benchmarks(points, backend_names, threads=None, repeat=7, loss="logistic
     if "numba" not in names:
         names.insert(0, "numba")  # the GEMM times come from our worker
     workers = {name: _Worker(name, threads, native_blas=native_blas) for name in names}
-    memory_workers = ({name: _Worker(name, threads, for_memory=True, native_blas=native_blas) for name in names}
-                      if measure_memory else {})
+    memory_workers = (
+        {name: _Worker(name, threads, for_memory=True, native_blas=native_blas) for name in names}
+        if measure_memory
+        else {}
+    )
     rows = []
     bar = Progress(len(points), enabled=progress)
     try:
@@ -266,7 +284,7 @@ def run_benchmarks(points, backend_names, threads=None, repeat=7, loss="logistic
             samples = {name: [] for name in timed}
             gemm = []
             for round_index in range(repeat):
-                order = timed[round_index % len(timed):] + timed[:round_index % len(timed)]
+                order = timed[round_index % len(timed) :] + timed[: round_index % len(timed)]
                 for name in order:
                     time.sleep(_SETTLE_S)
                     samples[name].append(workers[name].ask("time"))
@@ -282,14 +300,19 @@ def run_benchmarks(points, backend_names, threads=None, repeat=7, loss="logistic
                     if name in memory_workers:
                         memory_workers[name].ask("setup", (point, loss, True, workload))
                         peak = memory_workers[name].ask("peakmem")
-                    row.update(median_s=float(np.median(times)), q25_s=float(np.percentile(times, 25)),
-                               q75_s=float(np.percentile(times, 75)), gemm_s=gemm_s,
-                               gflops=point.workload_flops(workload) / float(np.median(times)) / 1e9,
-                               over_gemm=float(np.median(times)) / gemm_s,
-                               peak_bytes=peak, peak_over_inputs=None if peak is None else peak / point.input_bytes())
+                    row.update(
+                        median_s=float(np.median(times)),
+                        q25_s=float(np.percentile(times, 25)),
+                        q75_s=float(np.percentile(times, 75)),
+                        gemm_s=gemm_s,
+                        gflops=point.workload_flops(workload) / float(np.median(times)) / 1e9,
+                        over_gemm=float(np.median(times)) / gemm_s,
+                        peak_bytes=peak,
+                        peak_over_inputs=None if peak is None else peak / point.input_bytes(),
+                    )
                 rows.append(row)
-            ours = next((r for r in rows[-len(workers):] if r["backend"] == "numba" and "median_s" in r), None)
-            peers = [r["median_s"] for r in rows[-len(workers):] if r["backend"] in PEERS and "median_s" in r]
+            ours = next((r for r in rows[-len(workers) :] if r["backend"] == "numba" and "median_s" in r), None)
+            peers = [r["median_s"] for r in rows[-len(workers) :] if r["backend"] in PEERS and "median_s" in r]
             if ours and peers:
                 ours["speedup_over_best_peer"] = min(peers) / ours["median_s"]
             bar.step(point.label)

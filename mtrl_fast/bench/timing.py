@@ -6,6 +6,7 @@ them, and keeps the burst's median: a lone call after an idle spell also times t
 every thread pool it uses, which a loop never pays. Alternating the things compared within each
 round lets a slow spell of a shared machine hit them all alike.
 """
+
 import time
 from collections.abc import Callable
 
@@ -35,8 +36,9 @@ def time_burst(run: Callable[[], object], calls: int) -> float:
     return float(np.median(times))
 
 
-def alternating_samples(functions: dict[str, Callable[[], object]], rounds: int,
-                        settle_s: float = 0.0) -> dict[str, list]:
+def alternating_samples(
+    functions: dict[str, Callable[[], object]], rounds: int, settle_s: float = 0.0
+) -> dict[str, list]:
     """Burst medians of each function, ``rounds`` rounds alternating between them.
 
     The first call of each function (compilation, caches, first-touch pages) is outside the
@@ -55,11 +57,11 @@ def alternating_samples(functions: dict[str, Callable[[], object]], rounds: int,
     return samples
 
 
-def alternating_medians(functions: dict[str, Callable[[], object]], rounds: int,
-                        settle_s: float = 0.0) -> dict[str, float]:
+def alternating_medians(
+    functions: dict[str, Callable[[], object]], rounds: int, settle_s: float = 0.0
+) -> dict[str, float]:
     """Median over rounds of :func:`alternating_samples`."""
-    return {name: float(np.median(times))
-            for name, times in alternating_samples(functions, rounds, settle_s).items()}
+    return {name: float(np.median(times)) for name, times in alternating_samples(functions, rounds, settle_s).items()}
 
 
 def time_call(function: Callable, args: tuple, repeat: int) -> tuple[float, float, float]:

@@ -3,6 +3,7 @@
 The ``mtrl-fast bench`` command, the asv suite, the pytest-benchmark comparisons and the CI checks
 all take their shapes from here.
 """
+
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -101,8 +102,11 @@ SWEEPS = {
 }
 
 #: A few shapes for the pytest-benchmark comparisons.
-PEER_POINTS = (Point(SHARED, 1024, 256, 256, 64), Point(SHARED, 2048, 1024, 512, 256),
-               Point(PER_TASK, 128, 256, 256, 32))
+PEER_POINTS = (
+    Point(SHARED, 1024, 256, 256, 64),
+    Point(SHARED, 2048, 1024, 512, 256),
+    Point(PER_TASK, 128, 256, 256, 32),
+)
 
 
 def sweep_point(base, axis, value):
@@ -159,4 +163,5 @@ def step_products(args, loss="logistic") -> tuple[Callable[[], None], list]:
     def run():
         for left, right, out in products:
             np.matmul(left, right, out=out)
+
     return run, [(left.shape, right.shape) for left, right, _ in products]

@@ -6,8 +6,8 @@ Built on the public kernel API alone. ``tasks`` draws multi-task data whose labe
 recovery and probes features downstream; ``experiments`` runs the seeded, resumable grid;
 ``report`` writes results, figures and the claims with computed verdicts.
 """
+
 try:
     import scipy  # noqa: F401
 except ImportError as error:  # pragma: no cover - depends on the installed extras
-    raise ImportError("mtrl_fast.paper needs scipy, which is not installed: "
-                      "pip install 'mtrl_fast[paper]'") from error
+    raise ImportError("mtrl_fast.paper needs scipy, which is not installed: pip install 'mtrl_fast[paper]'") from error

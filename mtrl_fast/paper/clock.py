@@ -6,6 +6,7 @@ part with :func:`part`, which costs nothing when no clock is recording. A shard,
 another process, records on a clock of its own (the caller's is set aside meanwhile) and returns
 its parts, which the caller adds to its own clock: every second is counted once.
 """
+
 import threading
 import time
 from collections.abc import Iterator

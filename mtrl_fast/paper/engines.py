@@ -3,6 +3,7 @@ cluster. Each engine is a generator of ``(cell, payload)`` as cells finish, so t
 stores results (and shows progress) the same way whatever runs them; closing the generator early
 (an error, a signal) stops the engine's work.
 """
+
 import os
 import signal
 import threading
@@ -34,6 +35,7 @@ def in_process(compute, cells):
 
 # --- a local pool of processes -------------------------------------------------------------------
 
+
 def _watch_parent(parent):
     while os.getppid() == parent:
         time.sleep(0.5)
@@ -62,8 +64,9 @@ def _end_workers(pool):
 def process_pool(compute, cells, jobs):
     """Compute the cells in ``jobs`` worker processes of this machine (spawned: OpenMP's thread
     pool does not survive a fork). A worker that dies stops the run with :class:`WorkerDied`."""
-    pool = ProcessPoolExecutor(min(jobs, len(cells)), mp_context=get_context("spawn"), initializer=_init_worker,
-                               initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(
+        min(jobs, len(cells)), mp_context=get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)
+    )
     try:
         futures = {pool.submit(compute, cell): cell for cell in cells}
         done = 0
@@ -72,8 +75,10 @@ def process_pool(compute, cells, jobs):
             done += 1
     except BrokenProcessPool:
         _end_workers(pool)
-        raise WorkerDied(f"a worker process died (killed by the operating system, perhaps for lack of memory) "
-                         f"with {len(cells) - done} cells unfinished") from None
+        raise WorkerDied(
+            f"a worker process died (killed by the operating system, perhaps for lack of memory) "
+            f"with {len(cells) - done} cells unfinished"
+        ) from None
     except BaseException:  # a signal, an error, or the caller closing the generator
         _end_workers(pool)
         raise
@@ -81,6 +86,7 @@ def process_pool(compute, cells, jobs):
 
 
 # --- a Dask cluster ------------------------------------------------------------------------------
+
 
 def _worker_problem(version):
     """Run on each Dask worker: why it cannot compute cells, or ``None``."""
@@ -108,8 +114,9 @@ def connect(scheduler=None, scheduler_file=None, timeout=CONNECT_TIMEOUT_S):
     try:
         client = Client(address=scheduler, scheduler_file=scheduler_file, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as error:
-        raise ClusterError(f"cannot reach the Dask scheduler at {where} within {timeout} s "
-                           f"({type(error).__name__}: {error})") from None
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {where} within {timeout} s ({type(error).__name__}: {error})"
+        ) from None
     try:
         try:
             client.wait_for_workers(1, timeout=timeout)
@@ -118,8 +125,10 @@ def connect(scheduler=None, scheduler_file=None, timeout=CONNECT_TIMEOUT_S):
         try:
             problems = client.run(_worker_problem, __version__)
         except Exception as error:  # noqa: BLE001 - a worker that cannot even unpickle the check
-            raise ClusterError(f"a Dask worker cannot run the cells ({type(error).__name__}: {error}); install "
-                               "mtrl_fast[paper] on every worker") from None
+            raise ClusterError(
+                f"a Dask worker cannot run the cells ({type(error).__name__}: {error}); install "
+                "mtrl_fast[paper] on every worker"
+            ) from None
         bad = {worker: problem for worker, problem in problems.items() if problem}
         if bad:
             worker, problem = next(iter(bad.items()))
@@ -150,8 +159,13 @@ def on_cluster(client, compute, cells, sharded=(), threads=1):
     def map_shards(function, argument_lists):
         argument_lists = list(argument_lists)
         stamp = f"{os.getpid()}-{time.time_ns()}"
-        futures = client.map(partial(_with_threads, threads, function), *zip(*argument_lists), pure=False,
-                             retries=RETRIES, key=[f"mtrl-fast-shard-{stamp}-{i}" for i in range(len(argument_lists))])
+        futures = client.map(
+            partial(_with_threads, threads, function),
+            *zip(*argument_lists),
+            pure=False,
+            retries=RETRIES,
+            key=[f"mtrl-fast-shard-{stamp}-{i}" for i in range(len(argument_lists))],
+        )
         try:
             # In shard order, one at a time: the client holds one shard's gradients, and the sums
             # do not depend on which worker ran what.
@@ -162,8 +176,12 @@ def on_cluster(client, compute, cells, sharded=(), threads=1):
             client.cancel([future for future in futures if not future.done()])
 
     whole = [cell for cell in cells if cell not in sharded]
-    futures = {client.submit(compute, cell, key=f"mtrl-fast-{cell.key}-{os.getpid()}-{time.time_ns()}",
-                             retries=RETRIES, pure=False): cell for cell in whole}
+    futures = {
+        client.submit(
+            compute, cell, key=f"mtrl-fast-{cell.key}-{os.getpid()}-{time.time_ns()}", retries=RETRIES, pure=False
+        ): cell
+        for cell in whole
+    }
     try:
         for cell in cells:
             if cell in sharded:

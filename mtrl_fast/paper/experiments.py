@@ -7,6 +7,7 @@ with ``n_new`` samples. Each cell draws from its own seed, so cells can run in a
 parallel, and each is written to ``DIR/cells/`` as soon as it finishes: a killed run resumes where
 it stopped, and a finished cell is never computed again (unless its settings changed).
 """
+
 import hashlib
 import json
 import time
@@ -116,7 +117,8 @@ def plan(grid):
     recovery = [Cell("recovery", d, s, T) for d in grid.d for T in grid.tasks for s in range(grid.seeds)]
     downstream = [Cell("downstream", d, s) for d in grid.downstream_d for s in range(grid.seeds)]
     return sorted(recovery, key=lambda c: (c.T * c.d, c.d, c.T, c.seed)) + sorted(
-        downstream, key=lambda c: (c.d, c.seed))
+        downstream, key=lambda c: (c.d, c.seed)
+    )
 
 
 #: How samples are drawn and task gradients summed; part of every cell's fingerprint, so that cells
@@ -128,12 +130,22 @@ AGGREGATION = f"fixed groups of {GROUP_TASKS} tasks (0.3.0)"
 
 def _settings_of(cell, grid):
     """What a cell's result depends on besides its coordinates: it is recomputed when these change."""
-    settings = {"r": grid.r, "label_kind": grid.label_kind, "noise": grid.noise, "base_seed": grid.base_seed,
-                "pretrain": grid.pretrain.to_dict(), "sampling": SAMPLING,
-                "aggregation": AGGREGATION}
+    settings = {
+        "r": grid.r,
+        "label_kind": grid.label_kind,
+        "noise": grid.noise,
+        "base_seed": grid.base_seed,
+        "pretrain": grid.pretrain.to_dict(),
+        "sampling": SAMPLING,
+        "aggregation": AGGREGATION,
+    }
     if cell.study == "downstream":
-        settings.update(n_new=list(grid.n_new), downstream_tasks=grid.downstream_tasks, n_test=grid.n_test,
-                        probe_tasks=grid.probe_tasks)
+        settings.update(
+            n_new=list(grid.n_new),
+            downstream_tasks=grid.downstream_tasks,
+            n_test=grid.n_test,
+            probe_tasks=grid.probe_tasks,
+        )
     return settings
 
 
@@ -145,8 +157,9 @@ def fingerprint(cell, grid):
 def _family(grid, d, seed, T):
     # The ground truth of (d, seed) is shared by every T and by the downstream study; task
     # vectors are drawn after M, row by row, so the first T tasks are the same for every T.
-    return make_task_family(d, grid.r, T, np.random.default_rng([grid.base_seed, d, seed]),
-                            kind=grid.label_kind, noise=grid.noise)
+    return make_task_family(
+        d, grid.r, T, np.random.default_rng([grid.base_seed, d, seed]), kind=grid.label_kind, noise=grid.noise
+    )
 
 
 def run_cell(cell, grid, memory_budget=None, map_shards=None):
@@ -163,9 +176,17 @@ def run_cell(cell, grid, memory_budget=None, map_shards=None):
     if cell.study == "recovery":
         family = _family(grid, cell.d, cell.seed, cell.T)
         last = pretrain(family, grid.pretrain, rng, **shard_options).history[-1]
-        return [{"d": cell.d, "r": grid.r, "T": cell.T, "seed": cell.seed,
-                 "subspace_distance": last["subspace_distance"], "energy_outside": last["energy_outside"],
-                 "final_loss": last["loss"]}]
+        return [
+            {
+                "d": cell.d,
+                "r": grid.r,
+                "T": cell.T,
+                "seed": cell.seed,
+                "subspace_distance": last["subspace_distance"],
+                "energy_outside": last["energy_outside"],
+                "final_loss": last["loss"],
+            }
+        ]
 
     family = _family(grid, cell.d, cell.seed, grid.downstream_tasks)
     width = grid.pretrain.width
@@ -182,10 +203,10 @@ def run_cell(cell, grid, memory_budget=None, map_shards=None):
             # The same new tasks and samples for every kind of features: a paired comparison.
             probe_rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, n_new, 2])
             with clock.part("probe"):
-                accuracy = probe_accuracy(*layers[name], family, n_new, probe_rng, n_test=grid.n_test,
-                                          new_tasks=grid.probe_tasks)
-            records.append({"d": cell.d, "n_new": n_new, "features": name, "seed": cell.seed,
-                            "accuracy": accuracy})
+                accuracy = probe_accuracy(
+                    *layers[name], family, n_new, probe_rng, n_test=grid.n_test, new_tasks=grid.probe_tasks
+                )
+            records.append({"d": cell.d, "n_new": n_new, "features": name, "seed": cell.seed, "accuracy": accuracy})
     return records
 
 
@@ -232,9 +253,11 @@ def memory_problem(grid, jobs=1, memory_budget=None):
     if need <= available:
         return None
     gib = 2.0**30
-    return (f"the largest cell ({largest.key}) needs about {one / gib:.1f} GiB even one task at a time"
-            + (f", {need / gib:.1f} GiB for {min(jobs, len(cells))} at once" if jobs > 1 else "")
-            + f", and this machine has {available / gib:.1f} GiB available")
+    return (
+        f"the largest cell ({largest.key}) needs about {one / gib:.1f} GiB even one task at a time"
+        + (f", {need / gib:.1f} GiB for {min(jobs, len(cells))} at once" if jobs > 1 else "")
+        + f", and this machine has {available / gib:.1f} GiB available"
+    )
 
 
 def _cell_path(out, cell):
@@ -265,9 +288,17 @@ def _compute(cell, grid, threads=1, memory_budget=None, map_shards=None):
     with num_threads(threads), clock.recording() as timed:
         records = run_cell(cell, grid, memory_budget, map_shards)
     seconds = time.perf_counter() - start
-    return {"cell": asdict(cell), "fingerprint": fingerprint(cell, grid), "settings": _settings_of(cell, grid),
-            "seconds": seconds, "parts": clock.with_other(timed.parts, seconds), "threads": threads,
-            "blas": blas_in_use(), "memory_budget": memory_budget, "records": records}
+    return {
+        "cell": asdict(cell),
+        "fingerprint": fingerprint(cell, grid),
+        "settings": _settings_of(cell, grid),
+        "seconds": seconds,
+        "parts": clock.with_other(timed.parts, seconds),
+        "threads": threads,
+        "blas": blas_in_use(),
+        "memory_budget": memory_budget,
+        "records": records,
+    }
 
 
 def _store(out, cell, payload):
@@ -346,8 +377,9 @@ def _run_cells(grid, out, jobs, progress, threads, memory_budget, client):
     todo = [cell for cell in cells if results[cell] is None]
     bar = Progress(len(todo), enabled=progress)
     if progress:
-        print(f"{len(cells)} cells, {len(cells) - len(todo)} already done in {out}, {len(todo)} to run",
-              file=bar.stream)
+        print(
+            f"{len(cells)} cells, {len(cells) - len(todo)} already done in {out}, {len(todo)} to run", file=bar.stream
+        )
     compute = partial(_compute, grid=grid, threads=threads, memory_budget=memory_budget)
     if client is None and jobs > 1 and len(todo) > 1:
         warm_up(grid)  # here, once: the workers then load the kernels from the cache
@@ -366,9 +398,11 @@ def _run_cells(grid, out, jobs, progress, threads, memory_budget, client):
                 timings[cell] = (payload["seconds"], payload["parts"])
                 bar.step(f"{cell.key} ({payload['seconds']:.1f}s)")
     except (engines.WorkerDied, engines.ClusterError) as error:
-        raise type(error)(f"{error}; every finished cell is stored in {out / 'cells'}: run the same command "
-                          "again to resume" + (", with fewer --jobs if memory ran out"
-                                               if isinstance(error, engines.WorkerDied) else "")) from None
+        raise type(error)(
+            f"{error}; every finished cell is stored in {out / 'cells'}: run the same command "
+            "again to resume"
+            + (", with fewer --jobs if memory ran out" if isinstance(error, engines.WorkerDied) else "")
+        ) from None
     gathered = {"recovery": [], "downstream": []}
     for cell in cells:
         gathered[cell.study].extend(results[cell])

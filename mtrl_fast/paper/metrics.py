@@ -1,4 +1,5 @@
 """How well a first layer ``W`` captured the ground-truth subspace, and what its features are worth."""
+
 import numpy as np
 import scipy.linalg
 
@@ -87,9 +88,9 @@ class RidgeProbe:
             lam = relative * scale
             shrink = evals / (evals + lam)
             fitted = U @ (shrink * Uy)
-            leverage = (U ** 2) @ shrink + 1.0 / n  # + 1/n: the intercept's leverage
+            leverage = (U**2) @ shrink + 1.0 / n  # + 1/n: the intercept's leverage
             loo_residual = (y_c - fitted) / np.maximum(1.0 - leverage, 1e-12)
-            error = float(np.mean(loo_residual ** 2))
+            error = float(np.mean(loo_residual**2))
             if best is None or error < best[0]:
                 best = (error, lam)
         self.penalty_ = best[1]
@@ -123,7 +124,7 @@ def probe_accuracy(W, b, family, n_new, rng, n_test=2000, new_tasks=5):
     tasks = family.new_tasks(new_tasks, rng)
     accuracies = []
     for t in range(new_tasks):
-        task = tasks.with_tasks(tasks.V[t:t + 1])
+        task = tasks.with_tasks(tasks.V[t : t + 1])
         X_train, Y_train = task.sample(n_new, rng, layout="shared", dtype=np.float64)
         X_test, Y_test = task.sample(n_test, rng, layout="shared", dtype=np.float64)
         probe = RidgeProbe().fit(relu_features(X_train, W, b), Y_train[0])

@@ -3,6 +3,7 @@
 Each of the paper's claims is checked against the measured numbers with a threshold stated in
 the claim; the verdict is computed, never written by hand.
 """
+
 import csv
 import io
 import json
@@ -38,30 +39,38 @@ def claims(results, grid):
     rows = []
     T_min, T_max = min(grid.tasks), max(grid.tasks)
     one_task = {d: _mean(recovery, "subspace_distance", d=d, T=T_min) for d in grid.d}
-    rows.append({
-        "claim": f"One task cannot learn all r = {grid.r} directions (subspace distance at T = {T_min})",
-        "measured": ", ".join(f"d={d}: {v:.2f}" for d, v in one_task.items()),
-        "threshold": ">= 0.9 for every d",
-        "holds": T_min == 1 and all(v >= 0.9 for v in one_task.values()),
-    })
-    many = {d: (_mean(recovery, "subspace_distance", d=d, T=T_max), _mean(recovery, "energy_outside", d=d, T=T_max))
-            for d in grid.d}
-    rows.append({
-        "claim": f"Many tasks recover span(M) (T = {T_max}: subspace distance; energy outside)",
-        "measured": ", ".join(f"d={d}: {dist:.2f}; {energy:.3f}" for d, (dist, energy) in many.items()),
-        "threshold": "distance <= 0.3 and energy <= 0.1 for every d",
-        "holds": T_max >= 100 and all(dist <= 0.3 and energy <= 0.1 for dist, energy in many.values()),
-    })
+    rows.append(
+        {
+            "claim": f"One task cannot learn all r = {grid.r} directions (subspace distance at T = {T_min})",
+            "measured": ", ".join(f"d={d}: {v:.2f}" for d, v in one_task.items()),
+            "threshold": ">= 0.9 for every d",
+            "holds": T_min == 1 and all(v >= 0.9 for v in one_task.values()),
+        }
+    )
+    many = {
+        d: (_mean(recovery, "subspace_distance", d=d, T=T_max), _mean(recovery, "energy_outside", d=d, T=T_max))
+        for d in grid.d
+    }
+    rows.append(
+        {
+            "claim": f"Many tasks recover span(M) (T = {T_max}: subspace distance; energy outside)",
+            "measured": ", ".join(f"d={d}: {dist:.2f}; {energy:.3f}" for d, (dist, energy) in many.items()),
+            "threshold": "distance <= 0.3 and energy <= 0.1 for every d",
+            "holds": T_max >= 100 and all(dist <= 0.3 and energy <= 0.1 for dist, energy in many.values()),
+        }
+    )
     trends = {}
     for d in grid.d:
         means = [_mean(recovery, "subspace_distance", d=d, T=T) for T in grid.tasks]
         trends[d] = float(spearmanr(grid.tasks, means)[0]) if len(grid.tasks) > 2 else float("nan")
-    rows.append({
-        "claim": "Subspace distance falls as T grows (Spearman correlation of T and mean distance)",
-        "measured": ", ".join(f"d={d}: {rho:.2f}" for d, rho in trends.items()),
-        "threshold": "<= -0.9 for every d",
-        "holds": all(rho <= -0.9 for rho in trends.values()),
-    })
+    rows.append(
+        {
+            "claim": "Subspace distance falls as T grows (Spearman correlation of T and mean distance)",
+            "measured": ", ".join(f"d={d}: {rho:.2f}" for d, rho in trends.items()),
+            "threshold": "<= -0.9 for every d",
+            "holds": all(rho <= -0.9 for rho in trends.values()),
+        }
+    )
     reaching = [d for d in grid.d if max(grid.tasks) >= 1000]
     if 100 in grid.tasks and reaching:
         # At scale: the distance keeps falling past T = 100 (no floor), with the fitted log-log slope.
@@ -69,51 +78,73 @@ def claims(results, grid):
         for d in reaching:
             far = max(T for T in grid.tasks if any(r["d"] == d and r["T"] == T for r in recovery))
             past = [T for T in grid.tasks if T >= 100]
-            slope = (float(np.polyfit(np.log(past), np.log([_mean(recovery, "subspace_distance", d=d, T=T)
-                                                              for T in past]), 1)[0])
-                     if len(past) > 1 else float("nan"))
-            beyond[d] = (_mean(recovery, "subspace_distance", d=d, T=100), far,
-                         _mean(recovery, "subspace_distance", d=d, T=far), slope)
-        rows.append({
-            "claim": "The distance keeps falling beyond T = 100 (distance at the largest T; log-log slope from "
-                     "T = 100)",
-            "measured": ", ".join(f"d={d}: {at100:.3f} -> {at_far:.4f} at T = {far}, slope {slope:.2f}"
-                                  for d, (at100, far, at_far, slope) in beyond.items()),
-            "threshold": "at most half the distance at T = 100, for every d",
-            "holds": all(at_far <= 0.5 * at100 for at100, _, at_far, _ in beyond.values()),
-        })
+            slope = (
+                float(
+                    np.polyfit(np.log(past), np.log([_mean(recovery, "subspace_distance", d=d, T=T) for T in past]), 1)[
+                        0
+                    ]
+                )
+                if len(past) > 1
+                else float("nan")
+            )
+            beyond[d] = (
+                _mean(recovery, "subspace_distance", d=d, T=100),
+                far,
+                _mean(recovery, "subspace_distance", d=d, T=far),
+                slope,
+            )
+        rows.append(
+            {
+                "claim": "The distance keeps falling beyond T = 100 (distance at the largest T; log-log slope from "
+                "T = 100)",
+                "measured": ", ".join(
+                    f"d={d}: {at100:.3f} -> {at_far:.4f} at T = {far}, slope {slope:.2f}"
+                    for d, (at100, far, at_far, slope) in beyond.items()
+                ),
+                "threshold": "at most half the distance at T = 100, for every d",
+                "holds": all(at_far <= 0.5 * at100 for at100, _, at_far, _ in beyond.values()),
+            }
+        )
     if downstream:
         d_mid = _nearest(grid.downstream_d, 200)
         n_mid = _nearest(grid.n_new, 100)
         multi = _mean(downstream, "accuracy", d=d_mid, n_new=n_mid, features="multi-task")
         random = _mean(downstream, "accuracy", d=d_mid, n_new=n_mid, features="random")
-        rows.append({
-            "claim": f"Multi-task features beat random ones downstream (d = {d_mid}, n_new = {n_mid})",
-            "measured": f"multi-task {multi:.3f}, random {random:.3f}: {100 * (multi - random):+.1f} points",
-            "threshold": ">= +10 points",
-            "holds": multi - random >= 0.10,
-        })
+        rows.append(
+            {
+                "claim": f"Multi-task features beat random ones downstream (d = {d_mid}, n_new = {n_mid})",
+                "measured": f"multi-task {multi:.3f}, random {random:.3f}: {100 * (multi - random):+.1f} points",
+                "threshold": ">= +10 points",
+                "holds": multi - random >= 0.10,
+            }
+        )
         d_lo, d_hi = min(grid.downstream_d), max(grid.downstream_d)
-        change = {name: _mean(downstream, "accuracy", d=d_hi, n_new=n_mid, features=name)
-                  - _mean(downstream, "accuracy", d=d_lo, n_new=n_mid, features=name)
-                  for name in ("multi-task", "random")}
-        rows.append({
-            "claim": f"Multi-task features lose less accuracy than random ones as d grows "
-                     f"({d_lo} -> {d_hi}, n_new = {n_mid})",
-            "measured": f"accuracy change: multi-task {100 * change['multi-task']:+.1f} points, "
-                        f"random {100 * change['random']:+.1f}",
-            "threshold": "multi-task change > random change",
-            "holds": d_lo < d_hi and change["multi-task"] > change["random"],
-        })
+        change = {
+            name: _mean(downstream, "accuracy", d=d_hi, n_new=n_mid, features=name)
+            - _mean(downstream, "accuracy", d=d_lo, n_new=n_mid, features=name)
+            for name in ("multi-task", "random")
+        }
+        rows.append(
+            {
+                "claim": f"Multi-task features lose less accuracy than random ones as d grows "
+                f"({d_lo} -> {d_hi}, n_new = {n_mid})",
+                "measured": f"accuracy change: multi-task {100 * change['multi-task']:+.1f} points, "
+                f"random {100 * change['random']:+.1f}",
+                "threshold": "multi-task change > random change",
+                "holds": d_lo < d_hi and change["multi-task"] > change["random"],
+            }
+        )
         if d_hi >= 1000:  # at scale: multi-task features keep their accuracy, random ones lose theirs
-            rows.append({
-                "claim": f"Multi-task features keep their downstream accuracy as d grows to {d_hi} while random "
-                         f"features lose theirs ({d_lo} -> {d_hi}, n_new = {n_mid})",
-                "measured": f"multi-task {100 * change['multi-task']:+.1f} points, random "
-                            f"{100 * change['random']:+.1f}",
-                "threshold": "multi-task change >= -2 points (a probe's noise) and random change <= -5 points",
-                "holds": change["multi-task"] >= -0.02 and change["random"] <= -0.05,
-            })
+            rows.append(
+                {
+                    "claim": f"Multi-task features keep their downstream accuracy as d grows to {d_hi} while random "
+                    f"features lose theirs ({d_lo} -> {d_hi}, n_new = {n_mid})",
+                    "measured": f"multi-task {100 * change['multi-task']:+.1f} points, random "
+                    f"{100 * change['random']:+.1f}",
+                    "threshold": "multi-task change >= -2 points (a probe's noise) and random change <= -5 points",
+                    "holds": change["multi-task"] >= -0.02 and change["random"] <= -0.05,
+                }
+            )
     return rows
 
 
@@ -165,8 +196,9 @@ def _figures(results, grid, stage):
     if max(grid.tasks) >= 1000:  # at scale: log-log, with the slope fitted from T = 100 on
         fig, ax = plt.subplots(figsize=(6, 4))
         for d in grid.d:
-            means = [np.mean([r["subspace_distance"] for r in recovery if r["d"] == d and r["T"] == T])
-                     for T in grid.tasks]
+            means = [
+                np.mean([r["subspace_distance"] for r in recovery if r["d"] == d and r["T"] == T]) for T in grid.tasks
+            ]
             past = [(T, v) for T, v in zip(grid.tasks, means) if T >= 100]
             slope = np.polyfit(*np.log(np.array(past)).T, 1)[0] if len(past) > 1 else float("nan")
             ax.loglog(grid.tasks, means, marker="o", label=f"d = {d} (slope from T = 100: {slope:.2f})")
@@ -181,12 +213,15 @@ def _figures(results, grid, stage):
         names.append("recovery-loglog.png")
 
     if downstream:
-        fig, axes = plt.subplots(1, len(grid.downstream_d), figsize=(3.2 * len(grid.downstream_d), 3.4),
-                                 sharey=True, squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(grid.downstream_d), figsize=(3.2 * len(grid.downstream_d), 3.4), sharey=True, squeeze=False
+        )
         for ax, d in zip(axes[0], grid.downstream_d):
             for name in ("multi-task", "single-task", "random", "oracle"):
-                per_n = [[r["accuracy"] for r in downstream if r["d"] == d and r["n_new"] == n
-                          and r["features"] == name] for n in grid.n_new]
+                per_n = [
+                    [r["accuracy"] for r in downstream if r["d"] == d and r["n_new"] == n and r["features"] == name]
+                    for n in grid.n_new
+                ]
                 ax.plot(grid.n_new, [np.mean(v) for v in per_n], marker="o", label=name)
                 ax.fill_between(grid.n_new, [min(v) for v in per_n], [max(v) for v in per_n], alpha=0.15)
             _log_axis(ax, grid.n_new)
@@ -210,9 +245,10 @@ def _markdown_table(header, rows):
 
 def claims_table(rows):
     """The claims as a Markdown table."""
-    return _markdown_table(["claim", "measured", "threshold", "verdict"],
-                           [[r["claim"], r["measured"], r["threshold"], "holds" if r["holds"] else "FAILS"]
-                            for r in rows])
+    return _markdown_table(
+        ["claim", "measured", "threshold", "verdict"],
+        [[r["claim"], r["measured"], r["threshold"], "holds" if r["holds"] else "FAILS"] for r in rows],
+    )
 
 
 def _report(results, grid, rows, figures, profile=None):
@@ -234,22 +270,30 @@ def _report(results, grid, rows, figures, profile=None):
         "",
         "## Subspace distance (mean over seeds)",
         "",
-        _markdown_table(["d \\ T"] + [str(T) for T in grid.tasks],
-                        [[d] + [f"{_mean(recovery, 'subspace_distance', d=d, T=T):.3f}" for T in grid.tasks]
-                         for d in grid.d]),
+        _markdown_table(
+            ["d \\ T"] + [str(T) for T in grid.tasks],
+            [[d] + [f"{_mean(recovery, 'subspace_distance', d=d, T=T):.3f}" for T in grid.tasks] for d in grid.d],
+        ),
         "",
         "## Energy outside span(M) (mean over seeds)",
         "",
-        _markdown_table(["d \\ T"] + [str(T) for T in grid.tasks],
-                        [[d] + [f"{_mean(recovery, 'energy_outside', d=d, T=T):.3f}" for T in grid.tasks]
-                         for d in grid.d]),
+        _markdown_table(
+            ["d \\ T"] + [str(T) for T in grid.tasks],
+            [[d] + [f"{_mean(recovery, 'energy_outside', d=d, T=T):.3f}" for T in grid.tasks] for d in grid.d],
+        ),
     ]
     if downstream:
-        parts += ["", f"## Downstream probe accuracy (mean over seeds; multi-task features from T = "
-                      f"{grid.downstream_tasks})", ""]
+        parts += [
+            "",
+            f"## Downstream probe accuracy (mean over seeds; multi-task features from T = {grid.downstream_tasks})",
+            "",
+        ]
         header = ["d", "features"] + [f"n_new={n}" for n in grid.n_new]
-        body = [[d, name] + [f"{_mean(downstream, 'accuracy', d=d, n_new=n, features=name):.3f}" for n in grid.n_new]
-                for d in grid.downstream_d for name in ("multi-task", "single-task", "random", "oracle")]
+        body = [
+            [d, name] + [f"{_mean(downstream, 'accuracy', d=d, n_new=n, features=name):.3f}" for n in grid.n_new]
+            for d in grid.downstream_d
+            for name in ("multi-task", "single-task", "random", "oracle")
+        ]
         parts.append(_markdown_table(header, body))
     parts += ["", "## Figures", ""]
     if isinstance(figures, str):
@@ -257,10 +301,16 @@ def _report(results, grid, rows, figures, profile=None):
     else:
         parts += [f"![{name}]({name})" for name in figures]
     if profile is not None and profile["cells"]:
-        parts += ["", f"## Where the time went ({profile['cells']} cells, summed)", "",
-                  "Sampling draws the inputs and their labels (one compiled pass); the kernels are the head and "
-                  "first-layer steps; the metrics, the subspace distance and energy; the probe, the downstream "
-                  "study's ridge probes.", "", profile_table(profile)]
+        parts += [
+            "",
+            f"## Where the time went ({profile['cells']} cells, summed)",
+            "",
+            "Sampling draws the inputs and their labels (one compiled pass); the kernels are the head and "
+            "first-layer steps; the metrics, the subspace distance and energy; the probe, the downstream "
+            "study's ridge probes.",
+            "",
+            profile_table(profile),
+        ]
     return "\n".join(parts) + "\n"
 
 
@@ -287,8 +337,12 @@ def write_outputs(results, grid, out, profile=None):
         The claims (see :func:`claims`).
     """
     rows = claims(results, grid)
-    document = {"config": grid.to_dict(), "recovery": results["recovery"], "downstream": results["downstream"],
-                "claims": rows}
+    document = {
+        "config": grid.to_dict(),
+        "recovery": results["recovery"],
+        "downstream": results["downstream"],
+        "claims": rows,
+    }
     if profile is not None:
         document["profile"] = profile
     with store.output_set(out) as stage:

@@ -9,6 +9,7 @@ projection ``M^T x`` (summed in a fixed order, so that it too is the same everyw
 rule (linear sign, or a ReLU teacher), and the label flip, from the same key at another counter.
 Rows are drawn in parallel over ``(task, block of rows)``; each writes only its own rows.
 """
+
 import numba
 import numpy as np
 
@@ -126,7 +127,7 @@ def _per_task(keys, X, Y, Mp, V, B, noise):
         _project(Xt, rows, Mp, P)
         for i in range(rows):
             Y[t, first + i] = _label(P[:, i], V[t], B, noise, k0, k1, first + i)
-        _store_rows(Xt, rows, X[t, first:first + rows])
+        _store_rows(Xt, rows, X[t, first : first + rows])
 
 
 def _shared(key, keys, X, Y, Mp, V, B, noise):
@@ -142,7 +143,7 @@ def _shared(key, keys, X, Y, Mp, V, B, noise):
         for i in range(rows):
             for t in range(Y.shape[0]):
                 Y[t, first + i] = _label(P[:, i], V[t], B, noise, keys[t, 0], keys[t, 1], first + i)
-        _store_rows(Xt, rows, X[first:first + rows])
+        _store_rows(Xt, rows, X[first : first + rows])
 
 
 def _signatures(layout_args):
@@ -150,12 +151,21 @@ def _signatures(layout_args):
 
 
 _PARALLEL = dict(_OPTIONS, parallel=True)
-_per_task_kernel = _LazyKernel(_per_task, _signatures(
-    "(uint64[:, ::1], {f}[:, :, ::1], {f}[:, ::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], float64)"),
-    _PARALLEL)
-_shared_kernel = _LazyKernel(_shared, _signatures(
-    "(uint64[::1], uint64[:, ::1], {f}[:, ::1], {f}[:, ::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], "
-    "float64)"), _PARALLEL)
+_per_task_kernel = _LazyKernel(
+    _per_task,
+    _signatures(
+        "(uint64[:, ::1], {f}[:, :, ::1], {f}[:, ::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], float64)"
+    ),
+    _PARALLEL,
+)
+_shared_kernel = _LazyKernel(
+    _shared,
+    _signatures(
+        "(uint64[::1], uint64[:, ::1], {f}[:, ::1], {f}[:, ::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], "
+        "float64)"
+    ),
+    _PARALLEL,
+)
 
 
 @numba.njit(**_OPTIONS)
@@ -221,8 +231,13 @@ def draw(M, V, B, noise, first, count, n, key, shared, dtype, out=None):
         X, Y = np.empty(x_shape, dtype=dtype), np.empty((count, n), dtype=dtype)
     else:
         X, Y = out
-        if X.shape != x_shape or Y.shape != (count, n) or X.dtype != dtype or Y.dtype != dtype \
-                or not (X.flags.c_contiguous and Y.flags.c_contiguous):
+        if (
+            X.shape != x_shape
+            or Y.shape != (count, n)
+            or X.dtype != dtype
+            or Y.dtype != dtype
+            or not (X.flags.c_contiguous and Y.flags.c_contiguous)
+        ):
             raise ValueError(f"out must be C-contiguous {dtype} arrays of shapes {x_shape} and {(count, n)}")
     if shared:
         _shared_kernel(shared_key, keys, X, Y, Mp, V, B, float(noise))

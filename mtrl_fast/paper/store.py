@@ -12,6 +12,7 @@ its content is well formed and matches its coordinates and settings; anything el
 recomputed, with a warning. A lock on the folder stops a second run from writing into it at the
 same time.
 """
+
 import fcntl
 import json
 import math
@@ -216,11 +217,14 @@ def locked(folder):
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise OutputLocked(f"{folder} is in use by another mtrl-fast run ({holder}); wait for it to finish "
-                               "or choose another --out") from None
+            raise OutputLocked(
+                f"{folder} is in use by another mtrl-fast run ({holder}); wait for it to finish or choose another --out"
+            ) from None
         except OSError as error:  # ENOLCK, EOPNOTSUPP: a filesystem that cannot lock
-            raise OutputLocked(f"cannot lock {folder} ({error.strerror or error}): its filesystem does not support "
-                               "file locks (a network mount, say); choose an --out on a local disk") from None
+            raise OutputLocked(
+                f"cannot lock {folder} ({error.strerror or error}): its filesystem does not support "
+                "file locks (a network mount, say); choose an --out on a local disk"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
@@ -234,8 +238,15 @@ def locked(folder):
 
 #: Fields every record of a study must have, with their types; those marked finite must be.
 RECORD_FIELDS = {
-    "recovery": {"d": int, "r": int, "T": int, "seed": int, "subspace_distance": float, "energy_outside": float,
-                 "final_loss": float},
+    "recovery": {
+        "d": int,
+        "r": int,
+        "T": int,
+        "seed": int,
+        "subspace_distance": float,
+        "energy_outside": float,
+        "final_loss": float,
+    },
     "downstream": {"d": int, "n_new": int, "features": str, "seed": int, "accuracy": float},
 }
 _FINITE = {"subspace_distance", "energy_outside", "accuracy"}
@@ -269,7 +280,10 @@ def check_cell(stored, cell, expected_fingerprint, expected_count):
         return None, "settings changed"  # not a warning: the expected way to redo cells
     records = stored.get("records")
     if not isinstance(records, list) or len(records) != expected_count:
-        return None, f"expected {expected_count} records, found {len(records) if isinstance(records, list) else records!r}"
+        return (
+            None,
+            f"expected {expected_count} records, found {len(records) if isinstance(records, list) else records!r}",
+        )
     coordinates = {"d": cell.d, "seed": cell.seed, "T": cell.T}
     for record in records:
         problem = _record_problem(record, cell.study, coordinates)

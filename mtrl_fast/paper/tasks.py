@@ -5,6 +5,7 @@ task; :meth:`TaskFamily.sample` draws Gaussian inputs and their labels, in the s
 (``X (n, d)`` labelled by every task) or the per-task one (``X (T, n, d)``). Every draw takes a
 ``numpy.random.Generator``, so a seed fixes it.
 """
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,8 +114,19 @@ class TaskFamily:
             raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
         from .sampling import draw
 
-        return draw(self.M, self.V[first:first + count], self.B, self.noise, first, count, n, key,
-                    layout != PER_TASK, dtype, out)
+        return draw(
+            self.M,
+            self.V[first : first + count],
+            self.B,
+            self.noise,
+            first,
+            count,
+            n,
+            key,
+            layout != PER_TASK,
+            dtype,
+            out,
+        )
 
     def with_tasks(self, V):
         """The same ground truth with other task vectors ``V (T', ...)``: new tasks, same ``M``."""

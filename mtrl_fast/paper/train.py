@@ -3,6 +3,7 @@
 Every gradient here comes from :func:`mtrl_fast.loss_and_grad`; this module only draws samples,
 takes steps and keeps the history.
 """
+
 from dataclasses import asdict, dataclass, field
 from functools import partial
 
@@ -109,9 +110,18 @@ def oracle_layer(width, M, rng, dtype="float32"):
 def alternating_round(head_batch, layer_batch, W, b, A, config):
     """One round, in place, with ``config``'s settings (see ``mtrl_fast.alternating_round``);
     returns the objective at the first-layer step, before it is taken."""
-    return rounds.alternating_round(head_batch, layer_batch, W, b, A, loss=config.loss,
-                                    head_steps=config.head_steps, head_lr=config.head_lr, lr=config.lr,
-                                    weight_decay=config.weight_decay)
+    return rounds.alternating_round(
+        head_batch,
+        layer_batch,
+        W,
+        b,
+        A,
+        loss=config.loss,
+        head_steps=config.head_steps,
+        head_lr=config.head_lr,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+    )
 
 
 def task_bytes(config, d):
@@ -198,8 +208,7 @@ def _shared_groups(family, config, key, shard, W, b, A, n):
     with clock.part("kernels"):
         for start, size in task_groups(first, count):
             rows = slice(start - first, start - first + size)
-            rounds.step_heads(X, Y[rows], W, b, A[rows], loss=config.loss, steps=config.head_steps,
-                              lr=config.head_lr)
+            rounds.step_heads(X, Y[rows], W, b, A[rows], loss=config.loss, steps=config.head_steps, lr=config.head_lr)
     with clock.part("sampling"):
         X, Y = family.sample_tasks(first, count, n, list(key) + [1], config.layout, config.dtype)
     groups = []
@@ -262,11 +271,11 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
     history = []
     for round_index in range(config.rounds):
         work = partial(shard_round, family, config, seed + [round_index])
-        results = map_shards(work, [((first, count), W, b, A[first:first + count]) for first, count in shards])
+        results = map_shards(work, [((first, count), W, b, A[first : first + count]) for first, count in shards])
         value, gW, gb = 0.0, np.zeros_like(W), None if b is None else np.zeros_like(b)
         for (first, count), (heads, groups, parts) in zip(shards, results):
             clock.add_parts(parts)
-            A[first:first + count] = heads
+            A[first : first + count] = heads
             for (_, size), (group_value, group_gW, group_gb) in zip(task_groups(first, count), groups):
                 weight = dtype.type(size / family.T)  # the group's share of the task average
                 value += float(weight) * group_value
@@ -277,10 +286,12 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
         if not np.isfinite(W).all():
             raise FloatingPointError(f"training diverged in round {round_index}: lower lr or head_lr")
         with clock.part("metrics"):
-            history.append({
-                "round": round_index,
-                "loss": value,
-                "subspace_distance": subspace_distance(W, family.M),
-                "energy_outside": energy_outside(W, family.M),
-            })
+            history.append(
+                {
+                    "round": round_index,
+                    "loss": value,
+                    "subspace_distance": subspace_distance(W, family.M),
+                    "energy_outside": energy_outside(W, family.M),
+                }
+            )
     return Pretrained(W=W, b=b, A=A, history=history)

@@ -1,4 +1,5 @@
 """Every backend computes the same objective and gradients as the reference."""
+
 import sys
 
 import numpy as np
@@ -16,8 +17,9 @@ INSTALLED = [name for name in backends.BACKENDS if backends.get(name).available(
 @pytest.mark.parametrize("loss", mtrl_fast.LOSSES)
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 def test_backend_agrees_with_reference(name, layout, dtype, loss, bias):
-    problem = make_problem(layout, dtype, n=23, d=7, m=9, T=5, bias=bias,
-                           labels="real" if loss == "squared" else "sign")
+    problem = make_problem(
+        layout, dtype, n=23, d=7, m=9, T=5, bias=bias, labels="real" if loss == "squared" else "sign"
+    )
     step = backends.get(name).prepare(*problem, loss)
     step.run()
     value, grads = step.result()

@@ -1,4 +1,5 @@
 """The benchmark harness: workload, timer, checks before timing, alternating rounds, outputs."""
+
 import json
 import os
 import re
@@ -31,16 +32,23 @@ def test_grids_hold_sweeps_around_a_base():
     assert len(points) == len(set(points))
 
 
-@pytest.mark.parametrize("point, expected", [
-    # shared, many tasks: X W^T, A H^T, R H, R^T A, D^T X
-    (Point("shared", 64, 16, 8, 6), [((64, 16), (16, 8)), ((6, 8), (8, 64)), ((6, 64), (64, 8)),
-                                     ((64, 6), (6, 8)), ((8, 64), (64, 16))]),
-    # shared, few tasks: R^T A is fused into the mask pass, so it is not a product of the step
-    (Point("shared", 64, 16, 8, 2), [((64, 16), (16, 8)), ((2, 8), (8, 64)), ((2, 64), (64, 8)),
-                                     ((8, 64), (64, 16))]),
-    # per-task, one block: the stacked rows in and out
-    (Point("per-task", 8, 16, 4, 3), [((24, 16), (16, 4)), ((4, 24), (24, 16))]),
-])
+@pytest.mark.parametrize(
+    "point, expected",
+    [
+        # shared, many tasks: X W^T, A H^T, R H, R^T A, D^T X
+        (
+            Point("shared", 64, 16, 8, 6),
+            [((64, 16), (16, 8)), ((6, 8), (8, 64)), ((6, 64), (64, 8)), ((64, 6), (6, 8)), ((8, 64), (64, 16))],
+        ),
+        # shared, few tasks: R^T A is fused into the mask pass, so it is not a product of the step
+        (
+            Point("shared", 64, 16, 8, 2),
+            [((64, 16), (16, 8)), ((2, 8), (8, 64)), ((2, 64), (64, 8)), ((8, 64), (64, 16))],
+        ),
+        # per-task, one block: the stacked rows in and out
+        (Point("per-task", 8, 16, 4, 3), [((24, 16), (16, 4)), ((4, 24), (24, 16))]),
+    ],
+)
 def test_step_products_are_what_the_step_runs(point, expected):
     args = point.inputs()
     run, shapes = workload.step_products(args)
@@ -68,8 +76,9 @@ def test_agreement_check_catches_a_wrong_gradient():
 
 def test_run_and_write(tmp_path):
     points = [Point("shared", 64, 16, 8, 3), Point("shared", 64, 32, 8, 3), Point("per-task", 16, 16, 8, 3)]
-    rows = runner.run_benchmarks(points, ["numba", "numpy", "reference"], threads=1, repeat=2, progress=False,
-                                 log=lambda text: None)
+    rows = runner.run_benchmarks(
+        points, ["numba", "numpy", "reference"], threads=1, repeat=2, progress=False, log=lambda text: None
+    )
     assert len(rows) == 3 * 3
     for row in rows:
         assert row["median_s"] > 0 and row["gflops"] > 0 and row["checked_against"] == "reference"
@@ -88,8 +97,16 @@ def test_run_and_write(tmp_path):
 
 def test_rounds_are_checked_timed_and_counted(tmp_path):
     points = [Point("shared", 64, 16, 8, 6), Point("per-task", 16, 16, 8, 3)]
-    rows = runner.run_benchmarks(points, ["numba", "numpy"], threads=1, repeat=2, progress=False,
-                                 log=lambda text: None, measure_memory=False, workload="round")
+    rows = runner.run_benchmarks(
+        points,
+        ["numba", "numpy"],
+        threads=1,
+        repeat=2,
+        progress=False,
+        log=lambda text: None,
+        measure_memory=False,
+        workload="round",
+    )
     assert len(rows) == 4 and all(r["note"] == "" and r["checked_against"] == "reference" for r in rows)
     for row in rows:
         point = Point(row["layout"], row["n"], row["d"], row["m"], row["T"])
@@ -218,9 +235,15 @@ def _perf_gate():
 
 
 def _git(*args, cwd):
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                   env=dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-                            GIT_COMMITTER_EMAIL="t@t"))
+    subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        env=dict(
+            os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t"
+        ),
+    )
 
 
 def test_perf_gate_finds_its_bases_in_a_shallow_clone_or_fails(tmp_path):
@@ -234,8 +257,9 @@ def test_perf_gate_finds_its_bases_in_a_shallow_clone_or_fails(tmp_path):
         (origin / "f").write_text(str(i))
         _git("add", "f", cwd=origin)
         _git("commit", "-qm", f"c{i}", cwd=origin)
-        commits.append(subprocess.run(["git", "rev-parse", "HEAD"], cwd=origin, capture_output=True,
-                                      text=True).stdout.strip())
+        commits.append(
+            subprocess.run(["git", "rev-parse", "HEAD"], cwd=origin, capture_output=True, text=True).stdout.strip()
+        )
     _git("clone", "-q", "--depth", "1", f"file://{origin}", "shallow", cwd=tmp_path)
     shallow = tmp_path / "shallow"
     assert gate.resolve("HEAD~1", root=shallow) == commits[1]

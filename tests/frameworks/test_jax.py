@@ -1,4 +1,5 @@
 """mtrl_fast.jax: gradients under jit, grad and vmap, agreement with JAX's own autograd, errors."""
+
 import numpy as np
 import pytest
 
@@ -20,8 +21,9 @@ def x64():
 
 
 def _arrays(layout, loss="logistic", bias=True, dtype=np.float64):
-    X, Y, W, b, A = random_problem(layout, dtype, n=12, d=4, m=6, T=3, bias=bias,
-                                   labels="real" if loss == "squared" else "sign")
+    X, Y, W, b, A = random_problem(
+        layout, dtype, n=12, d=4, m=6, T=3, bias=bias, labels="real" if loss == "squared" else "sign"
+    )
     return tuple(None if a is None else jnp.asarray(a) for a in (X, Y, W, b, A))
 
 
@@ -29,8 +31,12 @@ def _plain_loss(X, Y, W, b, A, name):
     Z = X @ W.T + (0 if b is None else b)
     H = jax.nn.relu(Z)
     F = A @ H.T if X.ndim == 2 else jnp.einsum("tnm,tm->tn", H, A)
-    per_example = {"squared": lambda: 0.5 * (F - Y) ** 2, "logistic": lambda: jnp.logaddexp(0.0, -Y * F),
-                   "hinge": lambda: jnp.maximum(0.0, 1.0 - Y * F), "correlation": lambda: -Y * F}[name]()
+    per_example = {
+        "squared": lambda: 0.5 * (F - Y) ** 2,
+        "logistic": lambda: jnp.logaddexp(0.0, -Y * F),
+        "hinge": lambda: jnp.maximum(0.0, 1.0 - Y * F),
+        "correlation": lambda: -Y * F,
+    }[name]()
     return per_example.mean()
 
 
@@ -53,8 +59,9 @@ def test_float32_without_x64():
     X, Y, W, b, A = _arrays("shared", dtype=np.float32)
     grads = jax.jit(jax.grad(lambda W: mj.loss(X, Y, W, b, A)))(W)
     assert grads.dtype == jnp.float32
-    np.testing.assert_allclose(grads, jax.grad(lambda W: _plain_loss(X, Y, W, b, A, "logistic"))(W), rtol=1e-4,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        grads, jax.grad(lambda W: _plain_loss(X, Y, W, b, A, "logistic"))(W), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_vmap_over_heads(layout):

@@ -1,4 +1,5 @@
 """mtrl_fast.torch: gradients, opcheck, agreement with PyTorch's own autograd, training, errors."""
+
 import json
 import re
 
@@ -13,8 +14,9 @@ import mtrl_fast.torch as mt  # noqa: E402  (an error of ours fails the module, 
 
 
 def _tensors(layout, dtype=np.float64, bias=True, loss="logistic", **sizes):
-    X, Y, W, b, A = random_problem(layout, dtype, bias=bias, labels="real" if loss == "squared" else "sign",
-                                   **(sizes or dict(n=7, d=4, m=5, T=3)))
+    X, Y, W, b, A = random_problem(
+        layout, dtype, bias=bias, labels="real" if loss == "squared" else "sign", **(sizes or dict(n=7, d=4, m=5, T=3))
+    )
     params = [None if a is None else torch.tensor(a, requires_grad=True) for a in (W, b, A)]
     return torch.from_numpy(X), torch.from_numpy(Y), *params
 
@@ -28,8 +30,12 @@ def _plain(X, W, b, A):
 
 def _plain_loss(X, Y, W, b, A, name):
     F = _plain(X, W, b, A)
-    per_example = {"squared": lambda: 0.5 * (F - Y) ** 2, "logistic": lambda: torch.nn.functional.softplus(-Y * F),
-                   "hinge": lambda: torch.clamp(1 - Y * F, min=0), "correlation": lambda: -Y * F}[name]()
+    per_example = {
+        "squared": lambda: 0.5 * (F - Y) ** 2,
+        "logistic": lambda: torch.nn.functional.softplus(-Y * F),
+        "hinge": lambda: torch.clamp(1 - Y * F, min=0),
+        "correlation": lambda: -Y * F,
+    }[name]()
     return per_example.mean()
 
 
@@ -49,9 +55,13 @@ def test_gradcheck(layout, loss, bias):
 
 def test_opcheck(layout):
     X, Y, W, b, A = _tensors(layout)
-    for op, args in ((mt._forward_op, (X, W, b, A)), (mt._forward_op, (X, W, None, A)),
-                     (mt._loss_op, (X, Y, W, b, A, "logistic")), (mt._loss_op, (X, Y, W, None, A, "hinge")),
-                     (mt._loss_op, (X, Y, W.detach(), b.detach(), A, "squared", False))):
+    for op, args in (
+        (mt._forward_op, (X, W, b, A)),
+        (mt._forward_op, (X, W, None, A)),
+        (mt._loss_op, (X, Y, W, b, A, "logistic")),
+        (mt._loss_op, (X, Y, W, None, A, "hinge")),
+        (mt._loss_op, (X, Y, W.detach(), b.detach(), A, "squared", False)),
+    ):
         results = torch.library.opcheck(op, args)
         assert set(results.values()) == {"SUCCESS"}, results
 
@@ -93,22 +103,31 @@ def test_sgd_on_the_module_follows_the_plain_model(layout):
     assert model(X).shape == (T, n)
 
 
-@pytest.mark.parametrize("change, error, words", [
-    (dict(X="meta"), ValueError, ["X", "meta", "CPU"]),
-    (dict(W="half"), TypeError, ["W", "float32 or torch.float64"]),
-    (dict(A="bad shape"), ValueError, ["A", "(T, m)"]),
-    (dict(X="requires grad"), ValueError, ["X", "requires grad", "detach"]),
-    (dict(b="not a tensor"), TypeError, ["b", "torch.Tensor"]),
-])
+@pytest.mark.parametrize(
+    "change, error, words",
+    [
+        (dict(X="meta"), ValueError, ["X", "meta", "CPU"]),
+        (dict(W="half"), TypeError, ["W", "float32 or torch.float64"]),
+        (dict(A="bad shape"), ValueError, ["A", "(T, m)"]),
+        (dict(X="requires grad"), ValueError, ["X", "requires grad", "detach"]),
+        (dict(b="not a tensor"), TypeError, ["b", "torch.Tensor"]),
+    ],
+)
 def test_bad_inputs_name_the_argument(change, error, words):
     X, Y, W, b, A = _tensors("shared")
     args = dict(X=X, W=W, b=b, A=A)
     name, kind = next(iter(change.items()))
-    args[name] = {"meta": lambda t: torch.empty(t.shape, dtype=t.dtype, device="meta"),
-                  "half": lambda t: t.detach().half(), "bad shape": lambda t: t.detach()[:, :-1],
-                  "requires grad": lambda t: t.clone().requires_grad_(), "not a tensor": lambda t: t.detach().numpy()}[kind](args[name])
-    for call in (lambda: mt.forward(args["X"], args["W"], args["b"], args["A"]),
-                 lambda: mt.loss(args["X"], Y, args["W"], args["b"], args["A"])):
+    args[name] = {
+        "meta": lambda t: torch.empty(t.shape, dtype=t.dtype, device="meta"),
+        "half": lambda t: t.detach().half(),
+        "bad shape": lambda t: t.detach()[:, :-1],
+        "requires grad": lambda t: t.clone().requires_grad_(),
+        "not a tensor": lambda t: t.detach().numpy(),
+    }[kind](args[name])
+    for call in (
+        lambda: mt.forward(args["X"], args["W"], args["b"], args["A"]),
+        lambda: mt.loss(args["X"], Y, args["W"], args["b"], args["A"]),
+    ):
         with pytest.raises(error) as raised:
             call()
         for word in words:
@@ -197,6 +216,7 @@ def test_a_head_step_with_the_first_layer_frozen_gives_the_heads_gradient_alone(
 
 # --- derivatives of derivatives, transforms, compile --------------------------------------------
 
+
 def _as_params(bias):
     """``(W, b, A)`` from the flat parameters that gradcheck and functional.hessian pass."""
     return (lambda W, b, A: (W, b, A)) if bias else (lambda W, A: (W, None, A))
@@ -239,7 +259,7 @@ def test_gradient_penalty_equals_plain_pytorch(layout):
     def penalised(objective):
         value = objective(X, Y, W, b, A, "logistic")
         (gA,) = torch.autograd.grad(value, A, create_graph=True)
-        return torch.autograd.grad(value + 10 * (gA ** 2).sum(), (W, b, A))
+        return torch.autograd.grad(value + 10 * (gA**2).sum(), (W, b, A))
 
     ours, plain = penalised(mt.loss), penalised(_plain_loss)
     for got, want in zip(ours, plain):
@@ -259,18 +279,28 @@ def test_a_graph_of_the_gradient_keeps_the_kernels_first_order_values(layout):
     torch.testing.assert_close(d_dF, want, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("transform, words", [
-    (lambda f, p: torch.func.grad(f)(p), ["torch.func.grad", "torch.autograd.grad"]),
-    (lambda f, p: torch.func.jacrev(f)(p), ["torch.func.grad", "torch.autograd.functional"]),
-    (lambda f, p: torch.func.jvp(f, (p,), (torch.ones_like(p),)), ["forward-mode", "torch.autograd.functional.jvp"]),
-    (lambda f, p: torch.func.jacfwd(f)(p), ["forward-mode", "reverse mode"]),
-], ids=["grad", "jacrev", "jvp", "jacfwd"])
+@pytest.mark.parametrize(
+    "transform, words",
+    [
+        (lambda f, p: torch.func.grad(f)(p), ["torch.func.grad", "torch.autograd.grad"]),
+        (lambda f, p: torch.func.jacrev(f)(p), ["torch.func.grad", "torch.autograd.functional"]),
+        (
+            lambda f, p: torch.func.jvp(f, (p,), (torch.ones_like(p),)),
+            ["forward-mode", "torch.autograd.functional.jvp"],
+        ),
+        (lambda f, p: torch.func.jacfwd(f)(p), ["forward-mode", "reverse mode"]),
+    ],
+    ids=["grad", "jacrev", "jvp", "jacfwd"],
+)
 @pytest.mark.parametrize("function", ["loss", "forward"])
 def test_unsupported_transforms_are_refused_by_name(transform, words, function):
     """Before: jvp returned a zero tangent silently, grad failed on a missing data pointer."""
     X, Y, W, b, A = _tensors("per-task")
-    call = (lambda A_: mt.loss(X, Y, W.detach(), b.detach(), A_)) if function == "loss" else \
-        (lambda A_: mt.forward(X, W.detach(), b.detach(), A_).sum())
+    call = (
+        (lambda A_: mt.loss(X, Y, W.detach(), b.detach(), A_))
+        if function == "loss"
+        else (lambda A_: mt.forward(X, W.detach(), b.detach(), A_).sum())
+    )
     with pytest.raises(RuntimeError) as raised:
         transform(call, A.detach())
     assert f"mtrl_fast.torch.{function}" in str(raised.value)
@@ -324,6 +354,9 @@ def test_values_are_checked_inside_the_op(function):
     call = (lambda X_: mt.loss(X_, Y, W, b, A)) if function == "loss" else (lambda X_: mt.forward(X_, W, b, A))
     with pytest.raises(ValueError, match="X contains NaN"):
         call(bad_X)
-    call_unchecked = (lambda X_: mt.loss(X_, Y, W, b, A, check_finite=False)) if function == "loss" else \
-        (lambda X_: mt.forward(X_, W, b, A, check_finite=False))
+    call_unchecked = (
+        (lambda X_: mt.loss(X_, Y, W, b, A, check_finite=False))
+        if function == "loss"
+        else (lambda X_: mt.forward(X_, W, b, A, check_finite=False))
+    )
     assert not torch.isfinite(call_unchecked(bad_X)).all()

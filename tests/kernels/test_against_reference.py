@@ -1,4 +1,5 @@
 """Every public function against the plain NumPy reference."""
+
 import numpy as np
 import pytest
 

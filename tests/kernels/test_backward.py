@@ -1,5 +1,6 @@
 """``backward``, the vector-Jacobian product of ``forward``: against the reference, finite
 differences and ``loss_and_grad``; its validation."""
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -9,8 +10,16 @@ import mtrl_fast
 from helpers import assert_close, make_problem
 from mtrl_fast import losses, reference
 
-SIZES = [(1, 1, 1, 1), (1, 5, 4, 3), (6, 1, 4, 3), (6, 5, 1, 3), (6, 5, 4, 1), (37, 19, 23, 7), (1, 8, 16, 600),
-         (700, 9, 17, 3)]
+SIZES = [
+    (1, 1, 1, 1),
+    (1, 5, 4, 3),
+    (6, 1, 4, 3),
+    (6, 5, 1, 3),
+    (6, 5, 4, 1),
+    (37, 19, 23, 7),
+    (1, 8, 16, 600),
+    (700, 9, 17, 3),
+]
 
 
 def _upstream(T, n, dtype, seed=0):
@@ -40,7 +49,9 @@ def test_backward_matches_reference(layout, dtype, size, bias):
 
 @pytest.mark.parametrize("loss", mtrl_fast.LOSSES)
 def test_loss_and_grad_is_forward_loss_backward(layout, loss):
-    X, Y, W, b, A = make_problem(layout, np.float64, n=40, d=6, m=9, T=5, labels="real" if loss == "squared" else "sign")
+    X, Y, W, b, A = make_problem(
+        layout, np.float64, n=40, d=6, m=9, T=5, labels="real" if loss == "squared" else "sign"
+    )
     value, grads = mtrl_fast.loss_and_grad(X, Y, W, b, A, loss)
     F = mtrl_fast.forward(X, W, b, A)
     dF = losses.slope(loss, F, Y) / Y.size
@@ -71,8 +82,15 @@ def test_backward_matches_finite_differences(layout):
         np.testing.assert_allclose(getattr(grads, name), numeric, rtol=1e-6, atol=1e-7, err_msg=name)
 
 
-@given(layout=st.sampled_from(mtrl_fast.LAYOUTS), n=st.integers(1, 40), d=st.integers(1, 8), m=st.integers(1, 12),
-       T=st.integers(1, 9), seed=st.integers(0, 2**16), linear=st.floats(-3, 3))
+@given(
+    layout=st.sampled_from(mtrl_fast.LAYOUTS),
+    n=st.integers(1, 40),
+    d=st.integers(1, 8),
+    m=st.integers(1, 12),
+    T=st.integers(1, 9),
+    seed=st.integers(0, 2**16),
+    linear=st.floats(-3, 3),
+)
 def test_backward_is_linear_in_dF(layout, n, d, m, T, seed, linear):
     X, _, W, b, A = make_problem(layout, np.float64, n, d, m, T, seed=seed)
     dF1, dF2 = _upstream(T, n, np.float64, seed), _upstream(T, n, np.float64, seed + 1)
@@ -84,13 +102,17 @@ def test_backward_is_linear_in_dF(layout, n, d, m, T, seed, linear):
 
 
 @pytest.mark.parametrize("api", [mtrl_fast, reference], ids=["kernels", "reference"])
-@pytest.mark.parametrize("dF, error, words", [
-    (np.ones((3, 6)), ValueError, ["dF", "(T, n)"]),
-    (np.ones(6), ValueError, ["dF", "(T, n)"]),
-    (np.ones((2, 6), dtype=np.float32), TypeError, ["dF", "float64"]),
-    (np.full((2, 6), np.nan), ValueError, ["dF", "NaN or Inf"]),
-    (None, TypeError, ["dF"]),
-], ids=["T mismatch", "1-d", "other float", "NaN", "None"])
+@pytest.mark.parametrize(
+    "dF, error, words",
+    [
+        (np.ones((3, 6)), ValueError, ["dF", "(T, n)"]),
+        (np.ones(6), ValueError, ["dF", "(T, n)"]),
+        (np.ones((2, 6), dtype=np.float32), TypeError, ["dF", "float64"]),
+        (np.full((2, 6), np.nan), ValueError, ["dF", "NaN or Inf"]),
+        (None, TypeError, ["dF"]),
+    ],
+    ids=["T mismatch", "1-d", "other float", "NaN", "None"],
+)
 def test_backward_validates_dF(api, dF, error, words):
     X, _, W, b, A = make_problem("shared", np.float64, n=6, d=4, m=3, T=2)
     with pytest.raises(error) as raised:

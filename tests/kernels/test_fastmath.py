@@ -1,4 +1,5 @@
 """What the kernels' fastmath flag set allows, and what it must not allow."""
+
 import numba
 import numpy as np
 import pytest

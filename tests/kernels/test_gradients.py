@@ -1,4 +1,5 @@
 """Gradients against central finite differences of the objective, in float64."""
+
 import numpy as np
 import pytest
 

@@ -1,5 +1,6 @@
 """Fuzzing the API with the kinds of arrays research code passes: every call gives the plain
 arrays' result or a clean TypeError/ValueError naming the argument."""
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -49,9 +50,13 @@ KINDS = {**SAME_VALUES, **REFUSED}
 ARGS = ("X", "Y", "W", "b", "A")
 
 
-@given(layout=st.sampled_from(["shared", "per-task"]), dtype=st.sampled_from([np.float32, np.float64]),
-       kinds=st.fixed_dictionaries({name: st.sampled_from(sorted(KINDS)) for name in ARGS}),
-       sizes=st.tuples(*(st.integers(1, 4) for _ in range(4))), api=st.sampled_from([mtrl_fast, reference]))
+@given(
+    layout=st.sampled_from(["shared", "per-task"]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    kinds=st.fixed_dictionaries({name: st.sampled_from(sorted(KINDS)) for name in ARGS}),
+    sizes=st.tuples(*(st.integers(1, 4) for _ in range(4))),
+    api=st.sampled_from([mtrl_fast, reference]),
+)
 def test_any_array_kind_gives_the_plain_result_or_a_named_error(layout, dtype, kinds, sizes, api):
     n, d, m, T = sizes
     if dtype == np.float32:

@@ -1,4 +1,5 @@
 """The compiled scalar losses against the NumPy definitions, and their numerical stability."""
+
 import numpy as np
 import pytest
 
@@ -51,8 +52,10 @@ def test_kernel_twin_propagates_nan_and_handles_infinite_outputs(name):
     assert np.isnan(value)
     assert np.isnan(slope) == (name in ("squared", "logistic"))  # hinge and correlation slopes are -y
     if name == "logistic":
-        assert _losses._loss_value_and_slope(loss, np.inf, 1.0) == (0.0, 0.0) or \
-            _losses._loss_value_and_slope(loss, np.inf, 1.0)[0] < 1e-300
+        assert (
+            _losses._loss_value_and_slope(loss, np.inf, 1.0) == (0.0, 0.0)
+            or _losses._loss_value_and_slope(loss, np.inf, 1.0)[0] < 1e-300
+        )
         assert _losses._loss_value_and_slope(loss, -np.inf, 1.0) == (np.inf, -1.0)
 
 

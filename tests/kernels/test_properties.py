@@ -1,4 +1,5 @@
 """Properties over random shapes, layouts, dtypes and losses (hypothesis)."""
+
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
@@ -7,22 +8,34 @@ import mtrl_fast
 from helpers import assert_close, assert_grads_close, gradient_scales, make_problem
 from mtrl_fast import reference
 
-problems = st.fixed_dictionaries({
-    "layout": st.sampled_from(["shared", "per-task"]),
-    "dtype": st.sampled_from([np.float32, np.float64]),
-    "n": st.integers(1, 40),
-    "d": st.integers(1, 12),
-    "m": st.integers(1, 12),
-    "T": st.integers(1, 40),
-    "bias": st.booleans(),
-    "seed": st.integers(0, 2**32 - 1),
-    "loss": st.sampled_from(mtrl_fast.LOSSES),
-})
+problems = st.fixed_dictionaries(
+    {
+        "layout": st.sampled_from(["shared", "per-task"]),
+        "dtype": st.sampled_from([np.float32, np.float64]),
+        "n": st.integers(1, 40),
+        "d": st.integers(1, 12),
+        "m": st.integers(1, 12),
+        "T": st.integers(1, 40),
+        "bias": st.booleans(),
+        "seed": st.integers(0, 2**32 - 1),
+        "loss": st.sampled_from(mtrl_fast.LOSSES),
+    }
+)
+
 
 def _build(case):
     labels = "real" if case["loss"] == "squared" else "sign"
-    return make_problem(case["layout"], case["dtype"], case["n"], case["d"], case["m"], case["T"], case["bias"],
-                        case["seed"], labels=labels)
+    return make_problem(
+        case["layout"],
+        case["dtype"],
+        case["n"],
+        case["d"],
+        case["m"],
+        case["T"],
+        case["bias"],
+        case["seed"],
+        labels=labels,
+    )
 
 
 @given(problems)
@@ -45,8 +58,8 @@ def test_objective_is_the_mean_of_the_task_objectives(case):
     value, grads = mtrl_fast.loss_and_grad(X, Y, W, b, A, case["loss"])
     task_values, task_grads_W = [], []
     for t in range(T):
-        X_t = X if case["layout"] == "shared" else X[t:t + 1]
-        v, g = mtrl_fast.loss_and_grad(X_t, Y[t:t + 1], W, b, A[t:t + 1], case["loss"])
+        X_t = X if case["layout"] == "shared" else X[t : t + 1]
+        v, g = mtrl_fast.loss_and_grad(X_t, Y[t : t + 1], W, b, A[t : t + 1], case["loss"])
         task_values.append(v)
         task_grads_W.append(g.W.astype(np.float64))
         assert_close(g.A[0] / T, grads.A[t], case["dtype"], scale=scales["A"] / T)

@@ -1,4 +1,5 @@
 """Head steps (first_layer=False) and the alternating round built on them."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """Thread control, safety under concurrent calls, and bitwise-repeatable results."""
+
 import threading
 
 import numba
@@ -16,9 +17,17 @@ def _step(problem, loss="logistic"):
 
 
 def _problems():
-    return [make_problem(layout, dtype, n=300, d=12, m=20, T=T, seed=seed)
-            for seed, (layout, dtype, T) in enumerate([("shared", np.float64, 7), ("per-task", np.float32, 9),
-                                                      ("per-task", np.float64, 1), ("shared", np.float32, 40)])]
+    return [
+        make_problem(layout, dtype, n=300, d=12, m=20, T=T, seed=seed)
+        for seed, (layout, dtype, T) in enumerate(
+            [
+                ("shared", np.float64, 7),
+                ("per-task", np.float32, 9),
+                ("per-task", np.float64, 1),
+                ("shared", np.float32, 40),
+            ]
+        )
+    ]
 
 
 def _assert_identical(a, b):
@@ -121,8 +130,16 @@ def test_set_num_threads():
     assert mtrl_fast.get_num_threads() == before
 
 
-@pytest.mark.parametrize("k, error", [(0, ValueError), (numba.config.NUMBA_NUM_THREADS + 1, ValueError),
-                                      (1.5, TypeError), ("2", TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    "k, error",
+    [
+        (0, ValueError),
+        (numba.config.NUMBA_NUM_THREADS + 1, ValueError),
+        (1.5, TypeError),
+        ("2", TypeError),
+        (True, TypeError),
+    ],
+)
 def test_bad_thread_counts(k, error):
     with pytest.raises(error, match="k must"):
         mtrl_fast.set_num_threads(k)

@@ -1,4 +1,5 @@
 """Bad inputs raise ValueError or TypeError naming the argument, before any kernel runs."""
+
 import numpy as np
 import pytest
 
@@ -15,8 +16,15 @@ def good(layout="shared"):
 
 
 def call(api, **args):
-    return api.loss_and_grad(args["X"], args["Y"], args["W"], args["b"], args["A"],
-                             args.get("loss", "logistic"), check_finite=args.get("check_finite", True))
+    return api.loss_and_grad(
+        args["X"],
+        args["Y"],
+        args["W"],
+        args["b"],
+        args["A"],
+        args.get("loss", "logistic"),
+        check_finite=args.get("check_finite", True),
+    )
 
 
 CASES = [
@@ -103,8 +111,9 @@ def test_check_finite_false_skips_the_check_and_propagates_nan():
 
 def test_array_likes_are_accepted():
     value, grads = mtrl_fast.loss_and_grad([[1.0, 2.0]], [[1]], [[0.5, -0.25]], None, [[1.5]])
-    ref_value, ref_grads = reference.loss_and_grad(np.array([[1.0, 2.0]]), np.array([[1]]), np.array([[0.5, -0.25]]),
-                                                   None, np.array([[1.5]]))
+    ref_value, ref_grads = reference.loss_and_grad(
+        np.array([[1.0, 2.0]]), np.array([[1]]), np.array([[0.5, -0.25]]), None, np.array([[1.5]])
+    )
     assert value == pytest.approx(ref_value)
     np.testing.assert_allclose(grads.W, ref_grads.W)
 
@@ -138,15 +147,18 @@ def test_read_only_and_broadcast_arrays_give_the_writable_results(api, tmp_path)
     for a in frozen:
         a.setflags(write=False)
     b_buffer = np.frombuffer(b.tobytes(), dtype=b.dtype)
-    value, grads = api.loss_and_grad(frozen[0], np.load(tmp_path / "Y.npy", mmap_mode="r"), frozen[1], b_buffer,
-                                     frozen[2])
+    value, grads = api.loss_and_grad(
+        frozen[0], np.load(tmp_path / "Y.npy", mmap_mode="r"), frozen[1], b_buffer, frozen[2]
+    )
     assert value == expected[0]
     for got, want in zip(grads, expected[1]):
         np.testing.assert_array_equal(got, want)
     b_const = np.broadcast_to(np.float64(0.5), (6,))
     np.testing.assert_array_equal(api.forward(X, W, b_const, A), api.forward(X, W, np.full(6, 0.5), A))
-    np.testing.assert_array_equal(api.backward(X, W, b_const, A, np.broadcast_to(Y[:1], Y.shape)).W,
-                                  api.backward(X, W, np.full(6, 0.5), A, np.repeat(Y[:1], 3, axis=0)).W)
+    np.testing.assert_array_equal(
+        api.backward(X, W, b_const, A, np.broadcast_to(Y[:1], Y.shape)).W,
+        api.backward(X, W, np.full(6, 0.5), A, np.repeat(Y[:1], 3, axis=0)).W,
+    )
 
 
 @pytest.mark.parametrize("api", APIS, ids=["kernels", "reference"])
@@ -171,5 +183,7 @@ def test_non_native_byte_order_is_converted(api, layout):
     for got, want in zip(grads, expected[1]):
         np.testing.assert_array_equal(got, want)
         assert got.dtype.isnative
-    np.testing.assert_array_equal(api.forward(swapped["X"], swapped["W"], swapped["b"], swapped["A"]),
-                                  api.forward(args["X"], args["W"], args["b"], args["A"]))
+    np.testing.assert_array_equal(
+        api.forward(swapped["X"], swapped["W"], swapped["b"], swapped["A"]),
+        api.forward(args["X"], args["W"], args["b"], args["A"]),
+    )

@@ -1,5 +1,6 @@
 """The reproduction on a real local Dask cluster: a `dask scheduler` and `dask worker` processes,
 bound to 127.0.0.1, started here; the command runs as users run it, in a process of its own."""
+
 import json
 import os
 import shutil
@@ -15,8 +16,22 @@ import pytest
 pytest.importorskip("distributed")  # skip only when the extra itself is missing
 
 # Cells of a second or two, so that a kill lands mid-run.
-GRID = ["--d", "100", "--tasks", "1,20,60,120", "--seeds", "2", "--width", "256", "--downstream-d", "30",
-        "--n-new", "10", "--downstream-tasks", "4"]
+GRID = [
+    "--d",
+    "100",
+    "--tasks",
+    "1,20,60,120",
+    "--seeds",
+    "2",
+    "--width",
+    "256",
+    "--downstream-d",
+    "30",
+    "--n-new",
+    "10",
+    "--downstream-tasks",
+    "4",
+]
 
 
 def _dask():
@@ -36,27 +51,58 @@ class Cluster:
     def __init__(self, folder, workers=2, worker_env=None):
         self.file = folder / "scheduler.json"
         self.processes = []
-        self.scheduler = self._start([_dask(), "scheduler", "--host", "127.0.0.1", "--port", "0",
-                                      "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(self.file)],
-                                     folder / "scheduler.log", _environment())
+        self.scheduler = self._start(
+            [
+                _dask(),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--scheduler-file",
+                str(self.file),
+            ],
+            folder / "scheduler.log",
+            _environment(),
+        )
         deadline = time.monotonic() + 60
         while not self.file.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert self.file.exists(), (folder / "scheduler.log").read_text()
         self.address = json.loads(self.file.read_text())["address"]
-        self.workers = [self._start([_dask(), "worker", "--scheduler-file", str(self.file), "--nthreads", "1",
-                                     "--no-nanny", "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0",
-                                     "--name", f"worker-{i}"], folder / f"worker-{i}.log",
-                                    _environment(**(worker_env or {})))
-                        for i in range(workers)]
+        self.workers = [
+            self._start(
+                [
+                    _dask(),
+                    "worker",
+                    "--scheduler-file",
+                    str(self.file),
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--host",
+                    "127.0.0.1",
+                    "--dashboard-address",
+                    "127.0.0.1:0",
+                    "--name",
+                    f"worker-{i}",
+                ],
+                folder / f"worker-{i}.log",
+                _environment(**(worker_env or {})),
+            )
+            for i in range(workers)
+        ]
         from distributed import Client
 
         with Client(self.address, timeout=30) as client:
             client.wait_for_workers(workers, timeout=60)
 
     def _start(self, command, log, env):
-        process = subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
-                                   cwd=tempfile.gettempdir())
+        process = subprocess.Popen(
+            command, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, cwd=tempfile.gettempdir()
+        )
         self.processes.append(process)
         return process
 
@@ -78,9 +124,15 @@ def cluster(tmp_path_factory):
 
 
 def _reproduce(out, *options, **kwargs):
-    return subprocess.run([sys.executable, "-m", "mtrl_fast", "reproduce", "--out", str(out), "--no-progress",
-                           *GRID, *options], capture_output=True, text=True, timeout=600,
-                          cwd=tempfile.gettempdir(), env=_environment(), **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "mtrl_fast", "reproduce", "--out", str(out), "--no-progress", *GRID, *options],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tempfile.gettempdir(),
+        env=_environment(),
+        **kwargs,
+    )
 
 
 def _records(out):
@@ -135,9 +187,25 @@ def _shards_run_here(since_ns, dask_worker):
 def test_a_killed_worker_costs_only_its_cell(local_records, tmp_path):
     own = Cluster(tmp_path)
     try:
-        run = subprocess.Popen([sys.executable, "-m", "mtrl_fast", "reproduce", "--out", str(tmp_path / "out"),
-                                "--no-progress", *GRID, "--scheduler", own.address], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, cwd=tempfile.gettempdir(), env=_environment())
+        run = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mtrl_fast",
+                "reproduce",
+                "--out",
+                str(tmp_path / "out"),
+                "--no-progress",
+                *GRID,
+                "--scheduler",
+                own.address,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tempfile.gettempdir(),
+            env=_environment(),
+        )
         deadline = time.monotonic() + 120
         while len(list((tmp_path / "out" / "cells").glob("*.json"))) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -153,9 +221,25 @@ def test_a_killed_worker_costs_only_its_cell(local_records, tmp_path):
 
 def test_a_killed_client_resumes_without_recomputing(cluster, local_records, tmp_path):
     out = tmp_path / "out"
-    run = subprocess.Popen([sys.executable, "-m", "mtrl_fast", "reproduce", "--out", str(out), "--no-progress",
-                            *GRID, "--scheduler", cluster.address], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True, cwd=tempfile.gettempdir(), env=_environment())
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mtrl_fast",
+            "reproduce",
+            "--out",
+            str(out),
+            "--no-progress",
+            *GRID,
+            "--scheduler",
+            cluster.address,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tempfile.gettempdir(),
+        env=_environment(),
+    )
     deadline = time.monotonic() + 120
     while len(list((out / "cells").glob("*.json"))) < 3 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -170,8 +254,9 @@ def test_a_killed_client_resumes_without_recomputing(cluster, local_records, tmp
     assert _records(out) == local_records
 
 
-@pytest.mark.parametrize("how", ["--scheduler tcp://127.0.0.1:9", "--scheduler not-an-address",
-                                 "--scheduler-file {missing}"])
+@pytest.mark.parametrize(
+    "how", ["--scheduler tcp://127.0.0.1:9", "--scheduler not-an-address", "--scheduler-file {missing}"]
+)
 def test_a_bad_or_unreachable_scheduler_is_one_line_within_the_timeout_and_writes_nothing(how, tmp_path):
     options = how.format(missing=tmp_path / "missing.json").split()
     start = time.monotonic()

@@ -1,4 +1,5 @@
 """The reproduction runner: outputs, resuming after an interruption, the command line."""
+
 import json
 from dataclasses import replace
 
@@ -10,8 +11,18 @@ from mtrl_fast.paper import experiments, report
 from mtrl_fast.paper.experiments import Grid, plan, reproduce, run_grid
 from mtrl_fast.paper.train import GROUP_TASKS, PretrainConfig, task_bytes, task_shards
 
-TINY = Grid(d=(8, 12), r=2, tasks=(1, 3, 6), seeds=2, downstream_d=(8, 12), n_new=(4, 10), downstream_tasks=6,
-            n_test=100, probe_tasks=2, pretrain=PretrainConfig(width=12, samples_per_task=30))
+TINY = Grid(
+    d=(8, 12),
+    r=2,
+    tasks=(1, 3, 6),
+    seeds=2,
+    downstream_d=(8, 12),
+    n_new=(4, 10),
+    downstream_tasks=6,
+    n_test=100,
+    probe_tasks=2,
+    pretrain=PretrainConfig(width=12, samples_per_task=30),
+)
 
 
 def test_reproduce_writes_every_output(tmp_path):
@@ -49,7 +60,9 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
     assert len(finished) == 5
     assert not list((tmp_path / "cells").glob(".*tmp"))  # no half-written file left behind
 
-    monkeypatch.setattr(experiments, "run_cell", lambda cell, grid, *options: calls.append(cell.key) or real(cell, grid, *options))
+    monkeypatch.setattr(
+        experiments, "run_cell", lambda cell, grid, *options: calls.append(cell.key) or real(cell, grid, *options)
+    )
     resumed = run_grid(TINY, tmp_path, progress=False)
     assert len(calls) == len(plan(TINY))  # the five finished cells were not run again
     assert len(set(calls)) == len(calls)
@@ -62,7 +75,9 @@ def test_changed_settings_recompute_and_corrupt_cells_are_redone(tmp_path, monke
     run_grid(TINY, tmp_path, progress=False)
     calls = []
     real = experiments.run_cell
-    monkeypatch.setattr(experiments, "run_cell", lambda cell, grid, *options: calls.append(cell.key) or real(cell, grid, *options))
+    monkeypatch.setattr(
+        experiments, "run_cell", lambda cell, grid, *options: calls.append(cell.key) or real(cell, grid, *options)
+    )
     run_grid(TINY, tmp_path, progress=False)
     assert calls == []
     broken = tmp_path / "cells" / f"{plan(TINY)[0].key}.json"
@@ -81,14 +96,24 @@ def test_records_are_bitwise_the_same_whatever_jobs_and_memory_budget_for_equal_
     """The README's determinism promise: same --threads, any --jobs, any --memory-budget (the
     default depends on --jobs and the free memory), identical records. Before, the test passed no
     budget, and a cell sharded by 10 tasks differed from one sharded by 7."""
-    small = replace(TINY, d=(8, 40), tasks=(1, 40), downstream_d=(8,), downstream_tasks=40, seeds=1,
-                    pretrain=replace(TINY.pretrain, width=64))
+    small = replace(
+        TINY,
+        d=(8, 40),
+        tasks=(1, 40),
+        downstream_d=(8,),
+        downstream_tasks=40,
+        seeds=1,
+        pretrain=replace(TINY.pretrain, width=64),
+    )
     group = GROUP_TASKS * task_bytes(small.pretrain, 40)
     serial = run_grid(small, tmp_path / "serial", progress=False, threads=threads)
     for jobs, budget in ((2, None), (1, group), (2, 2 * group)):
-        assert len(task_shards(40, small.pretrain, 40, budget)) == (1 if budget is None else 3 if budget == group else 2)
-        other = run_grid(small, tmp_path / f"jobs{jobs}-{budget}", jobs=jobs, progress=False, threads=threads,
-                         memory_budget=budget)
+        assert len(task_shards(40, small.pretrain, 40, budget)) == (
+            1 if budget is None else 3 if budget == group else 2
+        )
+        other = run_grid(
+            small, tmp_path / f"jobs{jobs}-{budget}", jobs=jobs, progress=False, threads=threads, memory_budget=budget
+        )
         assert other == serial, (jobs, budget)
 
 
@@ -96,19 +121,25 @@ def test_claims_verdicts_follow_the_numbers():
     grid = replace(TINY, tasks=(1, 10, 100), d=(8,), downstream_d=(8, 12), n_new=(100,))
 
     def recovery(distances, energy):
-        return [{"d": 8, "T": T, "seed": 0, "subspace_distance": v, "energy_outside": energy}
-                for T, v in zip((1, 10, 100), distances)]
+        return [
+            {"d": 8, "T": T, "seed": 0, "subspace_distance": v, "energy_outside": energy}
+            for T, v in zip((1, 10, 100), distances)
+        ]
 
     def downstream(multi, random):
-        return [{"d": d, "n_new": 100, "features": f, "seed": 0, "accuracy": acc}
-                for d, accs in ((8, (multi[0], random[0])), (12, (multi[1], random[1])))
-                for f, acc in zip(("multi-task", "random"), accs)]
+        return [
+            {"d": d, "n_new": 100, "features": f, "seed": 0, "accuracy": acc}
+            for d, accs in ((8, (multi[0], random[0])), (12, (multi[1], random[1])))
+            for f, acc in zip(("multi-task", "random"), accs)
+        ]
 
-    good = report.claims({"recovery": recovery((0.95, 0.5, 0.2), 0.05), "downstream": downstream((0.9, 0.9), (0.8, 0.6))},
-                         grid)
+    good = report.claims(
+        {"recovery": recovery((0.95, 0.5, 0.2), 0.05), "downstream": downstream((0.9, 0.9), (0.8, 0.6))}, grid
+    )
     assert [r["holds"] for r in good] == [True, True, True, True, True]
-    bad = report.claims({"recovery": recovery((0.5, 0.6, 0.4), 0.2), "downstream": downstream((0.9, 0.6), (0.8, 0.7))},
-                        grid)
+    bad = report.claims(
+        {"recovery": recovery((0.5, 0.6, 0.4), 0.2), "downstream": downstream((0.9, 0.6), (0.8, 0.7))}, grid
+    )
     assert [r["holds"] for r in bad] == [False, False, False, False, False]
 
 
@@ -122,9 +153,32 @@ def test_grid_validation():
 
 
 def test_command_line(tmp_path, capsys):
-    code = cli.main(["reproduce", "--out", str(tmp_path), "--d", "8", "--r", "2", "--tasks", "1,4", "--seeds", "1",
-                     "--downstream-d", "8,10", "--n-new", "5", "--downstream-tasks", "4", "--width", "10",
-                     "--samples-per-task", "20", "--no-progress"])
+    code = cli.main(
+        [
+            "reproduce",
+            "--out",
+            str(tmp_path),
+            "--d",
+            "8",
+            "--r",
+            "2",
+            "--tasks",
+            "1,4",
+            "--seeds",
+            "1",
+            "--downstream-d",
+            "8,10",
+            "--n-new",
+            "5",
+            "--downstream-tasks",
+            "4",
+            "--width",
+            "10",
+            "--samples-per-task",
+            "20",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "| claim |" in out and "report.md" in out
@@ -151,8 +205,11 @@ def test_the_claim_at_scale_needs_the_distance_halved_beyond_T_100(tmp_path):
     grid = replace(TINY, tasks=(1, 100, 1000, 10000), d=(8, 12), downstream_d=(8,), n_new=(10,))
 
     def records(far):
-        return [{"d": d, "r": 2, "T": T, "seed": 0, "subspace_distance": v, "energy_outside": 0.01, "final_loss": 0.0}
-                for d in (8, 12) for T, v in zip(grid.tasks, (1.0, 0.2, 0.12, far))]
+        return [
+            {"d": d, "r": 2, "T": T, "seed": 0, "subspace_distance": v, "energy_outside": 0.01, "final_loss": 0.0}
+            for d in (8, 12)
+            for T, v in zip(grid.tasks, (1.0, 0.2, 0.12, far))
+        ]
 
     for far, holds in ((0.05, True), (0.15, False)):
         rows = report.claims({"recovery": records(far), "downstream": []}, grid)
@@ -161,8 +218,9 @@ def test_the_claim_at_scale_needs_the_distance_halved_beyond_T_100(tmp_path):
     report.write_outputs({"recovery": records(0.05), "downstream": []}, grid, tmp_path)
     assert (tmp_path / "recovery-loglog.png").is_file()
     assert "recovery-loglog.png" in (tmp_path / "report.md").read_text()
-    rows = report.claims({"recovery": [r for r in records(0.05) if r["T"] <= 100],
-                          "downstream": []}, replace(grid, tasks=(1, 100)))
+    rows = report.claims(
+        {"recovery": [r for r in records(0.05) if r["T"] <= 100], "downstream": []}, replace(grid, tasks=(1, 100))
+    )
     assert not any("beyond T = 100" in r["claim"] for r in rows)  # no claim without T >= 1000
 
 
@@ -170,9 +228,11 @@ def test_the_downstream_claim_at_scale_needs_multi_task_kept_and_random_lost():
     grid = replace(TINY, downstream_d=(200, 2000), n_new=(100,))
 
     def downstream(multi, random):
-        return [{"d": d, "n_new": 100, "features": f, "seed": 0, "accuracy": acc}
-                for d, accs in ((200, (0.90, 0.60)), (2000, (multi, random)))
-                for f, acc in zip(("multi-task", "random"), accs)]
+        return [
+            {"d": d, "n_new": 100, "features": f, "seed": 0, "accuracy": acc}
+            for d, accs in ((200, (0.90, 0.60)), (2000, (multi, random)))
+            for f, acc in zip(("multi-task", "random"), accs)
+        ]
 
     def verdict(multi, random):
         rows = report.claims({"recovery": [], "downstream": downstream(multi, random)}, grid)
@@ -188,9 +248,38 @@ def test_the_downstream_claim_at_scale_needs_multi_task_kept_and_random_lost():
 def test_each_cell_records_where_its_time_went_and_the_report_sums_it(tmp_path, capsys):
     from mtrl_fast.paper.clock import PARTS
 
-    assert cli.main(["reproduce", "--out", str(tmp_path), "--d", "8", "--r", "2", "--tasks", "1,3", "--seeds", "1",
-                     "--width", "8", "--downstream-d", "8", "--n-new", "4", "--downstream-tasks", "3",
-                     "--samples-per-task", "20", "--no-progress", "--jobs", "1", "--profile"]) == 0
+    assert (
+        cli.main(
+            [
+                "reproduce",
+                "--out",
+                str(tmp_path),
+                "--d",
+                "8",
+                "--r",
+                "2",
+                "--tasks",
+                "1,3",
+                "--seeds",
+                "1",
+                "--width",
+                "8",
+                "--downstream-d",
+                "8",
+                "--n-new",
+                "4",
+                "--downstream-tasks",
+                "3",
+                "--samples-per-task",
+                "20",
+                "--no-progress",
+                "--jobs",
+                "1",
+                "--profile",
+            ]
+        )
+        == 0
+    )
     cell = json.loads(next((tmp_path / "cells").glob("downstream-*.json")).read_text())
     assert list(cell["parts"]) == list(PARTS)
     assert cell["parts"]["sampling"] > 0 and cell["parts"]["kernels"] > 0 and cell["parts"]["probe"] > 0

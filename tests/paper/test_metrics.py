@@ -1,4 +1,5 @@
 """Subspace metrics on known cases, and the ridge probe."""
+
 import numpy as np
 import pytest
 

@@ -2,14 +2,34 @@
 previous set of outputs whole or the new one, never a mix, and no temporary file; the run says it
 was stopped. One interpreter runs the command again and again, each time with the signal sent at
 a later step (the steps are the store's and the report's own functions, counted as they are called)."""
+
 import json
 import os
 import shutil
 
 from helpers import run_python
 
-GRID = ["--d", "8", "--r", "2", "--tasks", "1,3", "--seeds", "1", "--width", "8", "--downstream-d", "8",
-        "--n-new", "4", "--downstream-tasks", "3", "--samples-per-task", "20", "--no-progress"]
+GRID = [
+    "--d",
+    "8",
+    "--r",
+    "2",
+    "--tasks",
+    "1,3",
+    "--seeds",
+    "1",
+    "--width",
+    "8",
+    "--downstream-d",
+    "8",
+    "--n-new",
+    "4",
+    "--downstream-tasks",
+    "3",
+    "--samples-per-task",
+    "20",
+    "--no-progress",
+]
 TEXT_OUTPUTS = ("results.json", "recovery.csv", "downstream.csv", "report.md")
 
 STOPPER = """
@@ -72,7 +92,9 @@ def _stable(name, text):
 
 
 def _cli(out, *options):
-    found = run_python(f"import sys; from mtrl_fast import cli; sys.exit(cli.main({['reproduce', '--out', str(out), *options]!r}))")
+    found = run_python(
+        f"import sys; from mtrl_fast import cli; sys.exit(cli.main({['reproduce', '--out', str(out), *options]!r}))"
+    )
     assert found.returncode == 0, found.stderr
     return {name: _stable(name, (out / name).read_text()) for name in TEXT_OUTPUTS}
 
@@ -80,9 +102,12 @@ def _cli(out, *options):
 def _check_every_step(tmp_path, old_outputs, pristine):
     new = _cli(tmp_path / "new", *GRID, "--n-new", "5")
     assert new != old_outputs
-    result = run_python(STOPPER.replace("sys.argv[1]", repr(str(pristine))).replace(
-        "sys.argv[2]", repr(str(tmp_path / "work"))).replace("sys.argv[3]", repr(json.dumps([*GRID, "--n-new", "5"]))),
-        timeout=600)
+    result = run_python(
+        STOPPER.replace("sys.argv[1]", repr(str(pristine)))
+        .replace("sys.argv[2]", repr(str(tmp_path / "work")))
+        .replace("sys.argv[3]", repr(json.dumps([*GRID, "--n-new", "5"]))),
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     total = lines[-1]["total"]

@@ -6,6 +6,7 @@ The broken generators are built from the same Philox and Box-Muller pieces, each
 a key that ignores the task, a lane (row) that repeats its neighbour's counter, and a Box-Muller
 whose second output is ``r sin 2 theta`` (normal, uncorrelated with the first, but dependent on it).
 """
+
 import hashlib
 
 import numba
@@ -21,8 +22,12 @@ from mtrl_fast.paper.tasks import make_task_family
 T, N, D = 8, 512, 64
 SIGMAS = 6.0  # a check rejects beyond this many standard errors: a false alarm is ~1e-9 per statistic
 
-GOOD, IGNORES_TASK, REPEATED_LANE, DEPENDENT_PAIR = "good", "key ignores the task", "a lane repeats", \
-    "dependent Box-Muller pair"
+GOOD, IGNORES_TASK, REPEATED_LANE, DEPENDENT_PAIR = (
+    "good",
+    "key ignores the task",
+    "a lane repeats",
+    "dependent Box-Muller pair",
+)
 
 
 def _family(d=D, r=3, tasks=T, **options):
@@ -66,11 +71,16 @@ def _generate(kind, key=(11, 12, 0, 0)):
 
 # --- the checks: each returns whether the sample passes ------------------------------------------
 
+
 def moments_ok(x):
     x = x.ravel()
     n = x.size
-    z = [x.mean() * np.sqrt(n), (x.var() - 1) / np.sqrt(2 / n), stats.skew(x) / np.sqrt(6 / n),
-         (stats.kurtosis(x)) / np.sqrt(24 / n)]
+    z = [
+        x.mean() * np.sqrt(n),
+        (x.var() - 1) / np.sqrt(2 / n),
+        stats.skew(x) / np.sqrt(6 / n),
+        (stats.kurtosis(x)) / np.sqrt(24 / n),
+    ]
     return max(abs(v) for v in z) < SIGMAS
 
 
@@ -89,21 +99,29 @@ def tasks_independent_ok(X):
 
 def rows_independent_ok(X):
     """Each row against the next (vector lanes are rows): values and squares."""
-    return all(_corr_ok(X[:, lane::8], X[:, lane + 1::8]) for lane in range(7))
+    return all(_corr_ok(X[:, lane::8], X[:, lane + 1 :: 8]) for lane in range(7))
 
 
 def serial_ok(X):
     """Along a row, lags 1 to 4, values and squares (a Box-Muller pair sits at lag 1)."""
     for lag in range(1, 5):
         for phase in range(4):  # each position within a Philox block on its own
-            a, b = X[:, :, phase:D - lag:4], X[:, :, phase + lag::4][:, :, :X[:, :, phase:D - lag:4].shape[2]]
-            if not (_corr_ok(a, b) and _corr_ok(a ** 2, b ** 2)):
+            a, b = (
+                X[:, :, phase : D - lag : 4],
+                X[:, :, phase + lag :: 4][:, :, : X[:, :, phase : D - lag : 4].shape[2]],
+            )
+            if not (_corr_ok(a, b) and _corr_ok(a**2, b**2)):
                 return False
     return True
 
 
-CHECKS = {"moments": moments_ok, "Kolmogorov-Smirnov": normal_ks_ok, "tasks": tasks_independent_ok,
-          "rows": rows_independent_ok, "serial": serial_ok}
+CHECKS = {
+    "moments": moments_ok,
+    "Kolmogorov-Smirnov": normal_ks_ok,
+    "tasks": tasks_independent_ok,
+    "rows": rows_independent_ok,
+    "serial": serial_ok,
+}
 #: Which checks must catch which flaw.
 CATCHES = {IGNORES_TASK: ["tasks"], REPEATED_LANE: ["rows"], DEPENDENT_PAIR: ["serial"]}
 

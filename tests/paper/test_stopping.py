@@ -1,5 +1,6 @@
 """Stopping a real `mtrl-fast reproduce --jobs 2` run: signals to the command, a killed command,
 a killed worker. Each test starts the installed command in a process of its own."""
+
 import os
 import signal
 import subprocess
@@ -13,8 +14,24 @@ import pytest
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 # Cells of a few seconds each, so that a signal lands mid-run.
-GRID = ["--d", "300", "--tasks", "50,100,150", "--seeds", "2", "--width", "1024", "--downstream-d", "20", "--n-new", "5",
-        "--downstream-tasks", "2", "--jobs", "2"]
+GRID = [
+    "--d",
+    "300",
+    "--tasks",
+    "50,100,150",
+    "--seeds",
+    "2",
+    "--width",
+    "1024",
+    "--downstream-d",
+    "20",
+    "--n-new",
+    "5",
+    "--downstream-tasks",
+    "2",
+    "--jobs",
+    "2",
+]
 
 
 def _alive(pid):
@@ -47,8 +64,14 @@ def _command_line(pid):
 
 def _start(out):
     command = [sys.executable, "-m", "mtrl_fast", "reproduce", "--out", str(out), *GRID]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=tempfile.gettempdir(), start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tempfile.gettempdir(),
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     workers = []
     while time.monotonic() < deadline and process.poll() is None:
@@ -82,8 +105,13 @@ def test_a_signal_stops_the_run_ends_its_workers_and_it_resumes(tmp_path, signum
     assert _wait_gone(workers, 5) == []
     assert not list(out.glob("**/.*.tmp"))
     finished = len(list((out / "cells").glob("*.json")))
-    resumed = subprocess.run([sys.executable, "-m", "mtrl_fast", "reproduce", "--out", str(out), *GRID],
-                             capture_output=True, text=True, cwd=tempfile.gettempdir(), timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "mtrl_fast", "reproduce", "--out", str(out), *GRID],
+        capture_output=True,
+        text=True,
+        cwd=tempfile.gettempdir(),
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"{finished} already done" in resumed.stderr
 

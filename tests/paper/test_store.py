@@ -1,4 +1,5 @@
 """The output folder: atomic files, all-or-nothing outputs, a lock, and cells trusted only when valid."""
+
 import dataclasses
 import errno
 import json
@@ -29,8 +30,14 @@ def test_outputs_are_all_or_nothing(tmp_path, monkeypatch):
     """A failure while writing the outputs (a full disk, say) leaves the previous complete set."""
     reproduce(TINY, tmp_path, progress=False)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and not p.name.startswith(".")}
-    assert set(before) == {"results.json", "recovery.csv", "downstream.csv", "recovery.png", "downstream.png",
-                           "report.md"}
+    assert set(before) == {
+        "results.json",
+        "recovery.csv",
+        "downstream.csv",
+        "recovery.png",
+        "downstream.png",
+        "report.md",
+    }
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -60,11 +67,23 @@ def test_temporary_files_of_a_killed_run_are_removed(tmp_path):
     assert not leftover.exists()
 
 
-@pytest.mark.parametrize("content", [
-    "[]", "null", "42", '"text"', "{}",
-    "FINGERPRINT_ONLY", "EMPTY_RECORDS", "FOREIGN_RECORDS", "NAN_DISTANCE", "MISSING_FIELD", "WRONG_COUNT",
-    "STRING_IN_NUMBER",
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[]",
+        "null",
+        "42",
+        '"text"',
+        "{}",
+        "FINGERPRINT_ONLY",
+        "EMPTY_RECORDS",
+        "FOREIGN_RECORDS",
+        "NAN_DISTANCE",
+        "MISSING_FIELD",
+        "WRONG_COUNT",
+        "STRING_IN_NUMBER",
+    ],
+)
 def test_malformed_cells_are_recomputed_with_a_warning(tmp_path, content):
     run_grid(TINY, tmp_path, progress=False)
     cell = plan(TINY)[0]

@@ -1,4 +1,5 @@
 """Synthetic tasks: labels depend only on M^T x; draws are seeded."""
+
 import numpy as np
 import pytest
 
@@ -35,7 +36,7 @@ def test_per_task_samples_are_labelled_by_their_own_task():
     X, Y = family.sample(40, rng, "per-task", np.float64)
     assert X.shape == (3, 40, 10) and Y.shape == (3, 40)
     for t in range(3):
-        np.testing.assert_array_equal(Y[t], family.with_tasks(family.V[t:t + 1]).labels(X[t])[0])
+        np.testing.assert_array_equal(Y[t], family.with_tasks(family.V[t : t + 1]).labels(X[t])[0])
 
 
 def test_draws_are_reproducible_and_seeds_differ():
@@ -74,12 +75,15 @@ def test_first_tasks_do_not_depend_on_how_many_are_drawn():
     np.testing.assert_array_equal(small.V, large.V[:4])
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(d=5, r=6, T=2), "r must be between"),
-    (dict(d=5, r=2, T=0), "T must be at least 1"),
-    (dict(d=5, r=2, T=2, kind="quadratic"), "kind must be one of"),
-    (dict(d=5, r=2, T=2, noise=0.5), "noise must be in"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(d=5, r=6, T=2), "r must be between"),
+        (dict(d=5, r=2, T=0), "T must be at least 1"),
+        (dict(d=5, r=2, T=2, kind="quadratic"), "kind must be one of"),
+        (dict(d=5, r=2, T=2, noise=0.5), "noise must be in"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_task_family(rng=np.random.default_rng(0), **kwargs)

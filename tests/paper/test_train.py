@@ -1,4 +1,5 @@
 """Alternating pretraining: lowers the loss, learns the subspace with many tasks, is seeded."""
+
 import os
 
 import numpy as np
@@ -26,8 +27,17 @@ def _family(T, d=30, seed=0):
 def test_head_step_then_layer_step_lowers_the_loss():
     """Several rounds of small steps on logistic loss: the loss falls round after round."""
     family = _family(20)
-    config = PretrainConfig(width=32, rounds=12, head_steps=3, head_lr=2.0, lr=2.0, weight_decay=0.0,
-                            loss="logistic", samples_per_task=200, dtype="float64")
+    config = PretrainConfig(
+        width=32,
+        rounds=12,
+        head_steps=3,
+        head_lr=2.0,
+        lr=2.0,
+        weight_decay=0.0,
+        loss="logistic",
+        samples_per_task=200,
+        dtype="float64",
+    )
     trained = pretrain(family, config, np.random.default_rng(1))
     losses = [h["loss"] for h in trained.history]
     assert losses[0] < np.log(2)  # below the zero-head loss: the first head steps already helped
@@ -48,8 +58,16 @@ def test_one_round_is_heads_first_then_the_layer_step():
     """A round, replayed by hand: head step from zero heads on fresh samples, then one step of W
     with weight decay on other fresh samples, all gradients from loss_and_grad."""
     family = _family(5)
-    config = PretrainConfig(width=16, samples_per_task=40, dtype="float64", head_lr=0.3, lr=0.7,
-                            weight_decay=0.5, bias=True, loss="logistic")
+    config = PretrainConfig(
+        width=16,
+        samples_per_task=40,
+        dtype="float64",
+        head_lr=0.3,
+        lr=0.7,
+        weight_decay=0.5,
+        bias=True,
+        loss="logistic",
+    )
     W0 = initial_layer(16, 30, np.random.default_rng(3), dtype="float64")
     trained = pretrain(family, config, np.random.default_rng(4), W0=W0)
 
@@ -93,11 +111,19 @@ def test_baseline_layers():
     assert subspace_distance(oracle_layer(50, family.M, rng), family.M) < 1e-3
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(width=0), "width"), (dict(rounds=0), "rounds"), (dict(loss="l1"), "loss"),
-    (dict(lr=0.0), "lr"), (dict(weight_decay=-1.0), "weight_decay"), (dict(layout="mixed"), "layout"),
-    (dict(dtype="float16"), "dtype"), (dict(samples_per_task=0), "samples_per_task"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(width=0), "width"),
+        (dict(rounds=0), "rounds"),
+        (dict(loss="l1"), "loss"),
+        (dict(lr=0.0), "lr"),
+        (dict(weight_decay=-1.0), "weight_decay"),
+        (dict(layout="mixed"), "layout"),
+        (dict(dtype="float16"), "dtype"),
+        (dict(samples_per_task=0), "samples_per_task"),
+    ],
+)
 def test_bad_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PretrainConfig(**kwargs)
@@ -109,8 +135,16 @@ def test_width_below_r_is_refused():
 
 
 def test_divergence_is_reported():
-    config = PretrainConfig(width=8, rounds=30, head_lr=1e30, lr=1e30, weight_decay=0.0, loss="squared",
-                            samples_per_task=20, dtype="float32")
+    config = PretrainConfig(
+        width=8,
+        rounds=30,
+        head_lr=1e30,
+        lr=1e30,
+        weight_decay=0.0,
+        loss="squared",
+        samples_per_task=20,
+        dtype="float32",
+    )
     with np.errstate(all="ignore"), pytest.raises(FloatingPointError, match="diverged"):
         pretrain(_family(3), config, np.random.default_rng(0))
 
@@ -127,8 +161,9 @@ def test_pretraining_is_bitwise_the_same_whatever_the_shards(layout):
     fixed task groups in the same order. Before, shards of 10 and of 7 tasks gave different bits."""
     T = 3 * GROUP_TASKS + 5
     family = _family(T, d=12)
-    config = PretrainConfig(width=16, samples_per_task=24, rounds=3, layout=layout, bias=True, loss="logistic",
-                            lr=0.5, weight_decay=0.1)
+    config = PretrainConfig(
+        width=16, samples_per_task=24, rounds=3, layout=layout, bias=True, loss="logistic", lr=0.5, weight_decay=0.1
+    )
     group = GROUP_TASKS * task_bytes(config, family.d)
     whole = pretrain(family, config, np.random.default_rng(5))
     for budget, sizes in ((1, [16, 16, 16, 5]), (2 * group, [32, 21]), (3.5 * group, [48, 5]), (None, [T])):
@@ -145,8 +180,8 @@ def test_a_tasks_samples_do_not_depend_on_the_shard():
     X, Y = family.sample_tasks(0, 9, 20, [7, 0, 0, 1])
     for first, count in ((0, 4), (4, 4), (8, 1)):
         Xs, Ys = family.sample_tasks(first, count, 20, [7, 0, 0, 1])
-        np.testing.assert_array_equal(Xs, X[first:first + count])
-        np.testing.assert_array_equal(Ys, Y[first:first + count])
+        np.testing.assert_array_equal(Xs, X[first : first + count])
+        np.testing.assert_array_equal(Ys, Y[first : first + count])
 
 
 MEMORY_SCRIPT = """

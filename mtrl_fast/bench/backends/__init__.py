@@ -8,6 +8,7 @@ same for a training round (``workload.ROUND``); its ``result()`` gives the objec
 first-layer step and the parameters ``(W, b, A)`` after the round. Peers that are not installed
 say why in ``available()``.
 """
+
 from collections.abc import Callable
 from importlib import import_module
 from typing import NamedTuple
@@ -19,8 +20,15 @@ PEERS = ("numpy", "torch", "jax")
 
 # "torch+ours" and "jax+ours": the same step through the framework, with mtrl_fast.torch / mtrl_fast.jax's
 # loss op in place of the framework's own autograd graph.
-_MODULES = {"numba": "_ours", "reference": "_ours", "numpy": "_numpy", "torch": "_torch", "jax": "_jax",
-            "torch+ours": "_torch", "jax+ours": "_jax"}
+_MODULES = {
+    "numba": "_ours",
+    "reference": "_ours",
+    "numpy": "_numpy",
+    "torch": "_torch",
+    "jax": "_jax",
+    "torch+ours": "_torch",
+    "jax+ours": "_jax",
+}
 
 
 class PreparedStep(NamedTuple):

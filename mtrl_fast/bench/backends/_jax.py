@@ -1,5 +1,6 @@
 """JAX (CPU): ``jit(value_and_grad)`` of the objective (``jax``), or of mtrl_fast.jax's loss (``jax+ours``),
 with float64 enabled when asked for."""
+
 import os
 
 import numpy as np
@@ -96,8 +97,9 @@ def backend(name):
     def set_threads(k):
         # XLA's CPU thread pool is sized when JAX starts; this must run before the first import.
         if k == 1:
-            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                                       + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+            os.environ["XLA_FLAGS"] = (
+                os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+            )
 
     def version():
         import jax

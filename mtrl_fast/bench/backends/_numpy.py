@@ -1,4 +1,5 @@
 """The best plain NumPy a careful user writes: the task sum collapsed, stacked products."""
+
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -61,5 +62,11 @@ def backend(name):
     def set_threads(k):
         threadpool_limits(limits=k, user_api="blas")  # process-wide until changed
 
-    return Backend(name, lambda: (True, ""), prepare, set_threads, lambda: np.__version__,
-                   lambda X, Y, W, b, A, loss: round_step(loss_and_grad, X, Y, W, b, A, loss))
+    return Backend(
+        name,
+        lambda: (True, ""),
+        prepare,
+        set_threads,
+        lambda: np.__version__,
+        lambda X, Y, W, b, A, loss: round_step(loss_and_grad, X, Y, W, b, A, loss),
+    )

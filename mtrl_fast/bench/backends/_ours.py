@@ -1,4 +1,5 @@
 """mtrl_fast's kernels ("numba") and its NumPy reference ("reference")."""
+
 import mtrl_fast
 from mtrl_fast import reference
 

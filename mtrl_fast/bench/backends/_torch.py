@@ -32,8 +32,11 @@ def backend(name):
         import torch
 
         Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
-        params = [torch.tensor(W, requires_grad=True), None if b is None else torch.tensor(b, requires_grad=True),
-                  torch.tensor(A, requires_grad=True)]
+        params = [
+            torch.tensor(W, requires_grad=True),
+            None if b is None else torch.tensor(b, requires_grad=True),
+            torch.tensor(A, requires_grad=True),
+        ]
         Wt, bt, At = params
         last = {}
 
