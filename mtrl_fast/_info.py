@@ -104,7 +104,7 @@ def config_info() -> dict[str, Any]:
             "cores": os.cpu_count(),
             "threading_layer": _runtime.threading_layer(),
             "num_threads": numba.get_num_threads(),
-            "NUMBA_NUM_THREADS": numba.config.NUMBA_NUM_THREADS,
+            "NUMBA_NUM_THREADS": numba.config.NUMBA_NUM_THREADS,  # type: ignore[attr-defined]
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
             "wait_policy_warning": _runtime.wait_policy_warning(),
             "blas_pin_warning": blas_pin_warning(),

@@ -61,7 +61,8 @@ def _layer_importable(module):
 # exists, parallel kernels are serialised by a lock instead (see ``kernel_guard``).
 if "NUMBA_THREADING_LAYER" not in os.environ and not _numba_parallel._is_initialized:
     if _layer_importable("tbbpool") or _layer_importable("omppool"):
-        numba.config.THREADING_LAYER = "threadsafe"
+        # numba.config's attributes come from the environment at run time; its stubs omit them.
+        numba.config.THREADING_LAYER = "threadsafe"  # type: ignore[attr-defined]
 
 _UNSAFE_LAYER_LOCK = threading.Lock()
 

@@ -16,6 +16,9 @@ which costs the callback's overhead once per element.
 ``loss`` runs the fused ``loss_and_grad`` once and keeps its gradients for the backward pass.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from . import ops
@@ -25,6 +28,7 @@ from .losses import loss_id
 try:
     import jax
     import jax.numpy as jnp
+    from jax.typing import ArrayLike
 except ImportError as error:  # pragma: no cover - depends on the installed extras
     raise ImportError("mtrl_fast.jax needs JAX, which is not installed: pip install 'mtrl_fast[jax]'") from error
 
@@ -33,15 +37,19 @@ __all__ = ["forward", "loss"]
 _VMAP = "sequential"
 
 
-def _host(array):
+def _host(array: Any) -> np.ndarray:
+    return np.asarray(array)
+
+
+def _host_or_none(array: Any) -> np.ndarray | None:
     return None if array is None else np.asarray(array)
 
 
-def _struct(shape, dtype):
+def _struct(shape: tuple[int, ...], dtype: Any) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, dtype)
 
 
-def _meta(value):
+def _meta(value: Any) -> ArrayMeta | None:
     """The array as JAX will compute with it: its shape and its canonical dtype (float64 becomes
     float32 when ``jax_enable_x64`` is off)."""
     if value is None:
@@ -52,11 +60,11 @@ def _meta(value):
     return ArrayMeta(tuple(value.shape), len(value.shape), dtype)
 
 
-def _x64():
+def _x64() -> str:
     return "on" if jax.config.read("jax_enable_x64") else "off"
 
 
-def _check(X, W, b, A, Y=None, loss=None, check_finite=True):
+def _check(X: Any, W: Any, b: Any, A: Any, Y: Any = None, loss: str | None = None, check_finite: bool = True) -> None:
     """Shapes and dtypes (at trace time); then the values of the arrays that are concrete."""
     named = (("X", X), ("W", W), ("b", b), ("A", A), ("Y", Y))
     for name, value in named:
@@ -64,7 +72,10 @@ def _check(X, W, b, A, Y=None, loss=None, check_finite=True):
             raise TypeError(f"{name} must be an array; got {type(value).__name__}")
     metas = [_meta(value) for _, value in named]
     try:
-        check_shapes(*metas[:4], *([] if Y is None else [metas[4]]), convert=False)
+        if Y is None:
+            check_shapes(metas[0], metas[1], metas[2], metas[3], convert=False)
+        else:
+            check_shapes(metas[0], metas[1], metas[2], metas[3], metas[4], convert=False)
     except TypeError as error:
         passed = ", ".join(f"{name} {np.dtype(value.dtype)}" for name, value in named if value is not None)
         raise TypeError(
@@ -81,28 +92,28 @@ def _check(X, W, b, A, Y=None, loss=None, check_finite=True):
         require_labels(concrete["Y"], loss)
 
 
-def _grad_structs(W, b, A):
+def _grad_structs(W: Any, b: Any, A: Any) -> tuple[Any, Any, Any]:
     return (_struct(W.shape, W.dtype), None if b is None else _struct(b.shape, b.dtype), _struct(A.shape, A.dtype))
 
 
-def _forward_host(X, W, b, A):
-    return ops.forward(_host(X), _host(W), _host(b), _host(A), check_finite=False)
+def _forward_host(X: Any, W: Any, b: Any, A: Any) -> np.ndarray:
+    return ops.forward(_host(X), _host(W), _host_or_none(b), _host(A), check_finite=False)
 
 
-def _backward_host(X, W, b, A, dF):
-    return tuple(ops.backward(_host(X), _host(W), _host(b), _host(A), _host(dF), check_finite=False))
+def _backward_host(X: Any, W: Any, b: Any, A: Any, dF: Any) -> tuple[Any, ...]:
+    return tuple(ops.backward(_host(X), _host(W), _host_or_none(b), _host(A), _host(dF), check_finite=False))
 
 
 @jax.custom_vjp
-def _forward(X, W, b, A):
+def _forward(X: Any, W: Any, b: Any, A: Any) -> Any:
     return jax.pure_callback(_forward_host, _struct((A.shape[0], X.shape[-2]), X.dtype), X, W, b, A, vmap_method=_VMAP)
 
 
-def _forward_fwd(X, W, b, A):
+def _forward_fwd(X: Any, W: Any, b: Any, A: Any) -> tuple[Any, Any]:
     return _forward(X, W, b, A), (X, W, b, A)
 
 
-def _forward_bwd(residuals, dF):
+def _forward_bwd(residuals: Any, dF: Any) -> tuple[Any, ...]:
     X, W, b, A = residuals
     gW, gb, gA = jax.pure_callback(_backward_host, _grad_structs(W, b, A), X, W, b, A, dF, vmap_method=_VMAP)
     return jnp.zeros_like(X), gW, gb, gA
@@ -111,7 +122,7 @@ def _forward_bwd(residuals, dF):
 _forward.defvjp(_forward_fwd, _forward_bwd)
 
 
-def forward(X, W, b: jax.Array | None, A, *, check_finite: bool = True) -> jax.Array:
+def forward(X: ArrayLike, W: ArrayLike, b: ArrayLike | None, A: ArrayLike, *, check_finite: bool = True) -> jax.Array:
     """Outputs ``F (T, n)`` of every task's network; see ``mtrl_fast.forward``.
 
     Parameters
@@ -132,29 +143,29 @@ def forward(X, W, b: jax.Array | None, A, *, check_finite: bool = True) -> jax.A
     return _forward(jax.lax.stop_gradient(X), W, b, A)
 
 
-def _make_loss(name):
+def _make_loss(name: str) -> Callable[..., jax.Array]:
     code = loss_id(name)
 
-    def value_and_grads_host(X, Y, W, b, A):
+    def value_and_grads_host(X: Any, Y: Any, W: Any, b: Any, A: Any) -> tuple[Any, ...]:
         # Nothing here may raise: the shapes were checked at trace time, and the labels are not
         # checked (``loss=None``), as the module says.
-        p = check_problem(_host(X), _host(W), _host(b), _host(A), _host(Y), loss=None, check_finite=False)
+        p = check_problem(_host(X), _host(W), _host_or_none(b), _host(A), _host(Y), loss=None, check_finite=False)
         value, grads = ops._step(p, code, 1.0 / (p.T * p.n))
         return (np.asarray(value, dtype=p.X.dtype),) + tuple(grads)
 
-    def call(X, Y, W, b, A):
+    def call(X: Any, Y: Any, W: Any, b: Any, A: Any) -> Any:
         structs = (_struct((), X.dtype),) + _grad_structs(W, b, A)
         return jax.pure_callback(value_and_grads_host, structs, X, Y, W, b, A, vmap_method=_VMAP)
 
     @jax.custom_vjp
-    def mean_loss(X, Y, W, b, A):
+    def mean_loss(X: Any, Y: Any, W: Any, b: Any, A: Any) -> Any:
         return call(X, Y, W, b, A)[0]
 
-    def fwd(X, Y, W, b, A):
+    def fwd(X: Any, Y: Any, W: Any, b: Any, A: Any) -> tuple[Any, Any]:
         value, gW, gb, gA = call(X, Y, W, b, A)
         return value, (X, Y, gW, gb, gA)
 
-    def bwd(residuals, d_value):
+    def bwd(residuals: Any, d_value: Any) -> tuple[Any, ...]:
         X, Y, gW, gb, gA = residuals
         return (jnp.zeros_like(X), jnp.zeros_like(Y), d_value * gW, None if gb is None else d_value * gb, d_value * gA)
 
@@ -162,10 +173,19 @@ def _make_loss(name):
     return mean_loss
 
 
-_LOSS_FUNCTIONS = {}
+_LOSS_FUNCTIONS: dict[str, Callable[..., jax.Array]] = {}
 
 
-def loss(X, Y, W, b: jax.Array | None, A, loss: str = "logistic", *, check_finite: bool = True) -> jax.Array:
+def loss(
+    X: ArrayLike,
+    Y: ArrayLike,
+    W: ArrayLike,
+    b: ArrayLike | None,
+    A: ArrayLike,
+    loss: str = "logistic",
+    *,
+    check_finite: bool = True,
+) -> jax.Array:
     """The mean over tasks of each task's mean loss, a 0-d array differentiable with respect to
     ``W``, ``b`` and ``A`` (``mtrl_fast.loss_and_grad`` in one fused call).
 

@@ -7,6 +7,7 @@ derivative with respect to ``f``. The compiled kernels carry a scalar twin of th
 """
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 #: Loss names in kernel order: a loss's index here is the integer id the kernels receive.
 LOSSES = ("squared", "logistic", "hinge", "correlation")
@@ -32,7 +33,7 @@ def loss_id(name: str) -> int:
         raise ValueError(f"loss must be one of {LOSSES}; got {name!r}") from None
 
 
-def value(name, f, y):
+def value(name: str, f: ArrayLike, y: ArrayLike) -> np.ndarray:
     """Per-example loss ``loss(f, y)``, elementwise."""
     f = np.asarray(f)
     y = np.asarray(y)
@@ -48,7 +49,7 @@ def value(name, f, y):
     raise AssertionError("unreachable")
 
 
-def slope(name, f, y):
+def slope(name: str, f: ArrayLike, y: ArrayLike) -> np.ndarray:
     """Derivative of the loss with respect to ``f``, elementwise."""
     f = np.asarray(f)
     y = np.asarray(y)

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _kernels as kernels
 from . import _profile
-from ._validate import check_problem
+from ._validate import Problem, check_problem
 from .gradients import Gradients
 from .losses import SHARED, loss_id
 
@@ -26,7 +26,7 @@ BLOCK_MIN_BYTES = 4 * 2**20
 _recorder = threading.local()
 
 
-def _product(left, right, out=None):
+def _product(left: np.ndarray, right: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Every BLAS product of a step goes through here, so that ``record_products`` and
     ``_profile.recording`` see them."""
     log = getattr(_recorder, "log", None)
@@ -53,17 +53,17 @@ def record_products() -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
         _recorder.log = previous
 
 
-def _bias_or_zeros(p):
+def _bias_or_zeros(p: Problem) -> np.ndarray:
     return p.b if p.b is not None else np.zeros(p.m, dtype=p.X.dtype)
 
 
-def _block_rows(p):
+def _block_rows(p: Problem) -> int:
     """Stacked per-task rows processed at once (see ``BLOCK_BYTES``)."""
     budget = min(BLOCK_BYTES, max(BLOCK_MIN_BYTES, p.X.nbytes // 8))
     return max(1, min(p.T * p.n, budget // (p.m * p.X.dtype.itemsize)))
 
 
-def _row_blocks(p):
+def _row_blocks(p: Problem) -> Iterator[tuple[int, int]]:
     """Yield ``(row0, rows)`` slices of the stacked ``(T n, d)`` per-task input."""
     total = p.T * p.n
     step = _block_rows(p)
@@ -224,7 +224,7 @@ def backward(
     return _step(p, kernels.UPSTREAM, 1.0)[1]
 
 
-def _step(p, loss_code, scale, first_layer=True):
+def _step(p: Problem, loss_code: int, scale: float, first_layer: bool = True) -> tuple[float, Gradients]:
     """The fused step on checked inputs: ``(sum of losses * scale, Gradients)``.
 
     With ``loss_code = UPSTREAM``, ``p.Y`` holds the upstream gradient ``dF`` itself and
@@ -232,8 +232,10 @@ def _step(p, loss_code, scale, first_layer=True):
     ``dF`` in place of the loss's derivative. Without ``first_layer`` the step stops at the
     heads' gradient: no mask pass in the shared layout, no ``D^T X`` product in either.
     """
+    assert p.Y is not None, "a step needs targets or an upstream gradient"
     bias = _bias_or_zeros(p)
     gb = np.zeros(p.m, dtype=p.X.dtype)
+    gW: np.ndarray | None
     if p.layout == SHARED:
         H = _product(p.X, p.W.T)
         kernels.bias_relu(H, bias)

@@ -8,16 +8,16 @@ for every task. Depends on NumPy alone (the kernels never run here).
 import numpy as np
 
 from . import losses
-from ._validate import check_problem
+from ._validate import Problem, check_problem
 from .gradients import Gradients
 from .losses import SHARED
 
 
-def _task_inputs(p, t):
+def _task_inputs(p: Problem, t: int) -> np.ndarray:
     return p.X if p.layout == SHARED else p.X[t]
 
 
-def _pre_activations(p, t):
+def _pre_activations(p: Problem, t: int) -> np.ndarray:
     Z = _task_inputs(p, t) @ p.W.T
     if p.b is not None:
         Z = Z + p.b

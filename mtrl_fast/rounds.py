@@ -5,7 +5,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .gradients import Gradients
 from .ops import loss_and_grad
+
+#: ``loss_and_grad`` or a function with its signature (``mtrl_fast.reference.loss_and_grad``).
+Step = Callable[..., tuple[float, Gradients]]
 
 
 def alternating_round(
@@ -20,7 +24,7 @@ def alternating_round(
     head_lr: float = 0.1,
     lr: float = 1.0,
     weight_decay: float = 1.0,
-    step: Callable = loss_and_grad,
+    step: Step = loss_and_grad,
 ) -> float:
     """One round, in place: ``head_steps`` steps of every head, then one step of ``W`` and ``b``.
 
@@ -52,11 +56,23 @@ def alternating_round(
     step_heads(X, Y, W, b, A, loss=loss, steps=head_steps, lr=head_lr, step=step)
     X, Y = layer_batch
     value, grads = step(X, Y, W, b, A, loss, check_finite=False)
+    assert grads.W is not None  # a first-layer step computes it
     update_first_layer(W, b, grads.W, grads.b, lr=lr, weight_decay=weight_decay)
-    return value
+    return float(value)
 
 
-def step_heads(X, Y, W, b, A, *, loss, steps, lr, step=loss_and_grad):
+def step_heads(
+    X: np.ndarray,
+    Y: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray | None,
+    A: np.ndarray,
+    *,
+    loss: str,
+    steps: int,
+    lr: float,
+    step: Step = loss_and_grad,
+) -> None:
     """``steps`` steps of every head in ``A`` (in place), the first layer frozen.
 
     ``step`` gives the gradient of the task-averaged loss; task ``t``'s own mean loss has
@@ -68,10 +84,12 @@ def step_heads(X, Y, W, b, A, *, loss, steps, lr, step=loss_and_grad):
         A -= scale * grads.A
 
 
-def update_first_layer(W, b, gW, gb, *, lr, weight_decay):
+def update_first_layer(
+    W: np.ndarray, b: np.ndarray | None, gW: np.ndarray, gb: np.ndarray | None, *, lr: float, weight_decay: float
+) -> None:
     """The first layer's step with weight decay, in place: ``W <- (1 - lr lambda) W - lr gW``."""
     dtype = W.dtype.type
     W *= dtype(1.0 - lr * weight_decay)
     W -= dtype(lr) * gW
-    if b is not None:
+    if b is not None and gb is not None:
         b -= dtype(lr) * gb

@@ -23,7 +23,8 @@ first sets ``OMP_WAIT_POLICY=PASSIVE`` before PyTorch's OpenMP runtime starts (s
 "Threads").
 """
 
-from typing import Optional, Tuple
+from collections.abc import Sequence
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
@@ -42,10 +43,10 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 __all__ = ["MultiTaskReLU", "forward", "loss"]
 
 _DTYPES = (torch.float32, torch.float64)
-_NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+_NUMPY_DTYPES: dict[torch.dtype, np.dtype] = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 
 
-def _check_tensor(name, tensor, allow_grad=True):
+def _check_tensor(name: str, tensor: object, allow_grad: bool = True) -> None:
     """The checks that only a tensor's metadata needs (type, device, dtype, requires_grad): they
     read no data, so they also run on ``torch.func``'s wrapped tensors and under tracing."""
     if not isinstance(tensor, torch.Tensor):
@@ -60,11 +61,11 @@ def _check_tensor(name, tensor, allow_grad=True):
         )
 
 
-def _meta(tensor):
+def _meta(tensor: Optional[torch.Tensor]) -> Optional[ArrayMeta]:
     return None if tensor is None else ArrayMeta(tuple(tensor.shape), tensor.dim(), _NUMPY_DTYPES[tensor.dtype])
 
 
-def _refuse_forward_mode(function, params):
+def _refuse_forward_mode(function: str, params: Sequence[Optional[torch.Tensor]]) -> None:
     """Forward-mode AD would see no tangent come out of the op (the kernels are reverse-mode only),
     and ``torch.func``'s grad cannot enter a custom op's autograd: refuse both by name rather than
     return a zero."""
@@ -87,7 +88,14 @@ def _refuse_forward_mode(function, params):
         )
 
 
-def _check(function, X, W, b, A, Y=None):
+def _check(
+    function: str,
+    X: torch.Tensor,
+    W: torch.Tensor,
+    b: Optional[torch.Tensor],
+    A: torch.Tensor,
+    Y: Optional[torch.Tensor] = None,
+) -> None:
     """Types, devices, dtypes and shapes, before the op. Values (finiteness, labels) are checked
     by the kernels' own validation inside the op, where the data are plain tensors."""
     for name, tensor, allow_grad in (("X", X, False), ("W", W, True), ("b", b, True), ("A", A, True), ("Y", Y, False)):
@@ -102,15 +110,19 @@ def _check(function, X, W, b, A, Y=None):
         check_shapes(_meta(X), _meta(W), _meta(b), _meta(A), _meta(Y), convert=False)
 
 
-def _numpy(tensor):
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
     """A plain tensor's data as an array (no copy when contiguous)."""
-    return None if tensor is None else tensor.detach().contiguous().numpy()
+    return tensor.detach().contiguous().numpy()
+
+
+def _numpy_or_none(tensor: Optional[torch.Tensor]) -> Optional[np.ndarray]:
+    return None if tensor is None else _numpy(tensor)
 
 
 # --- plain PyTorch twins, for derivatives of derivatives -------------------------------------------
 
 
-def _plain_forward(X, W, b, A):
+def _plain_forward(X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor) -> torch.Tensor:
     """``F`` in plain PyTorch operations: differentiable to any order (our ops' backward recomputes
     through it when a graph of the gradient is asked for)."""
     Z = X @ W.T
@@ -120,7 +132,7 @@ def _plain_forward(X, W, b, A):
     return A @ H.T if X.dim() == 2 else torch.einsum("tnm,tm->tn", H, A)
 
 
-def _plain_losses(name, F, Y):
+def _plain_losses(name: str, F: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     """Per-example losses ``loss(F, Y)`` in plain PyTorch (the formulas of ``mtrl_fast.losses``)."""
     if name == "squared":
         return 0.5 * (F - Y) ** 2
@@ -134,7 +146,12 @@ def _plain_losses(name, F, Y):
     raise AssertionError("unreachable")
 
 
-def _differentiable(kernel_grads, output, params, grad_outputs=None):
+def _differentiable(
+    kernel_grads: Sequence[Optional[torch.Tensor]],
+    output: torch.Tensor,
+    params: Sequence[Optional[torch.Tensor]],
+    grad_outputs: Optional[torch.Tensor] = None,
+) -> List[Optional[torch.Tensor]]:
     """The kernels' gradients, made differentiable with respect to ``params`` (and to
     ``grad_outputs``) by the plain twin ``output``: the values stay the kernels' own, bit for bit,
     and their derivatives come from the twin's graph."""
@@ -148,11 +165,12 @@ def _differentiable(kernel_grads, output, params, grad_outputs=None):
             result.append(g)
         else:
             again = next(twin)
+            assert g is not None  # the kernels computed every gradient that is wanted
             result.append(g + (again - again.detach()))
     return result
 
 
-def _graph_wanted(*tensors):
+def _graph_wanted(*tensors: Optional[torch.Tensor]) -> bool:
     """Whether a backward must build a graph of its result (``create_graph=True``, ``hessian``)."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -164,11 +182,13 @@ def _graph_wanted(*tensors):
 def _forward_op(
     X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor, check_finite: bool = False
 ) -> torch.Tensor:
-    return torch.from_numpy(ops.forward(_numpy(X), _numpy(W), _numpy(b), _numpy(A), check_finite=check_finite))
+    return torch.from_numpy(ops.forward(_numpy(X), _numpy(W), _numpy_or_none(b), _numpy(A), check_finite=check_finite))
 
 
 @_forward_op.register_fake
-def _forward_fake(X, W, b, A, check_finite=False):
+def _forward_fake(
+    X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor, check_finite: bool = False
+) -> torch.Tensor:
     return X.new_empty((A.shape[0], X.shape[-2]))
 
 
@@ -176,23 +196,25 @@ def _forward_fake(X, W, b, A, check_finite=False):
 def _backward_op(
     X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor, dF: torch.Tensor
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    grads = ops.backward(_numpy(X), _numpy(W), _numpy(b), _numpy(A), _numpy(dF), check_finite=False)
+    grads = ops.backward(_numpy(X), _numpy(W), _numpy_or_none(b), _numpy(A), _numpy(dF), check_finite=False)
     gb = W.new_empty(0) if b is None else torch.from_numpy(grads.b)
     return torch.from_numpy(grads.W), gb, torch.from_numpy(grads.A)
 
 
 @_backward_op.register_fake
-def _backward_fake(X, W, b, A, dF):
+def _backward_fake(
+    X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor, dF: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return torch.empty_like(W), W.new_empty(0) if b is None else torch.empty_like(b), torch.empty_like(A)
 
 
-def _forward_setup(ctx, inputs, output):
+def _forward_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
     X, W, b, A = inputs[:4]
     ctx.has_bias = b is not None
     ctx.save_for_backward(X, W, b, A)
 
 
-def _forward_backward(ctx, dF, *unused):
+def _forward_backward(ctx: Any, dF: torch.Tensor, *unused: Any) -> Tuple[Any, ...]:
     # The backward is an operator too, so that tracing (opcheck, torch.compile) sees no NumPy.
     X, W, b, A = ctx.saved_tensors
     with torch.no_grad():  # its derivatives, where wanted, come from the twin below
@@ -219,7 +241,14 @@ def _loss_op(
     check_finite: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     value, grads = ops.loss_and_grad(
-        _numpy(X), _numpy(Y), _numpy(W), _numpy(b), _numpy(A), loss, check_finite=check_finite, first_layer=first_layer
+        _numpy(X),
+        _numpy(Y),
+        _numpy(W),
+        _numpy_or_none(b),
+        _numpy(A),
+        loss,
+        check_finite=check_finite,
+        first_layer=first_layer,
     )
     # An op's outputs cannot be None: a gradient not computed is an empty tensor.
     gW = torch.from_numpy(grads.W) if first_layer else W.new_empty(0)
@@ -228,13 +257,22 @@ def _loss_op(
 
 
 @_loss_op.register_fake
-def _loss_fake(X, Y, W, b, A, loss, first_layer=True, check_finite=False):
+def _loss_fake(
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    W: torch.Tensor,
+    b: Optional[torch.Tensor],
+    A: torch.Tensor,
+    loss: str,
+    first_layer: bool = True,
+    check_finite: bool = False,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     gW = torch.empty_like(W) if first_layer else W.new_empty(0)
     gb = torch.empty_like(b) if first_layer and b is not None else W.new_empty(0)
     return X.new_empty(()), gW, gb, torch.empty_like(A)
 
 
-def _loss_setup(ctx, inputs, output):
+def _loss_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
     X, Y, W, b, A, loss = inputs[:6]
     _, gW, gb, gA = output
     ctx.has_bias = b is not None
@@ -244,7 +282,7 @@ def _loss_setup(ctx, inputs, output):
     ctx.mark_non_differentiable(gW, gb, gA)
 
 
-def _loss_backward(ctx, d_value, *unused):
+def _loss_backward(ctx: Any, d_value: torch.Tensor, *unused: Any) -> Tuple[Any, ...]:
     X, Y, W, b, A, gW, gb, gA = ctx.saved_tensors
     gW = gW if ctx.first_layer else None
     gb = gb if ctx.first_layer and ctx.has_bias else None
@@ -261,12 +299,12 @@ def _loss_backward(ctx, d_value, *unused):
 _loss_op.register_autograd(_loss_backward, setup_context=_loss_setup)
 
 
-def _sequential_vmap(op):
+def _sequential_vmap(op: Any) -> None:
     """A ``torch.vmap`` rule that runs ``op`` once per batch element (as JAX's ``sequential``
     callbacks do): correct for any batched argument, at one kernel call per element."""
 
-    def rule(info, in_dims, *args):
-        def element(k):
+    def rule(info: Any, in_dims: Tuple[Optional[int], ...], *args: Any) -> Tuple[Any, Any]:
+        def element(k: int) -> List[Any]:
             return [a if dim is None else a.select(dim, k) for a, dim in zip(args, in_dims)]
 
         results = [op(*element(k)) for k in range(info.batch_size)]

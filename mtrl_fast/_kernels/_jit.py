@@ -6,6 +6,7 @@ work estimate and decides, per call, whether the work pays for waking the worker
 """
 
 import threading
+from typing import Any
 
 import numba
 
@@ -20,7 +21,7 @@ FASTMATH = frozenset({"reassoc", "contract", "afn", "arcp", "nsz"})
 # so as to raise ZeroDivisionError, and that branch keeps a loop with a division scalar (the
 # float32 logistic loss lost its vectorisation). Divisors here are never zero, or are validated
 # sizes. Cached on disk: kernels are self-contained (no globals but constants).
-COMPILE_OPTIONS = dict(fastmath=set(FASTMATH), error_model="numpy", cache=True)
+COMPILE_OPTIONS: dict[str, Any] = dict(fastmath=set(FASTMATH), error_model="numpy", cache=True)
 
 FLOAT_TYPES = ("float32", "float64")
 

@@ -13,6 +13,8 @@ the same bits. ``u1`` has 32 random bits (a float32 normal's tail reaches 6.66 s
 sigma, for float64); the angle has 30 bits and its quadrant 2.
 """
 
+from typing import Any
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -22,7 +24,7 @@ from numba.extending import intrinsic
 from ._math import _float32_from_bits, _float64_from_bits
 
 # Compiled into the kernels that call them: no fastmath (every machine the same bits), inlined.
-RANDOM_OPTIONS = dict(error_model="numpy", cache=True, inline="always")
+RANDOM_OPTIONS: dict[str, Any] = dict(error_model="numpy", cache=True, inline="always")
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 _PHILOX_M0 = np.uint64(0xD2511F53)

@@ -46,7 +46,7 @@ def alternating_samples(
     timed just before are asleep again.
     """
     calls = {name: burst_calls(run) for name, run in functions.items()}
-    samples = {name: [] for name in functions}
+    samples: dict[str, list[float]] = {name: [] for name in functions}
     names = list(functions)
     for round_index in range(rounds):
         shift = round_index % len(names)

@@ -61,7 +61,7 @@ class Point:
     def workload_flops(self, workload: str) -> int:
         """FLOPs of one ``"step"`` or one training ``"round"`` (see :data:`ROUND`)."""
         if workload == "round":
-            return self.flops + ROUND["head_steps"] * self.head_step_flops
+            return self.flops + int(ROUND["head_steps"]) * self.head_step_flops
         return self.flops
 
     @property
@@ -151,9 +151,10 @@ def step_products(args, loss="logistic") -> tuple[Callable[[], None], list]:
     from .. import loss_and_grad
     from ..ops import record_products
 
+    X, Y, W, b, A = args
     with record_products() as recorded:
-        loss_and_grad(*args, loss, check_finite=False)
-    outputs = {}
+        loss_and_grad(X, Y, W, b, A, loss, check_finite=False)
+    outputs: dict[tuple[int, int], np.ndarray] = {}
     products = []
     for left, right in recorded:
         shape = (left.shape[0], right.shape[1])

@@ -10,6 +10,8 @@ rule (linear sign, or a ReLU teacher), and the label flip, from the same key at 
 Rows are drawn in parallel over ``(task, block of rows)``; each writes only its own rows.
 """
 
+from typing import Any
+
 import numba
 import numpy as np
 
@@ -31,7 +33,7 @@ INPUTS, FLIPS = 0, 1
 # E[relu(g)] for g ~ N(0, 1) (tasks._RELU_MEAN; repeated as a constant the kernel can cache).
 _RELU_MEAN = 0.3989422804014327
 
-_OPTIONS = dict(error_model="numpy", cache=True, nogil=True)  # no fastmath: the same bits everywhere
+_OPTIONS: dict[str, Any] = dict(error_model="numpy", cache=True, nogil=True)  # no fastmath: the same bits everywhere
 
 
 @numba.njit(**_OPTIONS)
@@ -150,7 +152,7 @@ def _signatures(layout_args):
     return [layout_args.format(f=f) for f in ("float32", "float64")]
 
 
-_PARALLEL = dict(_OPTIONS, parallel=True)
+_PARALLEL: dict[str, Any] = dict(_OPTIONS, parallel=True)
 _per_task_kernel = _LazyKernel(
     _per_task,
     _signatures(

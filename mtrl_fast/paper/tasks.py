@@ -54,7 +54,7 @@ class TaskFamily:
     M: np.ndarray
     V: np.ndarray
     kind: str = "linear"
-    B: np.ndarray = None
+    B: np.ndarray | None = None
     noise: float = 0.0
 
     @property
