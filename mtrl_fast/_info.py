@@ -20,7 +20,7 @@ _OPTIONAL = ("scipy", "matplotlib", "torch", "jax", "dask", "distributed")
 BLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
-def _cpu_name():
+def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
             return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
@@ -28,7 +28,7 @@ def _cpu_name():
         return platform.processor() or platform.machine()
 
 
-def _installed_version(name):
+def _installed_version(name: str) -> str | None:
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:

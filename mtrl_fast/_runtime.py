@@ -7,10 +7,11 @@ worker threads. Measured costs behind each choice are in ``docs/performance.md``
 import os
 import threading
 import warnings
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 
-def _libgomp_loaded():
+def _libgomp_loaded() -> bool:
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
             return "libgomp" in maps.read()
@@ -48,7 +49,7 @@ from numba.np.ufunc import parallel as _numba_parallel  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 
-def _layer_importable(module):
+def _layer_importable(module: str) -> bool:
     try:
         __import__(f"numba.np.ufunc.{module}")
     except ImportError:
@@ -67,7 +68,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ and not _numba_parallel._is_initial
 _UNSAFE_LAYER_LOCK = threading.Lock()
 
 
-def threading_layer():
+def threading_layer() -> str | None:
     """Name of Numba's threading layer, or ``None`` before Numba has started its threads."""
     try:
         return numba.threading_layer()
@@ -75,14 +76,14 @@ def threading_layer():
         return None
 
 
-def kernel_guard():
+def kernel_guard() -> AbstractContextManager[object]:
     """Context under which a parallel kernel runs: a lock only where the layer is not thread-safe."""
     if threading_layer() in ("omp", "tbb"):
         return nullcontext()
     return _UNSAFE_LAYER_LOCK
 
 
-def wait_policy_warning():
+def wait_policy_warning() -> str | None:
     """A sentence on why OMP_WAIT_POLICY may not be in force, or ``None`` when it is."""
     if _LIBGOMP_WAS_LOADED and SETS_WAIT_POLICY:
         return (
@@ -93,8 +94,9 @@ def wait_policy_warning():
     return None
 
 
-if wait_policy_warning() is not None:
-    warnings.warn(wait_policy_warning(), RuntimeWarning, stacklevel=2)
+_WARNING = wait_policy_warning()
+if _WARNING is not None:
+    warnings.warn(_WARNING, RuntimeWarning, stacklevel=2)
 
 
 # --- serial or parallel -------------------------------------------------------------------------
@@ -106,7 +108,7 @@ PARALLEL_MIN_WORK = 1 << 21
 
 
 @contextmanager
-def threads_for(work):
+def threads_for(work: int) -> Iterator[None]:
     """Run the kernels called inside on the calling thread alone when ``work`` is below
     ``PARALLEL_MIN_WORK``. Numba's thread count is per Python thread, so this is thread-safe."""
     previous = numba.get_num_threads()
@@ -123,10 +125,10 @@ def threads_for(work):
 # --- thread counts ------------------------------------------------------------------------------
 
 
-def _check_count(k):
+def _check_count(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"k must be an integer number of threads; got {type(k).__name__}")
-    limit = numba.config.NUMBA_NUM_THREADS
+    limit = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
     if not 1 <= k <= limit:
         raise ValueError(f"k must be between 1 and {limit} (NUMBA_NUM_THREADS); got {k}")
     return int(k)
@@ -161,7 +163,7 @@ def set_num_threads(k: int) -> None:
 
 
 @contextmanager
-def num_threads(k: int):
+def num_threads(k: int) -> Iterator[int]:
     """Run a block with ``k`` threads, then restore the previous settings.
 
     Parameters
