@@ -301,3 +301,20 @@ def test_a_pool_run_compiles_in_the_parent_first(tmp_path, monkeypatch):
     assert calls == [small]
     run_grid(small, tmp_path / "serial", jobs=1, progress=False)
     assert calls == [small]  # one process: nothing to warm up for
+
+
+def test_the_at_scale_claim_covers_only_the_d_whose_records_reach_t_1000():
+    """Before, every d of the grid counted as reaching T = 1000 once any T did, whatever its records."""
+    grid = replace(TINY, d=(8, 12), tasks=(1, 100, 1000), downstream_d=(), n_new=(100,))
+    recovery = [
+        {"d": 8, "T": T, "seed": 0, "subspace_distance": v, "energy_outside": 0.01}
+        for T, v in ((1, 1.0), (100, 0.2), (1000, 0.06))
+    ]
+    recovery += [
+        {"d": 12, "T": T, "seed": 0, "subspace_distance": v, "energy_outside": 0.01} for T, v in ((1, 1.0), (100, 0.2))
+    ]  # its T = 1000 cell is missing
+    rows = report.claims({"recovery": recovery, "downstream": []}, grid)
+    at_scale = next(row for row in rows if row["claim"].startswith("The distance keeps falling beyond T = 100"))
+    assert "d=8: 0.200 -> 0.0600 at T = 1000" in at_scale["measured"]
+    assert "d=12" not in at_scale["measured"]
+    assert at_scale["holds"]
