@@ -46,7 +46,8 @@ class Point:
 
     @property
     def flops(self) -> int:
-        """Floating-point operations of one step (DESIGN.md section 1)."""
+        """Floating-point operations of one step: shared ``4 n d m + 6 n m T``, per-task ``4 T n d m + 5 T n m``
+        (the forward and backward products with ``W``, and the work per output and hidden unit)."""
         if self.layout == SHARED:
             return 4 * self.n * self.d * self.m + 6 * self.n * self.m * self.T
         return 4 * self.T * self.n * self.d * self.m + 5 * self.T * self.n * self.m
