@@ -51,6 +51,8 @@ BAD_OPTIONS = [
     (["bench", "--dtype", "float16"], "--dtype", "unknown value 'float16'"),
     (["bench", "--dtype", ""], "--dtype", "none"),
     (["bench", "--repeat", "0"], "--repeat", "at least 1"),
+    (["bench", "--cell", "400"], "--cell", "D,T such as 400,1000"),
+    (["bench", "--cell", "0,10"], "--cell", "at least 1"),
     (["bench", "--threads", "-1"], "--threads", "at least 1"),
     (["bench", "--threads", "100000"], "--threads", "at most"),
     (["bench", "--shapes", "shared:1,2,3"], "--shapes", "LAYOUT:n,d,m,T"),
