@@ -224,6 +224,20 @@ def backward(
     return _step(p, kernels.UPSTREAM, 1.0)[1]
 
 
+def _shared_correlation_step(p: Problem, H: np.ndarray, scale: float) -> tuple[float, Gradients]:
+    """The shared layout's step under the correlation loss, whose slope ``-y`` needs no outputs: no
+    ``A H^T`` product. The objective comes from the gradient's own terms,
+    ``sum_(t,i) -y F = sum((R^T A) * H) / scale`` with ``R = -scale Y``, an ``O(n m)`` sum. The
+    gradients are those of the general path, bit for bit (the same products of the same ``R``)."""
+    R = p.Y * p.X.dtype.type(-scale)
+    gA = _product(R, H)
+    D = _product(R.T, p.A)
+    gb = np.zeros(p.m, dtype=p.X.dtype)
+    total = kernels.relu_mask_colsum(D, H, gb, kernels.chunk_count(p.n))
+    gW = _product(D.T, p.X)
+    return float(total), Gradients(W=gW, b=gb if p.b is not None else None, A=gA)
+
+
 def _step(p: Problem, loss_code: int, scale: float, first_layer: bool = True) -> tuple[float, Gradients]:
     """The fused step on checked inputs: ``(sum of losses * scale, Gradients)``.
 
@@ -239,6 +253,8 @@ def _step(p: Problem, loss_code: int, scale: float, first_layer: bool = True) ->
     if p.layout == SHARED:
         H = _product(p.X, p.W.T)
         kernels.bias_relu(H, bias)
+        if loss_code == kernels.CORRELATION and first_layer and p.T > FUSED_TASK_SUM_MAX_T:
+            return _shared_correlation_step(p, H, scale)
         if loss_code == kernels.UPSTREAM:
             total, R = 0.0, p.Y
         else:

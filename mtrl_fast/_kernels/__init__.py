@@ -1,7 +1,7 @@
 """Numba kernels, private: jit machinery (``_jit``), vectorised math (``_math``), the losses as
 scalar kernels (``_losses``) and the fused passes of a step (``_passes``), each with its cost."""
 
-from ._losses import UPSTREAM, loss_cost
+from ._losses import CORRELATION, UPSTREAM, loss_cost
 from ._passes import (
     bias_relu,
     chunk_count,
@@ -13,6 +13,7 @@ from ._passes import (
 )
 
 __all__ = [
+    "CORRELATION",
     "UPSTREAM",
     "bias_relu",
     "chunk_count",

@@ -82,27 +82,36 @@ def loss_slopes(F, Y, loss, scale):
     return _serial_sum(partial)
 
 
-@parallel_pass("void({f}[:, ::1], {f}[:, ::1], {f}[::1], intp)", cost=lambda G, H, gb, chunks: G.size)
+@parallel_pass("float64({f}[:, ::1], {f}[:, ::1], {f}[::1], intp)", cost=lambda G, H, gb, chunks: G.size)
 def relu_mask_colsum(G, H, gb, chunks):
-    """``G <- G * (H > 0)`` in place and ``gb <- column sums of the masked G``."""
+    """``G <- G * (H > 0)`` in place and ``gb <- column sums of the masked G``; returns ``sum(G * H)``
+    (the same before or after the mask, since ``H`` is zero where it masks), from which the
+    correlation loss takes its value without the output product."""
     rows, m = G.shape
     zero = G.dtype.type(0.0)
     partial = np.zeros((chunks, m), dtype=G.dtype)
+    dots = np.zeros(chunks)
     for k in prange(chunks):
         # Row views and a local accumulator let LLVM vectorise the inner loop (indexing the 2-d
         # arrays kept it scalar), and a select instead of a conditional store keeps it branch-free.
         column_sums = np.zeros(m, dtype=G.dtype)
+        dot = 0.0
         for i in range(rows * k // chunks, rows * (k + 1) // chunks):
             g_row = G[i]
             h_row = H[i]
+            row_dot = zero  # one row in the arrays' precision, then float64 (see _SUM_STRETCH)
             for c in range(m):
                 g = g_row[c] if h_row[c] > zero else zero
                 g_row[c] = g
                 column_sums[c] += g
+                row_dot += g * h_row[c]
+            dot += row_dot
         partial[k] = column_sums
+        dots[k] = dot
     gb[:] = 0.0
     for k in range(chunks):
         _add_into(gb, partial[k])
+    return _serial_sum(dots)
 
 
 @parallel_pass(

@@ -110,3 +110,25 @@ def test_integer_labels_accepted(layout):
     assert value == expected[0]
     for got, want in zip(grads, expected[1]):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize(
+    "size", [(37, 19, 23, 7), (1, 8, 16, 600), (64, 8, 4, 5)], ids=lambda s: "n{}-d{}-m{}-T{}".format(*s)
+)
+def test_the_shared_correlation_step_skips_the_output_product(dtype, size, bias):
+    """Its slope ``-y`` needs no outputs: 4 products instead of 5, the value from the gradient's
+    own terms (against the reference), and the gradients of the general path bit for bit (which
+    ``backward`` runs, with ``dF`` the loss's slope)."""
+    n, d, m, T = size
+    X, Y, W, b, A = make_problem("shared", dtype, n=n, d=d, m=m, T=T, bias=bias)
+    with ops.record_products() as products:
+        value, grads = mtrl_fast.loss_and_grad(X, Y, W, b, A, "correlation")
+    assert len(products) == 4
+    want_value, want = reference.loss_and_grad(X, Y, W, b, A, "correlation")
+    assert value == pytest.approx(want_value, rel=RTOL[dtype], abs=RTOL[dtype])
+    assert_grads_close(grads, want, (X, Y, W, b, A), "correlation", dtype)
+    general = mtrl_fast.backward(X, W, b, A, (-Y / (T * n)).astype(dtype))
+    for name in ("W", "b", "A"):
+        got, expected = getattr(grads, name), getattr(general, name)
+        assert (got is None and expected is None) or np.array_equal(got, expected)
