@@ -48,7 +48,8 @@ def _float_type(args):
 
 class _LazyKernel:
     """A kernel compiled (or loaded from Numba's disk cache) on first call, for the float type of
-    that call alone: ``signatures`` has one entry per float type, each naming it.
+    that call alone: ``signature_list`` has one entry per float type, in ``FLOAT_TYPES`` order (as
+    :func:`signatures` makes it).
 
     Importing the package then costs nothing, a command can say that a first compilation is
     under way, and a run compiles only what it uses (a float32 run, no float64 kernel).
@@ -56,7 +57,7 @@ class _LazyKernel:
 
     def __init__(self, py_func, signature_list, options):
         self.py_func = py_func
-        self._signatures = {f: next(sig for sig in signature_list if f in sig) for f in FLOAT_TYPES}
+        self._signatures = dict(zip(FLOAT_TYPES, signature_list, strict=True))  # as signatures() orders them
         self._dispatcher = numba.njit(**options)(py_func)
         self._compiled = set()
         self._lock = threading.Lock()
