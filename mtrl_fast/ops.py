@@ -224,20 +224,6 @@ def backward(
     return _step(p, kernels.UPSTREAM, 1.0)[1]
 
 
-def _shared_correlation_step(p: Problem, H: np.ndarray, scale: float) -> tuple[float, Gradients]:
-    """The shared layout's step under the correlation loss, whose slope ``-y`` needs no outputs: no
-    ``A H^T`` product. The objective comes from the gradient's own terms,
-    ``sum_(t,i) -y F = sum((R^T A) * H) / scale`` with ``R = -scale Y``, an ``O(n m)`` sum. The
-    gradients are those of the general path, bit for bit (the same products of the same ``R``)."""
-    R = p.Y * p.X.dtype.type(-scale)
-    gA = _product(R, H)
-    D = _product(R.T, p.A)
-    gb = np.zeros(p.m, dtype=p.X.dtype)
-    total = kernels.relu_mask_colsum(D, H, gb, kernels.chunk_count(p.n))
-    gW = _product(D.T, p.X)
-    return float(total), Gradients(W=gW, b=gb if p.b is not None else None, A=gA)
-
-
 def _step(p: Problem, loss_code: int, scale: float, first_layer: bool = True) -> tuple[float, Gradients]:
     """The fused step on checked inputs: ``(sum of losses * scale, Gradients)``.
 
@@ -245,6 +231,10 @@ def _step(p: Problem, loss_code: int, scale: float, first_layer: bool = True) ->
     ``scale`` is 1: the shared layout then skips the output product, and the per-task pass takes
     ``dF`` in place of the loss's derivative. Without ``first_layer`` the step stops at the
     heads' gradient: no mask pass in the shared layout, no ``D^T X`` product in either.
+
+    The correlation loss's slope ``-y`` needs no outputs either: in the shared layout, where the
+    mask pass runs over ``D = R^T A``, its objective comes from the gradient's own terms,
+    ``sum_(t,i) -y F = sum(D * H) / scale`` with ``R = -scale Y``, and ``A H^T`` is skipped.
     """
     assert p.Y is not None, "a step needs targets or an upstream gradient"
     bias = _bias_or_zeros(p)
@@ -253,10 +243,13 @@ def _step(p: Problem, loss_code: int, scale: float, first_layer: bool = True) ->
     if p.layout == SHARED:
         H = _product(p.X, p.W.T)
         kernels.bias_relu(H, bias)
-        if loss_code == kernels.CORRELATION and first_layer and p.T > FUSED_TASK_SUM_MAX_T:
-            return _shared_correlation_step(p, H, scale)
+        fused_task_sum = p.T <= FUSED_TASK_SUM_MAX_T
+        value_from_mask = loss_code == kernels.CORRELATION and first_layer and not fused_task_sum
         if loss_code == kernels.UPSTREAM:
             total, R = 0.0, p.Y
+        elif value_from_mask:
+            R = p.Y * p.X.dtype.type(-scale)  # the slopes loss_slopes would write, bit for bit
+            total = 0.0  # set from the mask pass's sum below
         else:
             R = _product(p.A, H.T)
             total = kernels.loss_slopes(R, p.Y, loss_code, scale)
@@ -264,12 +257,14 @@ def _step(p: Problem, loss_code: int, scale: float, first_layer: bool = True) ->
         if not first_layer:
             return total * scale, Gradients(W=None, b=None, A=gA)
         chunks = kernels.chunk_count(p.n)
-        if p.T <= FUSED_TASK_SUM_MAX_T:
+        if fused_task_sum:
             D = np.empty_like(H)
             kernels.masked_task_sum(R, p.A, H, D, gb, chunks)
         else:
             D = _product(R.T, p.A)
-            kernels.relu_mask_colsum(D, H, gb, chunks)
+            dot = kernels.relu_mask_colsum(D, H, gb, chunks)
+            if value_from_mask:
+                total = dot / scale
         gW = _product(D.T, p.X)
     else:
         total = 0.0
