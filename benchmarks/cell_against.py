@@ -11,14 +11,12 @@ alternate between them; the script prints each run and the ratio of the medians.
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from perf_gate import ROOT, export, resolve
+from perf_gate import ROOT, Worker, export, resolve
 
 WORKER = r"""
 import json, sys, time
@@ -44,37 +42,6 @@ for line in sys.stdin:
 """
 
 
-class Cell:
-    """A process computing cells with the ``mtrl_fast`` found in ``tree``."""
-
-    def __init__(self, tree, d, T, threads):
-        env = dict(os.environ, PYTHONPATH=str(tree))
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(d), str(T), str(threads)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=tempfile.gettempdir(),
-        )
-        hello = self.process.stdout.readline()
-        if not hello:
-            raise RuntimeError(f"the worker for {tree} failed to start (see its error above)")
-        found = json.loads(hello)
-        if not found["package"].startswith(str(tree)):
-            raise RuntimeError(f"the worker for {tree} imported {found['package']}")
-        self.version = found["version"]
-
-    def run(self, seed):
-        self.process.stdin.write(f"{seed}\n")
-        self.process.stdin.flush()
-        return json.loads(self.process.stdout.readline())
-
-    def close(self):
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", required=True, help="git ref to compare with")
@@ -86,12 +53,12 @@ def main(argv=None):
     commit = resolve(args.base)
     with tempfile.TemporaryDirectory() as folder:
         sides = {
-            "base": Cell(export(commit, Path(folder)), args.d, args.T, args.threads),
-            "working tree": Cell(ROOT, args.d, args.T, args.threads),
+            "base": Worker(export(commit, Path(folder)), WORKER, (args.d, args.T, args.threads)),
+            "working tree": Worker(ROOT, WORKER, (args.d, args.T, args.threads)),
         }
         print(
             f"cell d = {args.d}, T = {args.T}, {args.threads} threads: working tree "
-            f"{sides['working tree'].version} against {args.base} ({sides['base'].version})",
+            f"{sides['working tree'].hello['version']} against {args.base} ({sides['base'].hello['version']})",
             flush=True,
         )
         times = {side: [] for side in sides}
@@ -99,7 +66,7 @@ def main(argv=None):
             for round_index in range(args.repeat):
                 order = list(sides) if round_index % 2 == 0 else list(sides)[::-1]
                 for side in order:
-                    seconds, distance = sides[side].run(round_index)
+                    seconds, distance = json.loads(sides[side].ask(round_index))
                     times[side].append(seconds)
                     print(
                         f"  {side:<12} run {round_index + 1}: {seconds:7.2f} s, subspace distance {distance:.4f}",

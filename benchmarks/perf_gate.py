@@ -91,12 +91,17 @@ for line in sys.stdin:
 
 
 class Worker:
-    """A process timing steps with the ``mtrl_fast`` found in ``tree``."""
+    """A process running ``script`` (``WORKER`` by default) with the ``mtrl_fast`` found in ``tree``.
 
-    def __init__(self, tree):
+    The script prints one JSON line that names the package it imported (``hello``), then answers
+    each line it reads with one line.
+    """
+
+    def __init__(self, tree, script=WORKER, args=None):
         env = dict(os.environ, PYTHONPATH=str(tree))
+        args = [json.dumps(POINTS), str(BURST_S)] if args is None else [str(arg) for arg in args]
         self.process = subprocess.Popen(
-            [sys.executable, "-c", WORKER, json.dumps(POINTS), str(BURST_S)],
+            [sys.executable, "-c", script, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -106,18 +111,21 @@ class Worker:
         hello = self.process.stdout.readline()
         if not hello:
             raise RuntimeError(f"the worker for {tree} failed to start (see its error above)")
-        self.package = json.loads(hello)["package"]
-        if not self.package.startswith(str(tree)):
-            raise RuntimeError(f"the worker for {tree} imported {self.package}")
+        self.hello = json.loads(hello)
+        if not self.hello["package"].startswith(str(tree)):
+            raise RuntimeError(f"the worker for {tree} imported {self.hello['package']}")
+
+    def ask(self, line):
+        self.process.stdin.write(f"{line}\n")
+        self.process.stdin.flush()
+        return self.process.stdout.readline()
 
     def time(self, index):
-        self.process.stdin.write(f"{index}\n")
-        self.process.stdin.flush()
-        return float(self.process.stdout.readline())
+        return float(self.ask(index))
 
     def close(self):
         self.process.stdin.close()
-        self.process.wait(timeout=30)
+        self.process.wait(timeout=60)
 
 
 class BaseMissing(RuntimeError):

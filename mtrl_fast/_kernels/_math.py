@@ -1,4 +1,5 @@
-"""Vectorisable ``exp(-x)`` and ``log1p`` for the logistic loss, in float64 and float32.
+"""Vectorisable math for the kernels: ``exp(-x)`` and ``log1p`` for the logistic loss, in float64
+and float32; reinterpreting a float's bits as an integer and back; a fused multiply-add.
 
 libm's ``exp`` and ``log1p`` are opaque calls that keep a loop scalar; these polynomial forms
 vectorise. Each has a float32 twin with float32 constants and shorter polynomials, so twice as
@@ -34,6 +35,44 @@ def _float32_from_bits(typingctx, bits):
         return builder.bitcast(args[0], ir.FloatType())
 
     return types.float32(types.int32), codegen
+
+
+@intrinsic
+def _float64_bits(typingctx, value):
+    """Reinterpret a float64's bits as an int64 (a register move, which LLVM vectorises)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def _float32_bits(typingctx, value):
+    """Reinterpret a float32's bits as an int32."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """``a * b + c`` rounded once (LLVM's ``llvm.fma``): one instruction wherever the CPU has FMA,
+    and the same correctly rounded result everywhere (a library call where it has not), unlike
+    contracting ``a * b + c``, which fastmath does only where FMA exists."""
+    if not (a == b == c and isinstance(a, types.Float)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        llvm_type = context.get_value_type(signature.args[0])
+        function = builder.module.declare_intrinsic(
+            "llvm.fma", [llvm_type], ir.FunctionType(llvm_type, [llvm_type] * 3)
+        )
+        return builder.call(function, args)
+
+    return a(a, b, c), codegen
 
 
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HI is exact for |k| < 2^11

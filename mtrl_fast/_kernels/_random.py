@@ -8,20 +8,18 @@ JAX's; its ten rounds of 32x32 -> 64-bit products pass BigCrush.
 
 Normals come from the Box-Muller transform, ``r = sqrt(-2 ln u1)``, ``(r cos 2 pi u2, r sin 2 pi u2)``,
 with the logarithm and the sine and cosine as polynomials in plain arithmetic (no libm call, which
-would keep a loop scalar), evaluated in float64 without fastmath, so that every machine computes
-the same bits. ``u1`` has 32 random bits (a float32 normal's tail reaches 6.66 sigma) or 53 (9.4
-sigma, for float64); the angle has 30 bits and its quadrant 2.
+would keep a loop scalar), evaluated without fastmath (each step of a polynomial one fused
+multiply-add), so that every machine computes the same bits. Float32 normals are computed in
+float32 from a 32-bit ``u1`` (the tail reaches 6.66 sigma) and a 23-bit angle within its quadrant;
+float64 normals in float64 from a 52-bit ``u1`` (8.5 sigma) and a 30-bit angle.
 """
 
 from typing import Any
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
-from ._math import _float32_from_bits, _float64_from_bits
+from ._math import _float32_bits, _float32_from_bits, _float64_bits, _float64_from_bits, fma
 
 # Compiled into the kernels that call them: no fastmath (every machine the same bits), inlined.
 RANDOM_OPTIONS: dict[str, Any] = dict(error_model="numpy", cache=True, inline="always")
@@ -32,34 +30,6 @@ _PHILOX_M1 = np.uint64(0xCD9E8D57)
 _PHILOX_W0 = np.uint64(0x9E3779B9)
 _PHILOX_W1 = np.uint64(0xBB67AE85)
 _SHIFT32 = np.uint64(32)
-
-
-@intrinsic
-def fma(typingctx, a, b, c):
-    """``a * b + c`` rounded once (LLVM's ``llvm.fma``): one instruction wherever the CPU has FMA,
-    and the same correctly rounded result everywhere (a library call where it has not), unlike
-    contracting ``a * b + c``, which fastmath does only where FMA exists."""
-    if not (a == b == c and isinstance(a, types.Float)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        llvm_type = context.get_value_type(signature.args[0])
-        function = builder.module.declare_intrinsic(
-            "llvm.fma", [llvm_type], ir.FunctionType(llvm_type, [llvm_type] * 3)
-        )
-        return builder.call(function, args)
-
-    return a(a, b, c), codegen
-
-
-@intrinsic
-def _float64_bits(typingctx, value):
-    """Reinterpret a float64's bits as an int64 (a register move, which LLVM vectorises)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-
-    return types.int64(types.float64), codegen
 
 
 @numba.njit(**RANDOM_OPTIONS)
@@ -193,16 +163,6 @@ _F32 = np.float32
 _L3_32, _L5_32, _L7_32, _L9_32 = _F32(1 / 3), _F32(1 / 5), _F32(1 / 7), _F32(1 / 9)
 _S3_32, _S5_32, _S7_32, _S9_32 = _F32(_S3), _F32(_S5), _F32(_S7), _F32(_S9)
 _C2_32, _C4_32, _C6_32, _C8_32, _C10_32 = _F32(_C2), _F32(_C4), _F32(_C6), _F32(_C8), _F32(_C10)
-
-
-@intrinsic
-def _float32_bits(typingctx, value):
-    """Reinterpret a float32's bits as an int32."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.int32(types.float32), codegen
 
 
 @numba.njit(**RANDOM_OPTIONS)

@@ -110,15 +110,9 @@ def _jax_chunk(spec):
     import jax
     import jax.numpy as jnp
 
-    config = _config(spec)
+    from .backends._jax import _loss  # the JAX peer's own formulas
 
-    def per_example(F, Y):
-        return {
-            "correlation": lambda: -Y * F,
-            "logistic": lambda: jnp.logaddexp(0.0, -Y * F),
-            "squared": lambda: 0.5 * (F - Y) ** 2,
-            "hinge": lambda: jnp.maximum(0.0, 1.0 - Y * F),
-        }[config.loss]()
+    config = _config(spec)
 
     def data(key, M, v):
         X = jax.random.normal(key, (v.shape[0], spec.n, spec.d))
@@ -132,9 +126,11 @@ def _jax_chunk(spec):
         head_key, layer_key = jax.random.split(key)
         X, Y = data(head_key, M, v)
         for _ in range(config.head_steps):
-            a = a - config.head_lr * jax.grad(lambda a: per_example(outputs(X, W, a), Y).mean(axis=1).sum())(a)
+            a = a - config.head_lr * jax.grad(
+                lambda a: _loss(jnp, config.loss, outputs(X, W, a), Y).mean(axis=1).sum()
+            )(a)
         X, Y = data(layer_key, M, v)
-        return a, jax.grad(lambda W: per_example(outputs(X, W, a), Y).sum() / (spec.T * spec.n))(W)
+        return a, jax.grad(lambda W: _loss(jnp, config.loss, outputs(X, W, a), Y).sum() / (spec.T * spec.n))(W)
 
     return chunk
 

@@ -15,23 +15,22 @@ from typing import Any
 import numba
 import numpy as np
 
-from .._kernels._jit import _LazyKernel
+from .._kernels._jit import _LazyKernel, signatures
+from .._kernels._math import fma
 from .._kernels._random import (
     derive_key,
-    fma,
     minus_two_log_uniform,
     minus_two_log_uniform32,
     philox,
     unit_circle,
     unit_circle32,
 )
+from .tasks import _RELU_MEAN
 
 #: Rows one parallel work item draws, side by side in the vector lanes.
 ROW_BLOCK = 16
 #: The counter's third word: which stream of a task's key.
 INPUTS, FLIPS = 0, 1
-# E[relu(g)] for g ~ N(0, 1) (tasks._RELU_MEAN; repeated as a constant the kernel can cache).
-_RELU_MEAN = 0.3989422804014327
 
 _OPTIONS: dict[str, Any] = dict(error_model="numpy", cache=True, nogil=True)  # no fastmath: the same bits everywhere
 
@@ -148,21 +147,17 @@ def _shared(key, keys, X, Y, Mp, V, B, noise):
         _store_rows(Xt, rows, X[first : first + rows])
 
 
-def _signatures(layout_args):
-    return [layout_args.format(f=f) for f in ("float32", "float64")]
-
-
 _PARALLEL: dict[str, Any] = dict(_OPTIONS, parallel=True)
 _per_task_kernel = _LazyKernel(
     _per_task,
-    _signatures(
+    signatures(
         "(uint64[:, ::1], {f}[:, :, ::1], {f}[:, ::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], float64)"
     ),
     _PARALLEL,
 )
 _shared_kernel = _LazyKernel(
     _shared,
-    _signatures(
+    signatures(
         "(uint64[::1], uint64[:, ::1], {f}[:, ::1], {f}[:, ::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], "
         "float64)"
     ),
