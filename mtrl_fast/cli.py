@@ -449,7 +449,7 @@ def _note_first_compilation():
     # A parallel kernel's index file, written when the kernels first compile.
     if not any(cache.glob("**/_passes.per_task_backward_block-*.nbi")):
         print(
-            "mtrl-fast: compiling the kernels the run uses (first run only, about 15 s on 2 cores)...",
+            "mtrl-fast: compiling the kernels the run uses (first run only: later runs load them from the cache)...",
             file=sys.stderr,
             flush=True,
         )

@@ -135,6 +135,29 @@ def _reproduce(out, *options, **kwargs):
     )
 
 
+def _start_reproduce(out, scheduler):
+    """The command started in the background against ``scheduler``, as ``_reproduce`` runs it."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mtrl_fast",
+            "reproduce",
+            "--out",
+            str(out),
+            "--no-progress",
+            *GRID,
+            "--scheduler",
+            scheduler,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tempfile.gettempdir(),
+        env=_environment(),
+    )
+
+
 def _records(out):
     document = json.loads((out / "results.json").read_text())
     return document["recovery"], document["downstream"]
@@ -187,25 +210,7 @@ def _shards_run_here(since_ns, dask_worker):
 def test_a_killed_worker_costs_only_its_cell(local_records, tmp_path):
     own = Cluster(tmp_path)
     try:
-        run = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mtrl_fast",
-                "reproduce",
-                "--out",
-                str(tmp_path / "out"),
-                "--no-progress",
-                *GRID,
-                "--scheduler",
-                own.address,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=tempfile.gettempdir(),
-            env=_environment(),
-        )
+        run = _start_reproduce(tmp_path / "out", own.address)
         deadline = time.monotonic() + 120
         while len(list((tmp_path / "out" / "cells").glob("*.json"))) < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -221,25 +226,7 @@ def test_a_killed_worker_costs_only_its_cell(local_records, tmp_path):
 
 def test_a_killed_client_resumes_without_recomputing(cluster, local_records, tmp_path):
     out = tmp_path / "out"
-    run = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mtrl_fast",
-            "reproduce",
-            "--out",
-            str(out),
-            "--no-progress",
-            *GRID,
-            "--scheduler",
-            cluster.address,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tempfile.gettempdir(),
-        env=_environment(),
-    )
+    run = _start_reproduce(out, cluster.address)
     deadline = time.monotonic() + 120
     while len(list((out / "cells").glob("*.json"))) < 3 and time.monotonic() < deadline:
         time.sleep(0.1)

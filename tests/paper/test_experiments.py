@@ -4,6 +4,7 @@ import json
 from dataclasses import replace
 
 import pytest
+from test_report_stops import GRID as REPORT_GRID
 
 from mtrl_fast import cli
 from mtrl_fast._progress import Progress
@@ -248,38 +249,7 @@ def test_the_downstream_claim_at_scale_needs_multi_task_kept_and_random_lost():
 def test_each_cell_records_where_its_time_went_and_the_report_sums_it(tmp_path, capsys):
     from mtrl_fast.paper.clock import PARTS
 
-    assert (
-        cli.main(
-            [
-                "reproduce",
-                "--out",
-                str(tmp_path),
-                "--d",
-                "8",
-                "--r",
-                "2",
-                "--tasks",
-                "1,3",
-                "--seeds",
-                "1",
-                "--width",
-                "8",
-                "--downstream-d",
-                "8",
-                "--n-new",
-                "4",
-                "--downstream-tasks",
-                "3",
-                "--samples-per-task",
-                "20",
-                "--no-progress",
-                "--jobs",
-                "1",
-                "--profile",
-            ]
-        )
-        == 0
-    )
+    assert cli.main(["reproduce", "--out", str(tmp_path), *REPORT_GRID, "--jobs", "1", "--profile"]) == 0
     cell = json.loads(next((tmp_path / "cells").glob("downstream-*.json")).read_text())
     assert list(cell["parts"]) == list(PARTS)
     assert cell["parts"]["sampling"] > 0 and cell["parts"]["kernels"] > 0 and cell["parts"]["probe"] > 0
