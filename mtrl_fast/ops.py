@@ -127,6 +127,7 @@ def loss_and_grad(
     *,
     check_finite: bool = True,
     first_layer: bool = True,
+    gram: bool = False,
 ) -> tuple[float, Gradients]:
     """Objective and its gradients for all tasks at once.
 
@@ -153,6 +154,10 @@ def loss_and_grad(
         Compute the gradients of ``W`` and ``b``. ``False`` (a head step, which updates ``A``
         only) skips their back-propagation and the largest product of the step, and gives
         ``grads.W = grads.b = None``.
+    gram : bool, default False
+        Also compute ``grads.gram = D^T D`` (float64, ``(m, m)``), where ``D`` stacks the
+        objective's gradient with respect to every example's pre-activations (``grads.W = D^T X``).
+        Needs ``first_layer``.
 
     Returns
     -------
@@ -178,12 +183,21 @@ def loss_and_grad(
     stacked ``(T n, d)`` rows go through in blocks of at most 64 MiB of pre-activations, with
     the loss, head gradients and masking fused into one pass per block.
     """
+    if gram and not first_layer:
+        raise ValueError("gram=True needs first_layer=True: D^T D comes from the first layer's back-propagation")
     p = _profile.timed_call("checks", check_problem, X, W, b, A, Y, loss=loss, check_finite=check_finite)
-    return _step(p, loss_id(loss), 1.0 / (p.T * p.n), first_layer=bool(first_layer))
+    return _step(p, loss_id(loss), 1.0 / (p.T * p.n), first_layer=bool(first_layer), gram=bool(gram))
 
 
 def backward(
-    X: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray, dF: np.ndarray, *, check_finite: bool = True
+    X: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray | None,
+    A: np.ndarray,
+    dF: np.ndarray,
+    *,
+    check_finite: bool = True,
+    gram: bool = False,
 ) -> Gradients:
     """Vector-Jacobian product of :func:`forward`: the gradients of ``sum(dF * F)``.
 
@@ -206,6 +220,9 @@ def backward(
         Upstream gradient of the outputs.
     check_finite : bool, default True
         Raise ``ValueError`` if any input holds NaN or Inf.
+    gram : bool, default False
+        Also compute ``grads.gram = D^T D`` (float64, ``(m, m)``), where ``D`` stacks the
+        gradients with respect to every example's pre-activations (``grads.W = D^T X``).
 
     Returns
     -------
@@ -221,16 +238,19 @@ def backward(
         A dtype other than float32/float64, or arrays of different dtypes.
     """
     p = _profile.timed_call("checks", check_problem, X, W, b, A, dF, check_finite=check_finite, y_name="dF")
-    return _step(p, kernels.UPSTREAM, 1.0)[1]
+    return _step(p, kernels.UPSTREAM, 1.0, gram=bool(gram))[1]
 
 
-def _step(p: Problem, loss_code: int, scale: float, first_layer: bool = True) -> tuple[float, Gradients]:
+def _step(
+    p: Problem, loss_code: int, scale: float, first_layer: bool = True, gram: bool = False
+) -> tuple[float, Gradients]:
     """The fused step on checked inputs: ``(sum of losses * scale, Gradients)``.
 
     With ``loss_code = UPSTREAM``, ``p.Y`` holds the upstream gradient ``dF`` itself and
     ``scale`` is 1: the shared layout then skips the output product, and the per-task pass takes
     ``dF`` in place of the loss's derivative. Without ``first_layer`` the step stops at the
-    heads' gradient: no mask pass in the shared layout, no ``D^T X`` product in either.
+    heads' gradient: no mask pass in the shared layout, no ``D^T X`` product in either. With
+    ``gram``, ``D^T D`` is summed in float64 from the same ``D`` (block by block, per task).
 
     The correlation loss's slope ``-y`` needs no outputs either: in the shared layout, where the
     mask pass runs over ``D = R^T A``, its objective comes from the gradient's own terms,
@@ -266,10 +286,12 @@ def _step(p: Problem, loss_code: int, scale: float, first_layer: bool = True) ->
             if value_from_mask:
                 total = dot / scale
         gW = _product(D.T, p.X)
+        DtD = _gram(D) if gram else None
     else:
         total = 0.0
         gA = np.zeros((p.T, p.m), dtype=p.X.dtype)
         gW = np.empty((p.m, p.d), dtype=p.X.dtype) if first_layer else None
+        DtD = np.zeros((p.m, p.m)) if gram else None
         X_rows = p.X.reshape(p.T * p.n, p.d)
         Y_rows = p.Y.reshape(p.T * p.n)
         Z_block = np.empty((_block_rows(p), p.m), dtype=p.X.dtype)
@@ -286,4 +308,13 @@ def _step(p: Problem, loss_code: int, scale: float, first_layer: bool = True) ->
                 _product(Z.T, X_block, out=gW)
             else:
                 gW += _product(Z.T, X_block)
-    return total * scale, Gradients(W=gW, b=gb if p.b is not None and first_layer else None, A=gA)
+            if DtD is not None:
+                DtD += _gram(Z)  # Z now holds this block's rows of D
+    b_grad = gb if p.b is not None and first_layer else None
+    return total * scale, Gradients(W=gW, b=b_grad, A=gA, gram=DtD)
+
+
+def _gram(D: np.ndarray) -> np.ndarray:
+    """``D^T D`` in float64 (its square root scales Gaussian draws, so keep it accurate)."""
+    D64 = D.astype(np.float64, copy=False)
+    return _product(D64.T, D64)

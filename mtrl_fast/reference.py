@@ -37,13 +37,22 @@ def forward(
 
 
 def backward(
-    X: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray, dF: np.ndarray, *, check_finite: bool = True
+    X: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray | None,
+    A: np.ndarray,
+    dF: np.ndarray,
+    *,
+    check_finite: bool = True,
+    gram: bool = False,
 ) -> Gradients:
     """Same contract as ``mtrl_fast.backward``."""
     p = check_problem(X, W, b, A, dF, check_finite=check_finite, y_name="dF")
     gW = np.zeros_like(p.W)
     gb = np.zeros(p.m, dtype=p.X.dtype)
     gA = np.zeros_like(p.A)
+    shared_terms = [] if p.layout == SHARED else None  # the shared layout's D is the sum of the tasks' D
+    DtD = np.zeros((p.m, p.m))
     for t in range(p.T):
         Z = _pre_activations(p, t)
         H = np.maximum(Z, 0)
@@ -51,7 +60,15 @@ def backward(
         D = np.outer(p.Y[t], p.A[t]) * (Z > 0)
         gW += D.T @ _task_inputs(p, t)
         gb += D.sum(axis=0)
-    return Gradients(W=gW, b=gb if p.b is not None else None, A=gA)
+        D64 = D.astype(np.float64)
+        if shared_terms is None:
+            DtD += D64.T @ D64
+        else:
+            shared_terms.append(D64)
+    if shared_terms is not None:
+        D_shared = np.sum(shared_terms, axis=0)
+        DtD = D_shared.T @ D_shared
+    return Gradients(W=gW, b=gb if p.b is not None else None, A=gA, gram=DtD if gram else None)
 
 
 def loss_and_grad(
@@ -64,6 +81,7 @@ def loss_and_grad(
     *,
     check_finite: bool = True,
     first_layer: bool = True,
+    gram: bool = False,
 ) -> tuple[float, Gradients]:
     """Same contract as ``mtrl_fast.loss_and_grad``: ``forward``, the mean loss, ``backward``."""
     p = check_problem(X, W, b, A, Y, loss=loss, check_finite=check_finite)
@@ -71,5 +89,7 @@ def loss_and_grad(
     scale = 1.0 / (p.T * p.n)
     value = losses.value(loss, F, p.Y).sum() * scale
     dF = (losses.slope(loss, F, p.Y) * scale).astype(p.X.dtype)
-    grads = backward(p.X, p.W, p.b, p.A, dF, check_finite=False)
+    if gram and not first_layer:
+        raise ValueError("gram=True needs first_layer=True: D^T D comes from the first layer's back-propagation")
+    grads = backward(p.X, p.W, p.b, p.A, dF, check_finite=False, gram=gram)
     return value, grads if first_layer else Gradients(W=None, b=None, A=grads.A)
