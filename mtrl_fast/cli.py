@@ -15,6 +15,10 @@ from . import _cli_types as types
 from .bench.backends import BACKENDS  # a plain list: no benchmark dependency
 from .losses import DTYPES, LAYOUTS, LOSSES, PER_TASK, SHARED
 
+#: ``paper.studies.STUDIES`` and ``paper.train.SAMPLERS``: the paper's modules load only when needed.
+STUDY_NAMES = ("recovery", "downstream", "width")
+SAMPLER_NAMES = ("auto", "full", "reduced")
+
 
 class MissingExtra(Exception):
     """An optional part's dependencies are not installed."""
@@ -226,6 +230,7 @@ def _cmd_reproduce(args):
             ("weight_decay", args.weight_decay),
             ("loss", args.loss),
             ("layout", args.layout),
+            ("sampler", args.sampler),
         )
         if value is not None
     }
@@ -242,6 +247,9 @@ def _cmd_reproduce(args):
             ("label_kind", args.labels),
             ("noise", args.noise),
             ("base_seed", args.base_seed),
+            ("studies", args.studies),
+            ("widths", args.widths),
+            ("width_d", args.width_d),
         )
         if value is not None
     }
@@ -395,6 +403,22 @@ def build_parser():
     rep.add_argument("--weight-decay", type=types.nonnegative_float, help="first-layer weight decay lambda")
     rep.add_argument("--loss", choices=LOSSES)
     rep.add_argument("--layout", choices=(PER_TASK, SHARED))
+    rep.add_argument(
+        "--sampler",
+        choices=SAMPLER_NAMES,
+        help="full: inputs in all d coordinates; reduced: only in a basis of span(M) + span(W^T), the rest "
+        "of the gradient drawn from its exact law (per-task layout); auto (default): reduced where d >= 1.5 "
+        "(r + width), where it is the cheaper",
+    )
+    rep.add_argument(
+        "--studies",
+        type=types.choices(STUDY_NAMES),
+        help="comma-separated, from recovery, downstream, width (default recovery,downstream)",
+    )
+    rep.add_argument("--widths", type=types.positive_ints, help="widths m of the width study (default 8,16,...,256)")
+    rep.add_argument(
+        "--width-d", type=types.positive_ints, help="input dimensions of the width study (default 100,10000)"
+    )
     rep.add_argument("--labels", choices=["linear", "relu-teacher"], help="label family")
     rep.add_argument("--noise", type=types.probability_below_half, help="label-flip probability, in [0, 0.5)")
     rep.add_argument("--base-seed", type=types.nonnegative_int)

@@ -27,7 +27,7 @@ class Gradients(_Fields):
     A : ndarray, shape (T, m)
         Gradient with respect to the task heads.
     gram : ndarray, shape (m, m), or None
-        ``D^T D`` in float64, where ``D`` stacks every example's gradient with respect to its
+        ``D^T D``, returned in float64 (each block's product in the inputs' dtype), where ``D`` stacks every example's gradient with respect to its
         pre-activations (so that ``W = D^T X``), when asked for with ``gram=True``; else ``None``.
         Given ``D``, ``D^T x_perp`` for Gaussian inputs ``x_perp`` has covariance ``gram``: the
         exact reduced sampler of ``mtrl_fast.paper`` draws the part of ``W`` that lies outside

@@ -315,6 +315,6 @@ def _step(
 
 
 def _gram(D: np.ndarray) -> np.ndarray:
-    """``D^T D`` in float64 (its square root scales Gaussian draws, so keep it accurate)."""
-    D64 = D.astype(np.float64, copy=False)
-    return _product(D64.T, D64)
+    """``D^T D`` in the inputs' dtype (BLAS runs it as a symmetric rank-k update, half a product),
+    returned in float64 so that the blocks add up without further rounding."""
+    return _product(D.T, D).astype(np.float64)

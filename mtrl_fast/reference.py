@@ -51,7 +51,9 @@ def backward(
     gW = np.zeros_like(p.W)
     gb = np.zeros(p.m, dtype=p.X.dtype)
     gA = np.zeros_like(p.A)
-    shared_terms = [] if p.layout == SHARED else None  # the shared layout's D is the sum of the tasks' D
+    shared_terms: list[np.ndarray] | None = (
+        [] if p.layout == SHARED else None
+    )  # the shared layout's D is the sum of the tasks' D
     DtD = np.zeros((p.m, p.m))
     for t in range(p.T):
         Z = _pre_activations(p, t)

@@ -41,6 +41,9 @@ BAD_OPTIONS = [
     (["reproduce", "--n-new", "1e3"], "--n-new", "integer"),
     (["reproduce", "--loss", "l1"], "--loss", "invalid choice"),
     (["reproduce", "--layout", "bogus"], "--layout", "invalid choice"),
+    (["reproduce", "--sampler", "exact"], "--sampler", "invalid choice"),
+    (["reproduce", "--studies", "recovery,mechanism"], "--studies", "unknown value 'mechanism'"),
+    (["reproduce", "--widths", "0,8"], "--widths", "at least 1"),
     (["reproduce", "--out", ""], "--out", "empty"),
     (["reproduce", "--out", "{file}"], "--out", "is a file"),
     (["reproduce", "--out", "{file}/under"], "--out", "is a file"),
@@ -83,11 +86,20 @@ def test_a_bad_option_is_one_line_naming_it_with_exit_2(argv, option, words, tmp
     assert "Traceback" not in captured.err and captured.out == ""
 
 
+def test_the_sampler_and_study_names_are_the_papers():
+    from mtrl_fast.paper.studies import STUDIES
+    from mtrl_fast.paper.train import SAMPLERS
+
+    assert cli.SAMPLER_NAMES == SAMPLERS and cli.STUDY_NAMES == tuple(STUDIES)
+
+
 @pytest.mark.parametrize(
     "argv, words",
     [
         (["reproduce", "--d", "99999999"], "needs about"),
         (["reproduce", "--d", "3", "--r", "5"], "every d must be at least r"),
+        (["reproduce", "--layout", "shared", "--sampler", "reduced"], "needs layout 'per-task'"),
+        (["reproduce", "--studies", "width", "--widths", "2,8"], "every width must be at least r"),
         (["step", "--n", "100000", "--d", "100000"], "needs about"),
     ],
 )

@@ -92,7 +92,7 @@ def _worker_problem(version):
     """Run on each Dask worker: why it cannot compute cells, or ``None``."""
     try:
         import mtrl_fast
-        import mtrl_fast.paper.experiments  # noqa: F401  (needs the paper extra)
+        import mtrl_fast.paper  # noqa: F401  (raises, naming the paper extra, where it is missing)
     except ImportError as error:
         return f"{error} (install mtrl_fast[paper] on every worker)"
     if mtrl_fast.__version__ != version:

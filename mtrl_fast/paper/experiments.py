@@ -1,11 +1,10 @@
 """The paper's reproduction grid: seeded, independent cells written atomically; results, figures, report.
 
-A run is a list of cells. A *recovery* cell pretrains on ``T`` tasks at dimension ``d`` and records
-how well the first layer recovered ``span(M)``; a *downstream* cell pretrains multi-task and
-single-task features at ``d`` and probes them, with random and oracle features, on fresh tasks
-with ``n_new`` samples. Each cell draws from its own seed, so cells can run in any order or in
-parallel, and each is written to ``DIR/cells/`` as soon as it finishes: a killed run resumes where
-it stopped, and a finished cell is never computed again (unless its settings changed).
+A run is the cells of the studies its grid names (:mod:`mtrl_fast.paper.studies`: recovery,
+downstream, width), each study owning what its cells compute and what the report says of them;
+this module only orchestrates. Each cell draws from its own seed, so cells can run in any order or
+in parallel, and each is written to ``DIR/cells/`` as soon as it finishes: a killed run resumes
+where it stopped, and a finished cell is never computed again (unless its settings changed).
 """
 
 import hashlib
@@ -21,11 +20,9 @@ import numpy as np
 from .._info import available_memory, blas_in_use
 from .._progress import Progress
 from . import clock, engines, store
-from .metrics import probe_accuracy
-from .tasks import make_task_family
-from .train import GROUP_TASKS, PretrainConfig, initial_layer, oracle_layer, pretrain, task_bytes, task_shards
-
-FEATURES = ("multi-task", "single-task", "random", "oracle")
+from .sampling import normals
+from .studies import STUDIES, Cell
+from .train import GROUP_TASKS, SLICE_VALUES, PretrainConfig, task_bytes, task_shards
 
 
 @dataclass(frozen=True)
@@ -58,6 +55,12 @@ class Grid:
     base_seed : int
         Seed every cell's generator starts from.
     pretrain : PretrainConfig
+    studies : tuple of str
+        The studies to run, from ``mtrl_fast.paper.studies.STUDIES``.
+    widths : tuple of int
+        Widths ``m`` of the width study.
+    width_d : tuple of int
+        Input dimensions of the width study.
     """
 
     d: tuple[int, ...] = (50, 100, 200)
@@ -73,13 +76,21 @@ class Grid:
     probe_tasks: int = 5
     base_seed: int = 0
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    studies: tuple[str, ...] = ("recovery", "downstream")
+    widths: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+    width_d: tuple[int, ...] = (100, 10000)
 
     def __post_init__(self):
-        for name in ("d", "tasks", "downstream_d", "n_new"):
+        unknown = [name for name in self.studies if name not in STUDIES]
+        if unknown or not self.studies or len(set(self.studies)) != len(self.studies):
+            raise ValueError(f"studies must be distinct names from {tuple(STUDIES)}; got {self.studies}")
+        if "width" in self.studies and any(m < self.r for m in self.widths):
+            raise ValueError(f"every width must be at least r = {self.r}; got {self.widths}")
+        for name in ("d", "tasks", "downstream_d", "n_new", "widths", "width_d"):
             values = getattr(self, name)
             if not all(isinstance(v, (int, np.integer)) and v >= 1 for v in values):
                 raise ValueError(f"{name} must hold positive integers; got {values}")
-        if any(d < self.r for d in self.d + self.downstream_d):
+        if any(d < self.r for d in self.d + self.downstream_d + self.width_d):
             raise ValueError(f"every d must be at least r = {self.r}")
         if any(n < 2 for n in self.n_new):
             raise ValueError(f"n_new values must be at least 2; got {self.n_new}")
@@ -96,40 +107,22 @@ class Grid:
 QUICK = Grid(d=(50, 200), tasks=(1, 5, 20, 100), seeds=2, downstream_d=(50, 200), n_new=(20, 100))
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One independent unit of work."""
-
-    study: str  # "recovery" or "downstream"
-    d: int
-    seed: int
-    T: int | None = None  # recovery only
-
-    @property
-    def key(self):
-        if self.study == "recovery":
-            return f"recovery-d{self.d}-T{self.T}-seed{self.seed}"
-        return f"downstream-d{self.d}-seed{self.seed}"
-
-
 def plan(grid):
-    """All cells of ``grid``, the largest last within each study so early results come fast."""
-    recovery = [Cell("recovery", d, s, T) for d in grid.d for T in grid.tasks for s in range(grid.seeds)]
-    downstream = [Cell("downstream", d, s) for d in grid.downstream_d for s in range(grid.seeds)]
-    return sorted(recovery, key=lambda c: (c.T * c.d, c.d, c.T, c.seed)) + sorted(
-        downstream, key=lambda c: (c.d, c.seed)
-    )
+    """All cells of ``grid``, study by study, the largest last within each so early results come fast."""
+    return [cell for name in grid.studies for cell in STUDIES[name].cells(grid)]
 
 
 #: How samples are drawn and task gradients summed; part of every cell's fingerprint, so that cells
 #: from a release that did either differently (0.1.0: one stream per cell; 0.2.0: NumPy generators
 #: per task, sums by shard, which depended on the memory budget) are recomputed, not mixed in.
 SAMPLING = "Philox4x32-10 Box-Muller, compiled (0.3.0)"
-AGGREGATION = f"fixed groups of {GROUP_TASKS} tasks (0.3.0)"
+AGGREGATION = f"fixed groups of {GROUP_TASKS} tasks, rows in slices of {SLICE_VALUES} values (0.3.0)"
 
 
 def _settings_of(cell, grid):
     """What a cell's result depends on besides its coordinates: it is recomputed when these change."""
+    study = STUDIES[cell.study]
+    config = study.pretrain_config(cell, grid)
     settings = {
         "r": grid.r,
         "label_kind": grid.label_kind,
@@ -138,14 +131,9 @@ def _settings_of(cell, grid):
         "pretrain": grid.pretrain.to_dict(),
         "sampling": SAMPLING,
         "aggregation": AGGREGATION,
+        "sampler": config.sampler_for(cell.d, grid.r),
     }
-    if cell.study == "downstream":
-        settings.update(
-            n_new=list(grid.n_new),
-            downstream_tasks=grid.downstream_tasks,
-            n_test=grid.n_test,
-            probe_tasks=grid.probe_tasks,
-        )
+    settings.update(study.settings(grid))
     return settings
 
 
@@ -154,16 +142,8 @@ def fingerprint(cell, grid):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _family(grid, d, seed, T):
-    # The ground truth of (d, seed) is shared by every T and by the downstream study; task
-    # vectors are drawn after M, row by row, so the first T tasks are the same for every T.
-    return make_task_family(
-        d, grid.r, T, np.random.default_rng([grid.base_seed, d, seed]), kind=grid.label_kind, noise=grid.noise
-    )
-
-
 def run_cell(cell, grid, memory_budget=None, map_shards=None):
-    """Compute one cell: a list of result records.
+    """Compute one cell: a list of result records (see its study's ``run``).
 
     ``memory_budget`` (bytes) shards each pretraining round's tasks to fit, and ``map_shards``
     runs the shards (see ``train.pretrain``); neither changes the records.
@@ -171,56 +151,24 @@ def run_cell(cell, grid, memory_budget=None, map_shards=None):
     shard_options = {"memory_budget": memory_budget}
     if map_shards is not None:
         shard_options["map_shards"] = map_shards
-    study_code = 0 if cell.study == "recovery" else 1
-    rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, cell.T or 0, study_code])
-    if cell.study == "recovery":
-        family = _family(grid, cell.d, cell.seed, cell.T)
-        last = pretrain(family, grid.pretrain, rng, **shard_options).history[-1]
-        return [
-            {
-                "d": cell.d,
-                "r": grid.r,
-                "T": cell.T,
-                "seed": cell.seed,
-                "subspace_distance": last["subspace_distance"],
-                "energy_outside": last["energy_outside"],
-                "final_loss": last["loss"],
-            }
-        ]
-
-    family = _family(grid, cell.d, cell.seed, grid.downstream_tasks)
-    width = grid.pretrain.width
-    layers = {
-        "multi-task": pretrain(family, grid.pretrain, rng, **shard_options),
-        "single-task": pretrain(family.with_tasks(family.V[:1]), grid.pretrain, rng, **shard_options),
-    }
-    layers = {name: (trained.W, trained.b) for name, trained in layers.items()}
-    layers["random"] = (initial_layer(width, cell.d, rng, grid.pretrain.init_scale), None)
-    layers["oracle"] = (oracle_layer(width, family.M, rng), None)
-    records = []
-    for n_new in grid.n_new:
-        for name in FEATURES:
-            # The same new tasks and samples for every kind of features: a paired comparison.
-            probe_rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, n_new, 2])
-            with clock.part("probe"):
-                accuracy = probe_accuracy(
-                    *layers[name], family, n_new, probe_rng, n_test=grid.n_test, new_tasks=grid.probe_tasks
-                )
-            records.append({"d": cell.d, "n_new": n_new, "features": name, "seed": cell.seed, "accuracy": accuracy})
-    return records
-
-
-def _tasks_of(cell, grid):
-    return cell.T if cell.study == "recovery" else grid.downstream_tasks
+    return STUDIES[cell.study].run(cell, grid, shard_options)
 
 
 def peak_bytes(cell, grid, memory_budget=None):
     """Estimated peak memory of computing ``cell``: one shard's round (all its tasks when they
-    fit in ``memory_budget``, see ``train.task_shards``) and, downstream, the probes' samples."""
-    shards = task_shards(_tasks_of(cell, grid), grid.pretrain, cell.d, memory_budget)
+    fit in ``memory_budget``, see ``train.task_shards``), the layers, and the probes' samples."""
+    study = STUDIES[cell.study]
+    config = study.pretrain_config(cell, grid)
+    shards = task_shards(study.tasks(cell, grid), config, cell.d, grid.r, memory_budget)
     largest_shard = max(count for _, count in shards)
-    probes = grid.n_test * cell.d * 8 * 2 if cell.study == "downstream" else 0
-    return largest_shard * task_bytes(grid.pretrain, cell.d) + 8 * grid.pretrain.width * cell.d * 4 + probes
+    layers = study.probe_layers(cell, grid)
+    reduced = config.sampler_for(cell.d, grid.r) == "reduced"
+    probe_d = min(cell.d, grid.r + layers * config.width) if reduced else cell.d
+    probes = grid.n_test * probe_d * 8 * 2 if layers else 0
+    # Besides the shard: the layer and its gradient, and under the reduced sampler the bases (the
+    # round's and the probes') and the outside term's draws, in float64.
+    basis = 4 * (grid.r + 2 * config.width) * cell.d * 8 + 3 * probe_d * cell.d * 8 if reduced else 0
+    return largest_shard * task_bytes(config, cell.d, grid.r) + 8 * config.width * cell.d * 4 + basis + probes
 
 
 #: A cell holds at most this much by default: larger rounds are sharded. Shards of this size keep
@@ -266,18 +214,24 @@ def _cell_path(out, cell):
 
 def expected_records(cell, grid):
     """How many records ``cell`` yields."""
-    return 1 if cell.study == "recovery" else len(grid.n_new) * len(FEATURES)
+    return STUDIES[cell.study].records_per_cell(grid)
 
 
 def load_cell(out, cell, grid):
     """A finished cell's records, or ``None`` when it is missing, from other settings or malformed
     (see ``store.load_cell``)."""
-    return store.load_cell(_cell_path(out, cell), cell, fingerprint(cell, grid), expected_records(cell, grid))
+    study = STUDIES[cell.study]
+    return store.load_cell(
+        _cell_path(out, cell), cell, fingerprint(cell, grid), expected_records(cell, grid), study.fields, study.finite
+    )
 
 
 def needs_shards(cell, grid, memory_budget):
     """Whether ``cell``'s pretraining rounds exceed ``memory_budget`` and run in shards of tasks."""
-    return len(task_shards(_tasks_of(cell, grid), grid.pretrain, cell.d, memory_budget)) > 1
+    study = STUDIES[cell.study]
+    return (
+        len(task_shards(study.tasks(cell, grid), study.pretrain_config(cell, grid), cell.d, grid.r, memory_budget)) > 1
+    )
 
 
 def _compute(cell, grid, threads=1, memory_budget=None, map_shards=None):
@@ -334,7 +288,8 @@ def run_grid(grid, out, jobs=1, progress=True, threads=1, memory_budget=None, sc
     Returns
     -------
     dict
-        ``{"recovery": [...], "downstream": [...]}``, in plan order.
+        Each study's records by its name (``{"recovery": [...], "downstream": [...]}``), in plan
+        order.
 
     Raises
     ------
@@ -403,7 +358,7 @@ def _run_cells(grid, out, jobs, progress, threads, memory_budget, client):
             "again to resume"
             + (", with fewer --jobs if memory ran out" if isinstance(error, engines.WorkerDied) else "")
         ) from None
-    gathered = {"recovery": [], "downstream": []}
+    gathered = {name: [] for name in grid.studies}
     for cell in cells:
         gathered[cell.study].extend(results[cell])
     return gathered, profile(timings.values())
@@ -415,7 +370,8 @@ def warm_up(grid):
     the kernels from the cache instead of each compiling them at once."""
     tiny = replace(grid, r=1, pretrain=replace(grid.pretrain, width=2, samples_per_task=4))
     with clock.recording():  # not this run's time
-        run_cell(Cell("recovery", 2, 0, 2), tiny)
+        run_cell(Cell("recovery", 2, 0, T=2), tiny)
+        normals((0, 0, 0, 0), 1, 4)  # the reduced sampler's one kernel of its own
 
 
 def _stored_timing(out, cell):

@@ -114,7 +114,7 @@ def _store_rows(Xt, rows, X):
             X[i, j] = Xt[j, i]
 
 
-def _per_task(keys, X, Y, Mp, V, B, noise):
+def _per_task(keys, row0, X, Y, Mp, V, B, noise):
     count, n, d = X.shape
     blocks = (n + ROW_BLOCK - 1) // ROW_BLOCK
     for item in numba.prange(count * blocks):
@@ -124,14 +124,14 @@ def _per_task(keys, X, Y, Mp, V, B, noise):
         k0, k1 = keys[t, 0], keys[t, 1]
         Xt = np.empty((4 * ((d + 3) // 4), ROW_BLOCK), dtype=X.dtype)
         P = np.empty((Mp.shape[1], ROW_BLOCK))
-        _draw_rows(k0, k1, first, rows, Xt)
+        _draw_rows(k0, k1, row0 + first, rows, Xt)
         _project(Xt, rows, Mp, P)
         for i in range(rows):
-            Y[t, first + i] = _label(P[:, i], V[t], B, noise, k0, k1, first + i)
+            Y[t, first + i] = _label(P[:, i], V[t], B, noise, k0, k1, row0 + first + i)
         _store_rows(Xt, rows, X[t, first : first + rows])
 
 
-def _shared(key, keys, X, Y, Mp, V, B, noise):
+def _shared(key, keys, row0, X, Y, Mp, V, B, noise):
     n, d = X.shape
     blocks = (n + ROW_BLOCK - 1) // ROW_BLOCK
     for item in numba.prange(blocks):
@@ -139,11 +139,22 @@ def _shared(key, keys, X, Y, Mp, V, B, noise):
         rows = min(ROW_BLOCK, n - first)
         Xt = np.empty((4 * ((d + 3) // 4), ROW_BLOCK), dtype=X.dtype)
         P = np.empty((Mp.shape[1], ROW_BLOCK))
-        _draw_rows(key[0], key[1], first, rows, Xt)
+        _draw_rows(key[0], key[1], row0 + first, rows, Xt)
         _project(Xt, rows, Mp, P)
         for i in range(rows):
             for t in range(Y.shape[0]):
-                Y[t, first + i] = _label(P[:, i], V[t], B, noise, keys[t, 0], keys[t, 1], first + i)
+                Y[t, first + i] = _label(P[:, i], V[t], B, noise, keys[t, 0], keys[t, 1], row0 + first + i)
+        _store_rows(Xt, rows, X[first : first + rows])
+
+
+def _normal_rows(key, X):
+    n, d = X.shape
+    blocks = (n + ROW_BLOCK - 1) // ROW_BLOCK
+    for item in numba.prange(blocks):
+        first = item * ROW_BLOCK
+        rows = min(ROW_BLOCK, n - first)
+        Xt = np.empty((4 * ((d + 3) // 4), ROW_BLOCK), dtype=X.dtype)
+        _draw_rows(key[0], key[1], first, rows, Xt)
         _store_rows(Xt, rows, X[first : first + rows])
 
 
@@ -151,18 +162,20 @@ _PARALLEL: dict[str, Any] = dict(_OPTIONS, parallel=True)
 _per_task_kernel = _LazyKernel(
     _per_task,
     signatures(
-        "(uint64[:, ::1], {f}[:, :, ::1], {f}[:, ::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], float64)"
+        "(uint64[:, ::1], int64, {f}[:, :, ::1], {f}[:, ::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], "
+        "float64)"
     ),
     _PARALLEL,
 )
 _shared_kernel = _LazyKernel(
     _shared,
     signatures(
-        "(uint64[::1], uint64[:, ::1], {f}[:, ::1], {f}[:, ::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], "
-        "float64)"
+        "(uint64[::1], uint64[:, ::1], int64, {f}[:, ::1], {f}[:, ::1], float64[:, ::1], float64[:, ::1], "
+        "float64[:, ::1], float64)"
     ),
     _PARALLEL,
 )
+_normal_rows_kernel = _LazyKernel(_normal_rows, signatures("(uint64[::1], {f}[:, ::1])"), _PARALLEL)
 
 
 @numba.njit(**_OPTIONS)
@@ -188,8 +201,9 @@ def task_keys(key, first, count):
     return _derive_keys(*(np.uint64(w) for w in words), np.uint64(first), count)
 
 
-def draw(M, V, B, noise, first, count, n, key, shared, dtype, out=None):
-    """Inputs and labels of tasks ``first .. first + count - 1`` (``V`` holds their rows).
+def draw(M, V, B, noise, first, count, n, key, shared, dtype, out=None, row0=0):
+    """Inputs and labels of tasks ``first .. first + count - 1`` (``V`` holds their rows): their
+    rows ``row0 .. row0 + n - 1``.
 
     Parameters
     ----------
@@ -210,6 +224,8 @@ def draw(M, V, B, noise, first, count, n, key, shared, dtype, out=None):
     out : (ndarray, ndarray), optional
         ``(X, Y)`` to write into, of the shapes and dtype returned (a reused buffer: no fresh
         pages to fault in).
+    row0 : int, default 0
+        First row drawn: a task's rows can be drawn in slices, each the same as in one draw.
 
     Returns
     -------
@@ -217,6 +233,8 @@ def draw(M, V, B, noise, first, count, n, key, shared, dtype, out=None):
         ``Y (count, n)`` in ``dtype``, -1/+1.
     """
     dtype = np.dtype(dtype)
+    if not 0 <= row0 <= 2**63 - n:
+        raise ValueError(f"row0 must be a non-negative integer; got {row0}")
     d = M.shape[0]
     keys, shared_key = task_keys(key, first, count)
     Mp = np.zeros((4 * ((d + 3) // 4), M.shape[1]))  # M, with zero rows up to whole Philox blocks
@@ -237,7 +255,15 @@ def draw(M, V, B, noise, first, count, n, key, shared, dtype, out=None):
         ):
             raise ValueError(f"out must be C-contiguous {dtype} arrays of shapes {x_shape} and {(count, n)}")
     if shared:
-        _shared_kernel(shared_key, keys, X, Y, Mp, V, B, float(noise))
+        _shared_kernel(shared_key, keys, int(row0), X, Y, Mp, V, B, float(noise))
     else:
-        _per_task_kernel(keys, X, Y, Mp, V, B, float(noise))
+        _per_task_kernel(keys, int(row0), X, Y, Mp, V, B, float(noise))
     return X, Y
+
+
+def normals(key, rows, columns, dtype=np.float64):
+    """A ``(rows, columns)`` matrix of independent standard normals: the inputs the shared layout
+    draws under ``key = (seed0, seed1, round, phase)``, without labels."""
+    X = np.empty((rows, columns), dtype=np.dtype(dtype))
+    _normal_rows_kernel(task_keys(key, 0, 1)[1], X)
+    return X

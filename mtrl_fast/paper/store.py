@@ -236,33 +236,19 @@ def locked(folder):
 
 # --- cells ---------------------------------------------------------------------------------------
 
-#: Fields every record of a study must have, with their types; those marked finite must be.
-RECORD_FIELDS = {
-    "recovery": {
-        "d": int,
-        "r": int,
-        "T": int,
-        "seed": int,
-        "subspace_distance": float,
-        "energy_outside": float,
-        "final_loss": float,
-    },
-    "downstream": {"d": int, "n_new": int, "features": str, "seed": int, "accuracy": float},
-}
-_FINITE = {"subspace_distance", "energy_outside", "accuracy"}
 
-
-def _record_problem(record, study, coordinates):
-    """Why ``record`` cannot be a record of the cell at ``coordinates``, or ``None``."""
+def _record_problem(record, fields, finite, coordinates):
+    """Why ``record`` cannot be a record of the cell at ``coordinates``, or ``None``: ``fields`` maps
+    each field to its type, and those in ``finite`` must be finite (a study's schema)."""
     if not isinstance(record, dict):
         return f"a record is {type(record).__name__}, not an object"
-    for name, kind in RECORD_FIELDS[study].items():
+    for name, kind in fields.items():
         value = record.get(name)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or isinstance(value, bool):
             return f"field {name!r} is {value!r}"
-        if name in _FINITE and not math.isfinite(value):
+        if name in finite and not math.isfinite(value):
             return f"field {name!r} is not finite"
     for name, value in coordinates.items():
         if value is not None and record.get(name) != value:
@@ -270,8 +256,9 @@ def _record_problem(record, study, coordinates):
     return None
 
 
-def check_cell(stored, cell, expected_fingerprint, expected_count):
-    """The stored cell's records if they are what ``cell`` computes, else ``(None, reason)``."""
+def check_cell(stored, cell, expected_fingerprint, expected_count, fields, finite):
+    """The stored cell's records if they are what ``cell`` computes, else ``(None, reason)``; each
+    record has the study's ``fields`` (name -> type), those in ``finite`` finite."""
     if not isinstance(stored, dict):
         return None, f"content is {type(stored).__name__}, not an object"
     if not isinstance(stored.get("fingerprint"), str):
@@ -284,15 +271,15 @@ def check_cell(stored, cell, expected_fingerprint, expected_count):
             None,
             f"expected {expected_count} records, found {len(records) if isinstance(records, list) else records!r}",
         )
-    coordinates = {"d": cell.d, "seed": cell.seed, "T": cell.T}
+    coordinates = {"d": cell.d, "seed": cell.seed, "T": cell.T, "width": cell.width}
     for record in records:
-        problem = _record_problem(record, cell.study, coordinates)
+        problem = _record_problem(record, fields, finite, coordinates)
         if problem:
             return None, problem
     return records, None
 
 
-def load_cell(path, cell, expected_fingerprint, expected_count):
+def load_cell(path, cell, expected_fingerprint, expected_count, fields, finite):
     """A finished cell's records, or ``None`` (missing, changed settings, or malformed: warned)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -306,7 +293,7 @@ def load_cell(path, cell, expected_fingerprint, expected_count):
     except ValueError:
         warnings.warn(f"{path} is not valid JSON; recomputing the cell", RuntimeWarning, stacklevel=2)
         return None
-    records, reason = check_cell(stored, cell, expected_fingerprint, expected_count)
+    records, reason = check_cell(stored, cell, expected_fingerprint, expected_count, fields, finite)
     if records is None and reason != "settings changed":
         warnings.warn(f"{path}: {reason}; recomputing the cell", RuntimeWarning, stacklevel=2)
     return records

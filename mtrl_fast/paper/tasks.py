@@ -95,7 +95,7 @@ class TaskFamily:
             Y = np.where(rng.random(Y.shape) < self.noise, -Y, Y)
         return X.astype(dtype), Y.astype(dtype)
 
-    def sample_tasks(self, first, count, n, key, layout=PER_TASK, dtype=np.float32, out=None):
+    def sample_tasks(self, first, count, n, key, layout=PER_TASK, dtype=np.float32, out=None, row0=0):
         """Fresh samples of tasks ``first .. first + count - 1``, drawn by compiled parallel kernels.
 
         Every input is a normal from a counter-based generator (Philox4x32-10) keyed by ``key``
@@ -104,6 +104,7 @@ class TaskFamily:
         are drawn with it, on any thread count or machine, so a batch can be drawn in shards,
         where it is used. ``key`` is ``(seed0, seed1, round, phase)``, four integers in
         ``[0, 2**32)``. ``out``, ``(X, Y)`` of the returned shapes, is written into and returned.
+        The rows drawn are ``row0 .. row0 + n - 1`` of each task: a task can be drawn in slices.
 
         Returns
         -------
@@ -126,7 +127,20 @@ class TaskFamily:
             layout != PER_TASK,
             dtype,
             out,
+            row0,
         )
+
+    def in_coordinates(self, M):
+        """The same tasks on coordinates ``c ~ N(0, I_k)`` in which the projection is ``M^T c``:
+        ``M (k, r)`` with orthonormal columns, such as ``Q^T M`` for an orthonormal basis ``Q`` whose
+        span holds ``span(M)`` (see ``mtrl_fast.paper.reduction``). Its labels of ``c`` have the
+        law of this family's labels of ``x ~ N(0, I_d)``."""
+        M = np.asarray(M, dtype=np.float64)
+        if M.ndim != 2 or M.shape[1] != self.r:
+            raise ValueError(f"M must be (k, r) with r = {self.r}; got shape {M.shape}")
+        if not np.allclose(M.T @ M, np.eye(self.r), atol=1e-8):
+            raise ValueError("M must have orthonormal columns: the coordinates must carry all of span(M)")
+        return TaskFamily(M=M, V=self.V, kind=self.kind, B=self.B, noise=self.noise)
 
     def with_tasks(self, V):
         """The same ground truth with other task vectors ``V (T', ...)``: new tasks, same ``M``."""

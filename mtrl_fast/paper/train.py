@@ -13,7 +13,17 @@ from .. import loss_and_grad, rounds
 from ..losses import DTYPES, LAYOUTS, PER_TASK, loss_id
 from . import clock
 from .metrics import energy_outside, subspace_distance
+from .reduction import OUTSIDE_PHASE, outside_term, sampled_basis
 from .tasks import unit_vectors
+
+#: ``full``: every input drawn in all ``d`` coordinates. ``reduced``: only its coordinates in a
+#: basis of ``span(M) + span(W^T)``, and the rest of the first-layer gradient drawn from its exact
+#: conditional law (see :func:`pretrain`). ``auto`` picks per cell (:meth:`PretrainConfig.sampler_for`).
+SAMPLERS = ("auto", "full", "reduced")
+
+#: ``auto`` takes the reduced sampler when its basis has at most this fraction of ``d`` columns:
+#: measured, it then costs less than the full one (docs/performance.md, "Samplers").
+REDUCED_MAX_FRACTION = 2 / 3
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,10 @@ class PretrainConfig:
     init_scale : float
         Norm of each initial row of ``W`` (rows uniform on the sphere).
     dtype : {"float32", "float64"}
+    sampler : {"auto", "full", "reduced"}
+        How each round's samples are drawn (see :data:`SAMPLERS`); ``reduced`` needs the
+        per-task layout. The two give every reported quantity the same distribution, not the
+        same draws.
     """
 
     width: int = 256
@@ -61,6 +75,7 @@ class PretrainConfig:
     bias: bool = False
     init_scale: float = 1.0
     dtype: str = "float32"
+    sampler: str = "auto"
 
     def __post_init__(self):
         loss_id(self.loss)
@@ -78,10 +93,30 @@ class PretrainConfig:
             raise ValueError(f"layout must be one of {LAYOUTS}; got {self.layout!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}; got {self.dtype!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}; got {self.sampler!r}")
+        if self.sampler == "reduced" and self.layout != PER_TASK:
+            raise ValueError(
+                "the reduced sampler needs layout 'per-task': in the shared layout one X serves every "
+                "task, so its cost does not grow with T and the full sampler is the one to use"
+            )
 
     def samples(self, d):
         """Samples per task per phase for input dimension ``d``."""
         return self.samples_per_task or 5 * d
+
+    def sampler_for(self, d, r):
+        """The sampler a cell at ``(d, r)`` runs: ``auto`` takes the reduced one in the per-task
+        layout when its basis, ``r + width`` columns at most, is at most
+        :data:`REDUCED_MAX_FRACTION` of ``d``."""
+        if self.sampler != "auto":
+            return self.sampler
+        cheaper = self.layout == PER_TASK and r + self.width <= REDUCED_MAX_FRACTION * d
+        return "reduced" if cheaper else "full"
+
+    def sampled_dimension(self, d, r):
+        """Coordinates of each drawn input: ``d``, or the reduced basis's ``min(d, r + width)``."""
+        return min(d, r + self.width) if self.sampler_for(d, r) == "reduced" else d
 
     def to_dict(self):
         return asdict(self)
@@ -124,13 +159,31 @@ def alternating_round(head_batch, layer_batch, W, b, A, config):
     )
 
 
-def task_bytes(config, d):
-    """Peak memory one task adds to a round: its samples (one phase at a time), the step's share
-    of pre-activations, labels and their projections."""
+def task_bytes(config, d, r):
+    """Peak memory one task adds to a round: its slice of samples (one phase at a time), the step's
+    share of pre-activations, labels and their projections."""
     itemsize = np.dtype(config.dtype).itemsize
     n = config.samples(d)
-    inputs = n * d * itemsize if config.layout == PER_TASK else 0
+    k = config.sampled_dimension(d, r)
+    inputs = min(n, slice_rows(k)) * k * itemsize if config.layout == PER_TASK else 0
     return int(1.5 * inputs) + n * (2 * itemsize + 8 * 8) + 4 * config.width * itemsize
+
+
+#: Values of one task's inputs drawn at once in the per-task layout: a task's ``n`` rows are drawn
+#: and stepped through in fixed slices of ``SLICE_VALUES // k`` rows (``k`` coordinates each), so a
+#: round's memory stays bounded at any ``n``. Fixed, like the groups: part of the fingerprint.
+SLICE_VALUES = 2**22
+
+
+def slice_rows(k):
+    """Rows of a task drawn at once when each has ``k`` coordinates (see :data:`SLICE_VALUES`)."""
+    return max(1, SLICE_VALUES // k)
+
+
+def row_slices(n, k):
+    """``(row0, rows)`` of each slice of a task's ``n`` samples of ``k`` coordinates."""
+    step = slice_rows(k)
+    return [(row0, min(step, n - row0)) for row0 in range(0, n, step)]
 
 
 #: Tasks whose gradients one kernel call sums. A round's first-layer gradient is the sum of these
@@ -146,57 +199,82 @@ def task_groups(first, count):
     return [(start, min(GROUP_TASKS, first + count - start)) for start in range(first, first + count, GROUP_TASKS)]
 
 
-def task_shards(T, config, d, memory_budget=None):
+def task_shards(T, config, d, r, memory_budget=None):
     """``(first, count)`` of each shard of the ``T`` tasks: all at once when their round fits in
     ``memory_budget`` bytes (or no budget is given), else as many whole groups of
     :data:`GROUP_TASKS` as fit, at least one."""
     if memory_budget is None:
         size = T
     else:
-        groups = max(1, int(memory_budget // (task_bytes(config, d) * GROUP_TASKS)))
+        groups = max(1, int(memory_budget // (task_bytes(config, d, r) * GROUP_TASKS)))
         size = min(T, groups * GROUP_TASKS)
     return [(first, min(size, T - first)) for first in range(0, T, size)]
 
 
-def shard_round(family, config, key, shard, W, b, A):
+def shard_round(family, config, key, shard, W, b, A, n=None, gram=False):
     """One round's work for the tasks of one shard, on samples drawn here (``sample_tasks``).
 
     Takes the shard's heads ``A (count, m)`` through ``head_steps`` steps (they need nothing from
     other tasks), then returns ``(A, groups, parts)``: the new heads, for each group of
-    :data:`GROUP_TASKS` tasks in the shard ``(value, gW, gb)``, the objective and first-layer
-    gradients of the group's own mean loss on fresh samples, and the seconds spent sampling and
-    in the kernels (``clock`` parts).
+    :data:`GROUP_TASKS` tasks in the shard ``(value, gW, gb, gram)``, the objective and first-layer
+    gradients of the group's own mean loss on fresh samples (and, with ``gram``, the Gram matrix
+    ``D^T D`` of its pre-activations' gradients, else ``None``), and the seconds spent sampling
+    and in the kernels (``clock`` parts). ``n`` is the samples per task (default
+    ``config.samples(family.d)``).
     """
-    first, count = shard
-    n = config.samples(family.d)
+    n = config.samples(family.d) if n is None else n
     A = A.copy()
     with clock.recording() as timed:  # returned: the shard may run in another process
         if config.layout == PER_TASK:
-            groups = _per_task_groups(family, config, key, shard, W, b, A, n)
+            groups = _per_task_groups(family, config, key, shard, W, b, A, n, gram)
         else:
             groups = _shared_groups(family, config, key, shard, W, b, A, n)
     return A, groups, timed.parts
 
 
-def _per_task_groups(family, config, key, shard, W, b, A, n):
-    """Each group's own samples, drawn into one reused buffer (no fresh pages per group): its
-    heads' steps, then its first-layer gradient on fresh samples."""
+def _per_task_groups(family, config, key, shard, W, b, A, n, gram):
+    """Each group's own samples, drawn slice by slice of rows (:func:`row_slices`) into one reused
+    buffer (no fresh pages per group): its heads' steps, then its first-layer gradient on fresh
+    samples. A slice's mean gradients enter with weight ``rows / n``, its Gram matrix with the
+    square of it."""
     first, count = shard
+    dtype = np.dtype(config.dtype)
+    slices = row_slices(n, family.d)
     size = min(GROUP_TASKS, count)
-    buffer = (np.empty((size, n, family.d), dtype=config.dtype), np.empty((size, n), dtype=config.dtype))
+    buffer = (np.empty((size, slices[0][1], family.d), dtype=dtype), np.empty((size, slices[0][1]), dtype=dtype))
+
+    def draw(start, size, row0, rows, phase):
+        with clock.part("sampling"):
+            out = (buffer[0][:size, :rows], buffer[1][:size, :rows]) if rows == slices[0][1] else None
+            return family.sample_tasks(start, size, rows, list(key) + [phase], PER_TASK, dtype, out=out, row0=row0)
+
     groups = []
     for start, size in task_groups(first, count):
-        rows = slice(start - first, start - first + size)
-        out = (buffer[0][:size], buffer[1][:size])
-        with clock.part("sampling"):
-            X, Y = family.sample_tasks(start, size, n, list(key) + [0], PER_TASK, config.dtype, out=out)
-        with clock.part("kernels"):
-            rounds.step_heads(X, Y, W, b, A[rows], loss=config.loss, steps=config.head_steps, lr=config.head_lr)
-        with clock.part("sampling"):
-            X, Y = family.sample_tasks(start, size, n, list(key) + [1], PER_TASK, config.dtype, out=out)
-        with clock.part("kernels"):
-            value, grads = loss_and_grad(X, Y, W, b, A[rows], config.loss, check_finite=False)
-        groups.append((value, grads.W, grads.b))
+        heads = A[start - first : start - first + size]
+        drawn = None
+        for _ in range(config.head_steps):
+            gA = np.zeros_like(heads)
+            for row0, rows in slices:
+                if drawn is None or len(slices) > 1:  # one slice is drawn once for every step
+                    drawn = draw(start, size, row0, rows, 0)
+                with clock.part("kernels"):
+                    _, grads = loss_and_grad(*drawn, W, b, heads, config.loss, check_finite=False, first_layer=False)
+                    gA += dtype.type(rows / n) * grads.A
+            with clock.part("kernels"):
+                heads -= dtype.type(config.head_lr * size) * gA  # each head on its own task's mean loss
+        value, gW, gb, DtD = 0.0, np.zeros_like(W), None if b is None else np.zeros_like(b), None
+        for row0, rows in slices:
+            X, Y = draw(start, size, row0, rows, 1)
+            with clock.part("kernels"):
+                part_value, grads = loss_and_grad(X, Y, W, b, heads, config.loss, check_finite=False, gram=gram)
+                weight = rows / n
+                value += weight * part_value
+                gW += dtype.type(weight) * grads.W
+                if gb is not None:
+                    gb += dtype.type(weight) * grads.b
+                if gram:
+                    DtD = weight**2 * grads.gram if DtD is None else DtD + weight**2 * grads.gram
+        groups.append((value, gW, gb, DtD))
     return groups
 
 
@@ -216,7 +294,7 @@ def _shared_groups(family, config, key, shard, W, b, A, n):
         for start, size in task_groups(first, count):
             rows = slice(start - first, start - first + size)
             value, grads = loss_and_grad(X, Y[rows], W, b, A[rows], config.loss, check_finite=False)
-            groups.append((value, grads.W, grads.b))
+            groups.append((value, grads.W, grads.b, None))
     return groups
 
 
@@ -238,6 +316,17 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
     The first-layer gradient is summed over fixed groups of :data:`GROUP_TASKS` tasks in task
     order, so results are bitwise the same whatever the shards (the memory budget) and wherever
     they run, for the same thread count.
+
+    The reduced sampler (``config.sampler_for(d, r) == "reduced"``) draws, each round, only the
+    coordinates ``c = Q^T x ~ N(0, I_k)`` of every input in an orthonormal basis ``Q (d, k)`` of
+    ``span(M) + span(W^T)``, ``k <= r + m``. Labels, pre-activations, the objective, the heads'
+    gradients and the pre-activations' gradients ``D`` depend on ``c`` alone; the rest of ``x``
+    enters only ``gW = D^T X = (D^T C) Q^T + D^T X_perp``, and given ``D`` the columns of
+    ``D^T X_perp`` are independent ``N(0, D^T D)`` vectors projected off ``span(Q)``: the term is
+    drawn as ``L G (I - Q Q^T)`` with ``L L^T = D^T D`` (summed over every shard's tasks) and
+    ``G`` an ``(m, d)`` standard normal matrix keyed by the seed and the round. Every quantity
+    has the distribution it has under the full sampler, at a cost of ``T n k`` draws instead of
+    ``T n d``.
 
     Parameters
     ----------
@@ -267,24 +356,43 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
     b = np.zeros(config.width, dtype=dtype) if config.bias else None
     A = np.zeros((family.T, config.width), dtype=dtype)
     seed = [int(k) for k in rng.integers(0, 2**32, size=2)]
-    shards = task_shards(family.T, config, family.d, memory_budget)
+    shards = task_shards(family.T, config, family.d, family.r, memory_budget)
+    reduced = config.sampler_for(family.d, family.r) == "reduced"
+    n = config.samples(family.d)
     history = []
     for round_index in range(config.rounds):
-        work = partial(shard_round, family, config, seed + [round_index])
-        results = map_shards(work, [((first, count), W, b, A[first : first + count]) for first, count in shards])
-        value, gW, gb = 0.0, np.zeros_like(W), None if b is None else np.zeros_like(b)
+        key = seed + [round_index]
+        if reduced:
+            Q = sampled_basis(family.M, W)
+            drawn_family, drawn_W = family.in_coordinates(Q.T @ family.M), (W.astype(np.float64) @ Q).astype(dtype)
+        else:
+            drawn_family, drawn_W = family, W
+        work = partial(shard_round, drawn_family, config, key, n=n, gram=reduced)
+        results = map_shards(work, [((first, count), drawn_W, b, A[first : first + count]) for first, count in shards])
+        value, gW, gb = 0.0, np.zeros_like(drawn_W), None if b is None else np.zeros_like(b)
+        DtD = np.zeros((config.width, config.width)) if reduced else None
         for (first, count), (heads, groups, parts) in zip(shards, results):
             clock.add_parts(parts)
             A[first : first + count] = heads
-            for (_, size), (group_value, group_gW, group_gb) in zip(task_groups(first, count), groups):
+            for (_, size), (group_value, group_gW, group_gb, group_gram) in zip(task_groups(first, count), groups):
                 weight = dtype.type(size / family.T)  # the group's share of the task average
                 value += float(weight) * group_value
                 gW += weight * group_gW
                 if b is not None:
                     gb += weight * group_gb
+                if reduced:
+                    DtD += float(weight) ** 2 * group_gram  # the groups' rows of D are disjoint
+        diverged = FloatingPointError(f"training diverged in round {round_index}: lower lr or head_lr")
+        if reduced:
+            if not np.isfinite(DtD).all():
+                raise diverged
+            with clock.part("sampling"):
+                outside = outside_term(DtD, Q, key + [OUTSIDE_PHASE])
+            outside += gW.astype(np.float64) @ Q.T
+            gW = outside.astype(dtype)
         rounds.update_first_layer(W, b, gW, gb, lr=config.lr, weight_decay=config.weight_decay)
         if not np.isfinite(W).all():
-            raise FloatingPointError(f"training diverged in round {round_index}: lower lr or head_lr")
+            raise diverged
         with clock.part("metrics"):
             history.append(
                 {

@@ -106,10 +106,10 @@ def test_records_are_bitwise_the_same_whatever_jobs_and_memory_budget_for_equal_
         seeds=1,
         pretrain=replace(TINY.pretrain, width=64),
     )
-    group = GROUP_TASKS * task_bytes(small.pretrain, 40)
+    group = GROUP_TASKS * task_bytes(small.pretrain, 40, small.r)
     serial = run_grid(small, tmp_path / "serial", progress=False, threads=threads)
     for jobs, budget in ((2, None), (1, group), (2, 2 * group)):
-        assert len(task_shards(40, small.pretrain, 40, budget)) == (
+        assert len(task_shards(40, small.pretrain, 40, small.r, budget)) == (
             1 if budget is None else 3 if budget == group else 2
         )
         other = run_grid(

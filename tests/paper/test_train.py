@@ -67,6 +67,7 @@ def test_one_round_is_heads_first_then_the_layer_step():
         weight_decay=0.5,
         bias=True,
         loss="logistic",
+        sampler="full",  # the definition, on the inputs themselves
     )
     W0 = initial_layer(16, 30, np.random.default_rng(3), dtype="float64")
     trained = pretrain(family, config, np.random.default_rng(4), W0=W0)
@@ -164,10 +165,10 @@ def test_pretraining_is_bitwise_the_same_whatever_the_shards(layout):
     config = PretrainConfig(
         width=16, samples_per_task=24, rounds=3, layout=layout, bias=True, loss="logistic", lr=0.5, weight_decay=0.1
     )
-    group = GROUP_TASKS * task_bytes(config, family.d)
+    group = GROUP_TASKS * task_bytes(config, family.d, family.r)
     whole = pretrain(family, config, np.random.default_rng(5))
     for budget, sizes in ((1, [16, 16, 16, 5]), (2 * group, [32, 21]), (3.5 * group, [48, 5]), (None, [T])):
-        assert [count for _, count in task_shards(T, config, family.d, budget)] == sizes
+        assert [count for _, count in task_shards(T, config, family.d, family.r, budget)] == sizes
         for map_shards in ({}, {"map_shards": _reversed_map}):
             sharded = pretrain(family, config, np.random.default_rng(5), memory_budget=budget, **map_shards)
             for name in ("W", "b", "A"):

@@ -1,0 +1,143 @@
+"""What every study shares: the cell, the study's interface, and the helpers its parts use."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..metrics import probe_accuracy
+from ..reduction import joint_coordinates
+from ..tasks import make_task_family
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One independent unit of work of a study, at its coordinates."""
+
+    study: str
+    d: int
+    seed: int
+    T: int | None = None  # the recovery study's task count
+    width: int | None = None  # the width study's neurons
+
+    @property
+    def key(self):
+        T = "" if self.T is None else f"-T{self.T}"
+        width = "" if self.width is None else f"-m{self.width}"
+        return f"{self.study}-d{self.d}{T}{width}-seed{self.seed}"
+
+
+class Study:
+    """A study of the reproduction: its cells, what each computes, its records and what the report
+    says of them. Register an instance in :data:`mtrl_fast.paper.studies.STUDIES`.
+
+    Attributes
+    ----------
+    name : str
+        The study's name: the ``study`` of its cells, the key of its records.
+    fields : dict
+        Each record's fields and their types (checked when a stored cell is loaded).
+    finite : frozenset
+        The fields that must be finite.
+    title : str
+        One line for ``--help`` and the report.
+    """
+
+    name = ""
+    fields: dict[str, type] = {}
+    finite: frozenset[str] = frozenset()
+    title = ""
+
+    def cells(self, grid):
+        """The study's cells of ``grid``, cheapest first (early results come fast)."""
+        raise NotImplementedError
+
+    def run(self, cell, grid, shard_options):
+        """Compute ``cell``: a list of records (``shard_options`` go to ``train.pretrain``)."""
+        raise NotImplementedError
+
+    def records_per_cell(self, grid):
+        raise NotImplementedError
+
+    def settings(self, grid):
+        """The grid's settings the study's records depend on besides the shared ones."""
+        return {}
+
+    def pretrain_config(self, cell, grid):
+        """The pretraining settings of ``cell`` (the grid's, unless the study varies them)."""
+        return grid.pretrain
+
+    def tasks(self, cell, grid):
+        """``T`` of the largest pretraining the cell runs (sizes its shards)."""
+        raise NotImplementedError
+
+    def probe_layers(self, cell, grid):
+        """First layers the cell probes at once (their joint basis sizes the reduced probes)."""
+        return 0
+
+    def claims(self, records, grid):
+        """The paper's claims that the study's records test: ``claim``, ``measured``,
+        ``threshold`` and a computed ``holds``."""
+        return []
+
+    def tables(self, records, grid):
+        """The report's Markdown sections of the study's numbers."""
+        return []
+
+    def figures(self, records, grid, plt, stage):
+        """Write the study's figures to ``stage(name)`` with ``plt``; returns their names."""
+        return []
+
+
+def mean(records, value, **where):
+    """Mean of ``value`` over the records matching ``where`` (NaN when none does)."""
+    picked = [r[value] for r in records if all(r[k] == v for k, v in where.items())]
+    return float(np.mean(picked)) if picked else float("nan")
+
+
+def nearest(values, target):
+    return min(values, key=lambda v: (abs(v - target), v))
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def log_axis(ax, values):
+    """Log-scaled x axis with a tick at each grid value, labelled plainly."""
+    ax.set_xscale("log")
+    ax.set_xticks(list(values))
+    ax.set_xticklabels([str(v) for v in values])
+    ax.minorticks_off()
+
+
+def family(grid, d, seed, T):
+    """The ground truth of ``(d, seed)`` with ``T`` tasks: shared by every ``T``, study and width
+    (task vectors are drawn after ``M``, row by row, so the first ``T`` tasks are the same for
+    every ``T``)."""
+    return make_task_family(
+        d, grid.r, T, np.random.default_rng([grid.base_seed, d, seed]), kind=grid.label_kind, noise=grid.noise
+    )
+
+
+def probe_records(cell, grid, layers, task_family, config, n_new_values, record):
+    """Probe every layer of ``layers`` (name -> ``(W, b)``) at each ``n_new``: the same new tasks
+    and samples for every layer (a paired comparison), drawn under the reduced sampler in the joint
+    coordinates of ``M`` and all the layers. ``record(n_new, name, accuracy)`` makes each record."""
+    from .. import clock
+
+    if config.sampler_for(cell.d, grid.r) == "reduced":
+        M, reduced = joint_coordinates(task_family.M, *(W for W, _ in layers.values()))
+        task_family = task_family.in_coordinates(M)
+        layers = {name: (W, b) for (name, (_, b)), W in zip(layers.items(), reduced)}
+    records = []
+    for n_new in n_new_values:
+        for name, (W, b) in layers.items():
+            probe_rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, n_new, 2])
+            with clock.part("probe"):
+                accuracy = probe_accuracy(
+                    W, b, task_family, n_new, probe_rng, n_test=grid.n_test, new_tasks=grid.probe_tasks
+                )
+            records.append(record(n_new, name, accuracy))
+    return records

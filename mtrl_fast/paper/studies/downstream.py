@@ -1,0 +1,154 @@
+"""Downstream: pretrain multi-task and single-task features at ``d``, then probe them, with random
+and oracle features, on fresh tasks with ``n_new`` samples."""
+
+import numpy as np
+
+from ..train import initial_layer, oracle_layer, pretrain
+from ._common import Cell, Study, family, log_axis, markdown_table, mean, nearest, probe_records
+
+FEATURES = ("multi-task", "single-task", "random", "oracle")
+
+
+class Downstream(Study):
+    name = "downstream"
+    title = "probe accuracy on new tasks of multi-task, single-task, random and oracle features"
+    fields = {"d": int, "n_new": int, "features": str, "seed": int, "accuracy": float}
+    finite = frozenset({"accuracy"})
+
+    def cells(self, grid):
+        return sorted(
+            (Cell(self.name, d, s) for d in grid.downstream_d for s in range(grid.seeds)), key=lambda c: (c.d, c.seed)
+        )
+
+    def records_per_cell(self, grid):
+        return len(grid.n_new) * len(FEATURES)
+
+    def settings(self, grid):
+        return {
+            "n_new": list(grid.n_new),
+            "downstream_tasks": grid.downstream_tasks,
+            "n_test": grid.n_test,
+            "probe_tasks": grid.probe_tasks,
+        }
+
+    def tasks(self, cell, grid):
+        return grid.downstream_tasks
+
+    def probe_layers(self, cell, grid):
+        return len(FEATURES)
+
+    def run(self, cell, grid, shard_options):
+        rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, 0, 1])
+        tasks = family(grid, cell.d, cell.seed, grid.downstream_tasks)
+        config = grid.pretrain
+        trained = {
+            "multi-task": pretrain(tasks, config, rng, **shard_options),
+            "single-task": pretrain(tasks.with_tasks(tasks.V[:1]), config, rng, **shard_options),
+        }
+        layers = {name: (result.W, result.b) for name, result in trained.items()}
+        layers["random"] = (initial_layer(config.width, cell.d, rng, config.init_scale), None)
+        layers["oracle"] = (oracle_layer(config.width, tasks.M, rng), None)
+        return probe_records(
+            cell,
+            grid,
+            layers,
+            tasks,
+            config,
+            grid.n_new,
+            lambda n_new, name, accuracy: {
+                "d": cell.d,
+                "n_new": n_new,
+                "features": name,
+                "seed": cell.seed,
+                "accuracy": accuracy,
+            },
+        )
+
+    def claims(self, records, grid):
+        if not records:
+            return []
+        rows = []
+        d_mid = nearest(grid.downstream_d, 200)
+        n_mid = nearest(grid.n_new, 100)
+        multi = mean(records, "accuracy", d=d_mid, n_new=n_mid, features="multi-task")
+        random = mean(records, "accuracy", d=d_mid, n_new=n_mid, features="random")
+        rows.append(
+            {
+                "claim": f"Multi-task features beat random ones downstream (d = {d_mid}, n_new = {n_mid})",
+                "measured": f"multi-task {multi:.3f}, random {random:.3f}: {100 * (multi - random):+.1f} points",
+                "threshold": ">= +10 points",
+                "holds": multi - random >= 0.10,
+            }
+        )
+        d_lo, d_hi = min(grid.downstream_d), max(grid.downstream_d)
+        if d_lo == d_hi:  # the claims across d need two of them
+            return rows
+        change = {
+            name: mean(records, "accuracy", d=d_hi, n_new=n_mid, features=name)
+            - mean(records, "accuracy", d=d_lo, n_new=n_mid, features=name)
+            for name in ("multi-task", "random")
+        }
+        rows.append(
+            {
+                "claim": f"Multi-task features lose less accuracy than random ones as d grows "
+                f"({d_lo} -> {d_hi}, n_new = {n_mid})",
+                "measured": f"accuracy change: multi-task {100 * change['multi-task']:+.1f} points, "
+                f"random {100 * change['random']:+.1f}",
+                "threshold": "multi-task change > random change",
+                "holds": change["multi-task"] > change["random"],
+            }
+        )
+        if d_hi >= 1000:  # at scale: multi-task features keep their accuracy, random ones lose theirs
+            rows.append(
+                {
+                    "claim": f"Multi-task features keep their downstream accuracy as d grows to {d_hi} while random "
+                    f"features lose theirs ({d_lo} -> {d_hi}, n_new = {n_mid})",
+                    "measured": f"multi-task {100 * change['multi-task']:+.1f} points, random "
+                    f"{100 * change['random']:+.1f}",
+                    "threshold": "multi-task change >= -2 points (a probe's noise) and random change <= -5 points",
+                    "holds": change["multi-task"] >= -0.02 and change["random"] <= -0.05,
+                }
+            )
+        return rows
+
+    def tables(self, records, grid):
+        if not records:
+            return []
+        header = ["d", "features"] + [f"n_new={n}" for n in grid.n_new]
+        body = [
+            [d, name] + [f"{mean(records, 'accuracy', d=d, n_new=n, features=name):.3f}" for n in grid.n_new]
+            for d in grid.downstream_d
+            for name in FEATURES
+        ]
+        return [
+            f"## Downstream probe accuracy (mean over seeds; multi-task features from T = {grid.downstream_tasks})"
+            f"\n\n{markdown_table(header, body)}"
+        ]
+
+    def figures(self, records, grid, plt, stage):
+        if not records:
+            return []
+        fig, axes = plt.subplots(
+            1, len(grid.downstream_d), figsize=(3.2 * len(grid.downstream_d), 3.4), sharey=True, squeeze=False
+        )
+        for ax, d in zip(axes[0], grid.downstream_d):
+            for name in FEATURES:
+                per_n = [
+                    [r["accuracy"] for r in records if r["d"] == d and r["n_new"] == n and r["features"] == name]
+                    for n in grid.n_new
+                ]
+                ax.plot(grid.n_new, [np.mean(v) for v in per_n], marker="o", label=name)
+                ax.fill_between(grid.n_new, [min(v) for v in per_n], [max(v) for v in per_n], alpha=0.15)
+            log_axis(ax, grid.n_new)
+            ax.set_title(f"d = {d}")
+            ax.set_xlabel("n_new")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("probe accuracy on a new task")
+        axes[0][-1].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(stage("downstream.png"), dpi=120, format="png")
+        plt.close(fig)
+        return ["downstream.png"]
+
+
+DOWNSTREAM = Downstream()

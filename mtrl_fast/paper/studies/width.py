@@ -1,0 +1,137 @@
+"""Width: downstream accuracy of multi-task and random features against the width ``m``, at several
+``d``. The paper's claim that the neurons a good representation needs do not grow with ``d``."""
+
+from dataclasses import replace
+
+import numpy as np
+
+from ..train import initial_layer, pretrain
+from ._common import Cell, Study, family, log_axis, markdown_table, mean, nearest, probe_records
+
+FEATURES = ("multi-task", "random")
+#: A width is enough when its multi-task features come this close to the widest's accuracy.
+ENOUGH = 0.02
+
+
+class Width(Study):
+    name = "width"
+    title = "downstream accuracy against the width m at several d"
+    fields = {"d": int, "width": int, "n_new": int, "features": str, "seed": int, "accuracy": float}
+    finite = frozenset({"accuracy"})
+
+    def cells(self, grid):
+        cells = [Cell(self.name, d, s, width=m) for d in grid.width_d for m in grid.widths for s in range(grid.seeds)]
+        return sorted(cells, key=lambda c: (c.d * c.width, c.d, c.width, c.seed))
+
+    def records_per_cell(self, grid):
+        return len(grid.n_new) * len(FEATURES)
+
+    def settings(self, grid):
+        return {
+            "n_new": list(grid.n_new),
+            "downstream_tasks": grid.downstream_tasks,
+            "n_test": grid.n_test,
+            "probe_tasks": grid.probe_tasks,
+        }
+
+    def pretrain_config(self, cell, grid):
+        return replace(grid.pretrain, width=cell.width)
+
+    def tasks(self, cell, grid):
+        return grid.downstream_tasks
+
+    def probe_layers(self, cell, grid):
+        return len(FEATURES)
+
+    def run(self, cell, grid, shard_options):
+        rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, cell.width, 3])
+        tasks = family(grid, cell.d, cell.seed, grid.downstream_tasks)
+        config = self.pretrain_config(cell, grid)
+        trained = pretrain(tasks, config, rng, **shard_options)
+        layers = {
+            "multi-task": (trained.W, trained.b),
+            "random": (initial_layer(cell.width, cell.d, rng, config.init_scale), None),
+        }
+        return probe_records(
+            cell,
+            grid,
+            layers,
+            tasks,
+            config,
+            grid.n_new,
+            lambda n_new, name, accuracy: {
+                "d": cell.d,
+                "width": cell.width,
+                "n_new": n_new,
+                "features": name,
+                "seed": cell.seed,
+                "accuracy": accuracy,
+            },
+        )
+
+    def enough_width(self, records, grid, d, n_new):
+        """The narrowest width whose multi-task accuracy at ``d`` is within :data:`ENOUGH` of the
+        widest's."""
+        accuracy = {m: mean(records, "accuracy", d=d, width=m, n_new=n_new, features="multi-task") for m in grid.widths}
+        best = accuracy[max(grid.widths)]
+        return min(m for m in grid.widths if accuracy[m] >= best - ENOUGH), accuracy
+
+    def claims(self, records, grid):
+        if not records or len(grid.width_d) < 2:
+            return []
+        n_mid = nearest(grid.n_new, 100)
+        d_lo, d_hi = min(grid.width_d), max(grid.width_d)
+        enough = {d: self.enough_width(records, grid, d, n_mid) for d in (d_lo, d_hi)}
+        widest = max(grid.widths)
+        return [
+            {
+                "claim": f"The neurons good features need do not grow with d: the narrowest width whose multi-task "
+                f"features come within {100 * ENOUGH:.0f} points of width {widest}'s (d = {d_lo} and {d_hi}, "
+                f"n_new = {n_mid})",
+                "measured": ", ".join(
+                    f"d={d}: m = {m} ({100 * accuracy[m]:.1f}% against {100 * accuracy[widest]:.1f}%)"
+                    for d, (m, accuracy) in enough.items()
+                ),
+                "threshold": f"the width at d = {d_hi} is at most the width at d = {d_lo}",
+                "holds": enough[d_hi][0] <= enough[d_lo][0],
+            }
+        ]
+
+    def tables(self, records, grid):
+        if not records:
+            return []
+        n_mid = nearest(grid.n_new, 100)
+        header = ["d", "features"] + [f"m={m}" for m in grid.widths]
+        body = [
+            [d, name]
+            + [f"{mean(records, 'accuracy', d=d, width=m, n_new=n_mid, features=name):.3f}" for m in grid.widths]
+            for d in grid.width_d
+            for name in FEATURES
+        ]
+        return [
+            f"## Downstream accuracy against the width (mean over seeds; n_new = {n_mid}, multi-task features "
+            f"from T = {grid.downstream_tasks})\n\n{markdown_table(header, body)}"
+        ]
+
+    def figures(self, records, grid, plt, stage):
+        if not records:
+            return []
+        n_mid = nearest(grid.n_new, 100)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for d in grid.width_d:
+            for name, style in zip(FEATURES, ("-", "--")):
+                means = [mean(records, "accuracy", d=d, width=m, n_new=n_mid, features=name) for m in grid.widths]
+                ax.plot(grid.widths, means, style, marker="o", label=f"{name}, d = {d}")
+        log_axis(ax, grid.widths)
+        ax.set_xlabel("width m")
+        ax.set_ylabel(f"probe accuracy on a new task (n_new = {n_mid})")
+        ax.set_title("Neuron complexity against d")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(stage("width.png"), dpi=120, format="png")
+        plt.close(fig)
+        return ["width.png"]
+
+
+WIDTH = Width()

@@ -1,0 +1,215 @@
+"""The reduced sampler: the same distribution as the full one for every reported quantity, shown
+by the same tests rejecting two wrong variants; the conditional law of the part it draws from the
+Gram matrix; its basis, its edge cases, and its shards."""
+
+import numpy as np
+import pytest
+from scipy.stats import ks_2samp
+
+from mtrl_fast.paper import train
+from mtrl_fast.paper.metrics import probe_accuracy
+from mtrl_fast.paper.reduction import joint_coordinates, outside_term, sampled_basis
+from mtrl_fast.paper.sampling import draw, normals
+from mtrl_fast.paper.tasks import make_task_family
+from mtrl_fast.paper.train import PretrainConfig, pretrain
+
+# The size of the derivation's check: d = 30, r = 3, width 8, T = 20, n = 150, one round with
+# lr * weight_decay = 1 (so W after the round is -lr gW).
+D, R, WIDTH, T, N = 30, 3, 8, 20, 150
+SEEDS = 200
+QUANTITIES = ("subspace distance", "objective", "|gW|", "downstream accuracy")
+
+
+def _outcomes(sampler, seeds=SEEDS):
+    """Each seed's final subspace distance, objective, |gW| and downstream accuracy."""
+    rows = []
+    for seed in range(seeds):
+        family = make_task_family(D, R, T, np.random.default_rng([seed, 1]))
+        config = PretrainConfig(width=WIDTH, samples_per_task=N, sampler=sampler, dtype="float64")
+        trained = pretrain(family, config, np.random.default_rng([seed, 2]))
+        last = trained.history[-1]
+        probed, W = family, trained.W
+        if sampler == "reduced":  # as the studies probe: in the joint coordinates of M and the layer
+            M, (W,) = joint_coordinates(family.M, trained.W)
+            probed = family.in_coordinates(M)
+        accuracy = probe_accuracy(W, trained.b, probed, 20, np.random.default_rng([seed, 3]), n_test=200, new_tasks=2)
+        rows.append((last["subspace_distance"], last["loss"], np.linalg.norm(trained.W) / config.lr, accuracy))
+    return np.array(rows)
+
+
+@pytest.fixture(scope="module")
+def full():
+    return _outcomes("full")
+
+
+def _p_values(full, other):
+    return {name: ks_2samp(full[:, j], other[:, j]).pvalue for j, name in enumerate(QUANTITIES)}
+
+
+def test_the_reduced_sampler_has_the_full_ones_distribution(full):
+    p = _p_values(full, _outcomes("reduced"))
+    assert min(p.values()) > 0.01, p
+
+
+def _without_the_outside_term(gram, Q, key):
+    return np.zeros((gram.shape[0], Q.shape[0]))
+
+
+def _identity_for_the_gram(gram, Q, key):
+    return outside_term(np.eye(gram.shape[0]), Q, key)
+
+
+@pytest.mark.parametrize("broken", [_without_the_outside_term, _identity_for_the_gram])
+def test_the_same_test_rejects_a_wrong_reduction(full, broken, monkeypatch):
+    monkeypatch.setattr(train, "outside_term", broken)
+    p = _p_values(full, _outcomes("reduced"))
+    assert p["subspace distance"] < 0.01 and p["downstream accuracy"] < 0.01, p
+
+
+def _conditional_moments(draws, d, k):
+    """``E[O O^T] / (d - k)`` and ``E[O^T O]`` over the draws ``O (m, d)``."""
+    left = sum(term @ term.T for term in draws) / (len(draws) * (d - k))
+    right = sum(term.T @ term for term in draws) / len(draws)
+    return left, right
+
+
+def test_the_outside_term_has_the_conditional_law_of_D_T_X_perp():
+    """For a fixed ``D`` (dead neurons included) and basis ``Q``: ``D^T X (I - Q Q^T)`` with Gaussian
+    ``X`` has ``E[O O^T] = (d - k) D^T D`` and ``E[O^T O] = tr(D^T D) (I - Q Q^T)``. The draws from
+    the Gram matrix alone match both, as does a direct Monte Carlo of the definition; the draws of
+    an identity-shaped Gram matrix of the same trace do not."""
+    rng = np.random.default_rng(0)
+    d, k, m, n, draws = 12, 4, 5, 40, 4000
+    Q = np.linalg.qr(rng.standard_normal((d, k)))[0]
+    D = rng.standard_normal((n, m)) * (rng.random((n, m)) > 0.4)
+    D[:, 0] = 0.0  # a dead neuron: a zero eigenvalue
+    gram = D.T @ D
+    P = np.eye(d) - Q @ Q.T
+    ours = [outside_term(gram, Q, (9, 9, i, 2)) for i in range(draws)]
+    direct = [D.T @ (rng.standard_normal((n, d)) @ P) for _ in range(draws)]
+    isotropic = [outside_term(np.eye(m) * np.trace(gram) / m, Q, (9, 9, i, 2)) for i in range(draws)]
+    tolerance = 6 * np.trace(gram) / np.sqrt(draws)  # a few Monte-Carlo standard errors
+    for name, sample in (("ours", ours), ("direct", direct)):
+        left, right = _conditional_moments(sample, d, k)
+        assert np.abs(left - gram).max() < tolerance / np.sqrt(d - k), name
+        assert np.abs(right - np.trace(gram) * P).max() < tolerance, name
+        assert np.abs(np.mean([term @ Q for term in sample], axis=0)).max() < tolerance, name
+    assert max(np.abs(term @ Q).max() for term in ours) < 1e-12  # exactly off span(Q)
+    left, _ = _conditional_moments(isotropic, d, k)
+    assert np.abs(left - gram).max() > 3 * tolerance / np.sqrt(d - k)  # three times the bound it must pass
+
+
+def test_the_basis_holds_M_and_every_layer_even_when_they_are_dependent():
+    rng = np.random.default_rng(1)
+    family = make_task_family(40, 3, 2, rng)
+    W = rng.standard_normal((6, 40))
+    oracle = rng.standard_normal((4, 3)) @ family.M.T  # inside span(M): dependent columns
+    Q = sampled_basis(family.M, W, oracle)
+    assert Q.shape == (40, 3 + 6 + 4)
+    np.testing.assert_allclose(Q.T @ Q, np.eye(Q.shape[1]), atol=1e-12)
+    for rows in (family.M.T, W, oracle):
+        np.testing.assert_allclose(rows @ Q @ Q.T, rows, atol=1e-12)
+    np.testing.assert_allclose(np.abs(Q[:, :3].T @ family.M), np.eye(3), atol=1e-12)  # M first, up to sign
+
+
+def test_a_basis_of_all_of_R_d_leaves_nothing_outside():
+    """``r + width >= d``: the basis spans ``R^d``, the reduced draw is a rotation of the full one."""
+    family = make_task_family(8, 3, 5, np.random.default_rng(2))
+    Q = sampled_basis(family.M, np.random.default_rng(3).standard_normal((16, 8)))
+    assert Q.shape == (8, 8)
+    assert not outside_term(np.eye(16), Q, (1, 2, 3, 2)).any()
+    config = PretrainConfig(width=16, samples_per_task=30, sampler="reduced", dtype="float64")
+    trained = pretrain(family, config, np.random.default_rng(4))
+    assert np.isfinite(trained.W).all() and 0 <= trained.history[-1]["subspace_distance"] <= 1
+
+
+def test_the_oracle_layer_trains_under_the_reduced_sampler():
+    """The oracle layer's rows lie in span(M): ``[M, W^T]`` is rank-deficient."""
+    family = make_task_family(60, 3, 8, np.random.default_rng(5))
+    W0 = train.oracle_layer(8, family.M, np.random.default_rng(6), dtype="float64")
+    config = PretrainConfig(width=8, samples_per_task=50, sampler="reduced", dtype="float64", rounds=2)
+    trained = pretrain(family, config, np.random.default_rng(7), W0=W0)
+    assert np.isfinite(trained.W).all()
+
+
+@pytest.mark.parametrize("budget_groups", [1, 2])
+def test_reduced_rounds_are_bitwise_the_same_whatever_the_shards(budget_groups):
+    T_tasks = 2 * train.GROUP_TASKS + 3
+    family = make_task_family(60, 3, T_tasks, np.random.default_rng(8))
+    config = PretrainConfig(width=8, samples_per_task=20, rounds=2, sampler="reduced", bias=True, loss="logistic")
+    assert config.sampler_for(60, 3) == "reduced"
+    whole = pretrain(family, config, np.random.default_rng(9))
+    budget = budget_groups * train.GROUP_TASKS * train.task_bytes(config, 60, 3)
+    sharded = pretrain(family, config, np.random.default_rng(9), memory_budget=budget)
+    assert len(train.task_shards(T_tasks, config, 60, 3, budget)) > 1
+    for name in ("W", "b", "A"):
+        np.testing.assert_array_equal(getattr(sharded, name), getattr(whole, name))
+    assert sharded.history == whole.history
+
+
+def test_rows_drawn_in_slices_are_the_rows_of_one_draw():
+    family = make_task_family(10, 2, 3, np.random.default_rng(10), noise=0.2)
+    X, Y = family.sample_tasks(0, 3, 50, (1, 2, 3, 1), "per-task", np.float32)
+    for row0, rows in ((0, 17), (17, 16), (33, 17)):
+        Xs, Ys = family.sample_tasks(0, 3, rows, (1, 2, 3, 1), "per-task", np.float32, row0=row0)
+        np.testing.assert_array_equal(Xs, X[:, row0 : row0 + rows])
+        np.testing.assert_array_equal(Ys, Y[:, row0 : row0 + rows])
+
+
+def test_slices_of_rows_give_the_one_slice_round_to_rounding(monkeypatch):
+    family = make_task_family(20, 2, 5, np.random.default_rng(11))
+    config = PretrainConfig(width=6, samples_per_task=90, head_steps=3, loss="logistic", dtype="float64")
+    whole = pretrain(family, config, np.random.default_rng(12))
+    monkeypatch.setattr(train, "SLICE_VALUES", 20 * 25)  # slices of 25, 25, 25 and 15 rows
+    assert train.row_slices(90, 20)[-1] == (75, 15)
+    sliced = pretrain(family, config, np.random.default_rng(12))
+    np.testing.assert_allclose(sliced.W, whole.W, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(sliced.A, whole.A, rtol=1e-10, atol=1e-14)
+
+
+def test_normals_are_the_shared_layouts_inputs():
+    family = make_task_family(7, 2, 1, np.random.default_rng(13))
+    X, _ = draw(family.M, family.V, None, 0.0, 0, 1, 33, (4, 5, 6, 2), True, np.float64)
+    np.testing.assert_array_equal(normals((4, 5, 6, 2), 33, 7), X)
+
+
+def test_auto_picks_the_reduced_sampler_where_it_is_cheaper():
+    config = PretrainConfig(width=256)
+    assert config.sampler_for(200, 5) == "full" and config.sampler_for(400, 5) == "reduced"
+    assert PretrainConfig(width=256, layout="shared").sampler_for(10**5, 5) == "full"
+    assert PretrainConfig(width=256, sampler="full").sampler_for(10**5, 5) == "full"
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"sampler": "reduced", "layout": "shared"}, "needs layout 'per-task'"),
+        ({"sampler": "exact"}, "sampler must be one of"),
+    ],
+)
+def test_bad_sampler_settings_are_refused(changes, words):
+    with pytest.raises(ValueError, match=words):
+        PretrainConfig(**changes)
+
+
+def test_joint_coordinates_carry_the_joint_law_without_a_basis():
+    """``(M^T x, W_1 x, W_2 x)`` and its coordinates' version have the same covariance (so the same
+    Gaussian law), with ``k`` the rank: the oracle layer adds no coordinate."""
+    rng = np.random.default_rng(14)
+    family = make_task_family(50, 3, 1, rng)
+    W = rng.standard_normal((6, 50)).astype(np.float32)
+    oracle = rng.standard_normal((4, 3)) @ family.M.T
+    M_c, (W_c, oracle_c) = joint_coordinates(family.M, W, oracle)
+    assert M_c.shape == (9, 3) and W_c.shape == (6, 9) and oracle_c.shape == (4, 9)
+    B = np.concatenate([family.M.T, W, oracle])
+    B_c = np.concatenate([M_c.T, W_c, oracle_c])
+    np.testing.assert_allclose(B_c @ B_c.T, B @ B.T, atol=1e-10)
+    family.in_coordinates(M_c)  # orthonormal columns
+
+
+def test_coordinates_that_lose_part_of_span_M_are_refused():
+    family = make_task_family(20, 2, 1, np.random.default_rng(15))
+    with pytest.raises(ValueError, match="orthonormal columns"):
+        family.in_coordinates(np.ones((5, 2)))
+    with pytest.raises(ValueError, match=r"\(k, r\) with r = 2"):
+        family.in_coordinates(np.ones((5, 3)))
