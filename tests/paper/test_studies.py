@@ -37,7 +37,14 @@ def test_the_width_study_writes_its_records_claim_table_and_figure(tmp_path):
 def _width_records(accuracy):
     """Multi-task accuracy ``accuracy[d][m]`` at every n_new, random features at 0.5."""
     return [
-        {"d": d, "width": m, "n_new": n, "features": name, "seed": 0, "accuracy": value if name == "multi-task" else 0.5}
+        {
+            "d": d,
+            "width": m,
+            "n_new": n,
+            "features": name,
+            "seed": 0,
+            "accuracy": value if name == "multi-task" else 0.5,
+        }
         for d, by_width in accuracy.items()
         for m, value in by_width.items()
         for n in TINY.n_new
