@@ -16,7 +16,7 @@ from .bench.backends import BACKENDS  # a plain list: no benchmark dependency
 from .losses import DTYPES, LAYOUTS, LOSSES, PER_TASK, SHARED
 
 #: ``paper.studies.STUDIES`` and ``paper.train.SAMPLERS``: the paper's modules load only when needed.
-STUDY_NAMES = ("recovery", "downstream", "width")
+STUDY_NAMES = ("recovery", "downstream", "mechanism", "width")
 SAMPLER_NAMES = ("auto", "full", "reduced")
 
 
@@ -250,6 +250,7 @@ def _cmd_reproduce(args):
             ("studies", args.studies),
             ("widths", args.widths),
             ("width_d", args.width_d),
+            ("mechanism_points", args.mechanism_points),
         )
         if value is not None
     }
@@ -287,7 +288,7 @@ def _cmd_reproduce(args):
         timing = json.loads((Path(args.out) / "results.json").read_text(encoding="utf-8"))["profile"]
         print(f"\nwhere the time went ({timing['cells']} cells, summed):")
         print(profile_table(timing))
-    print(f"\nreport: {args.out}/report.md (results.json, recovery.csv, downstream.csv, figures beside it)")
+    print(f"\nreport: {args.out}/report.md (results.json, a CSV per study, the figures beside it)")
     if args.strict and not all(row["holds"] for row in rows):
         return 1
     return 0
@@ -413,11 +414,14 @@ def build_parser():
     rep.add_argument(
         "--studies",
         type=types.choices(STUDY_NAMES),
-        help="comma-separated, from recovery, downstream, width (default recovery,downstream)",
+        help="comma-separated, from recovery, downstream, mechanism, width (default recovery,downstream,mechanism)",
     )
     rep.add_argument("--widths", type=types.positive_ints, help="widths m of the width study (default 8,16,...,256)")
     rep.add_argument(
         "--width-d", type=types.positive_ints, help="input dimensions of the width study (default 100,10000)"
+    )
+    rep.add_argument(
+        "--mechanism-points", type=types.positive_int, help="held-out points of the mechanism study (default 500)"
     )
     rep.add_argument("--labels", choices=["linear", "relu-teacher"], help="label family")
     rep.add_argument("--noise", type=types.probability_below_half, help="label-flip probability, in [0, 0.5)")

@@ -42,7 +42,7 @@ BAD_OPTIONS = [
     (["reproduce", "--loss", "l1"], "--loss", "invalid choice"),
     (["reproduce", "--layout", "bogus"], "--layout", "invalid choice"),
     (["reproduce", "--sampler", "exact"], "--sampler", "invalid choice"),
-    (["reproduce", "--studies", "recovery,mechanism"], "--studies", "unknown value 'mechanism'"),
+    (["reproduce", "--studies", "recovery,contrastive"], "--studies", "unknown value 'contrastive'"),
     (["reproduce", "--widths", "0,8"], "--widths", "at least 1"),
     (["reproduce", "--out", ""], "--out", "empty"),
     (["reproduce", "--out", "{file}"], "--out", "is a file"),

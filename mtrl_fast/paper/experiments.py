@@ -61,6 +61,8 @@ class Grid:
         Widths ``m`` of the width study.
     width_d : tuple of int
         Input dimensions of the width study.
+    mechanism_points : int
+        Held-out points on which the mechanism study compares kernels.
     """
 
     d: tuple[int, ...] = (50, 100, 200)
@@ -76,9 +78,10 @@ class Grid:
     probe_tasks: int = 5
     base_seed: int = 0
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    studies: tuple[str, ...] = ("recovery", "downstream")
+    studies: tuple[str, ...] = ("recovery", "downstream", "mechanism")
     widths: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
     width_d: tuple[int, ...] = (100, 10000)
+    mechanism_points: int = 500
 
     def __post_init__(self):
         unknown = [name for name in self.studies if name not in STUDIES]
@@ -99,6 +102,8 @@ class Grid:
         for name in ("seeds", "downstream_tasks", "n_test", "probe_tasks", "r"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
+        if self.mechanism_points < 3:
+            raise ValueError(f"mechanism_points must be at least 3; got {self.mechanism_points}")
 
     def to_dict(self):
         return asdict(self)
@@ -214,7 +219,7 @@ def _cell_path(out, cell):
 
 def expected_records(cell, grid):
     """How many records ``cell`` yields."""
-    return STUDIES[cell.study].records_per_cell(grid)
+    return STUDIES[cell.study].records_per_cell(cell, grid)
 
 
 def load_cell(out, cell, grid):

@@ -31,6 +31,8 @@ GRID = [
     "10",
     "--downstream-tasks",
     "4",
+    "--studies",
+    "recovery,downstream",
 ]
 
 
@@ -198,6 +200,18 @@ def test_cells_sharded_across_the_workers_match_the_local_runs_bitwise(cluster, 
     with Client(cluster.address, timeout=30) as client:
         ran = client.run(_shards_run_here, start)
     assert len(ran) == 2 and all(len(keys) >= 4 for keys in ran.values()), ran
+
+
+def test_reduced_sampler_shards_across_the_workers_match_the_local_run_bitwise(cluster, tmp_path):
+    """The reduced sampler sums every shard's Gram matrix before drawing the rest of the gradient,
+    once per round, in the client: its records do not depend on where the shards ran either."""
+    options = ("--sampler", "reduced", "--width", "24", "--tasks", "1,60", "--memory-budget", "1M")
+    local = _reproduce(tmp_path / "local", "--jobs", "1", *options)
+    assert local.returncode == 0, local.stderr
+    spread = _reproduce(tmp_path / "spread", "--scheduler", cluster.address, *options)
+    assert spread.returncode == 0, spread.stderr
+    assert _records(tmp_path / "spread") == _records(tmp_path / "local")
+    assert "reduced sampler" in (tmp_path / "spread" / "report.md").read_text()
 
 
 def _shards_run_here(since_ns, dask_worker):

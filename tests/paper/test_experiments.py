@@ -28,7 +28,10 @@ TINY = Grid(
 
 def test_reproduce_writes_every_output(tmp_path):
     rows = reproduce(TINY, tmp_path, progress=False)
-    for name in ("results.json", "recovery.csv", "downstream.csv", "report.md", "recovery.png", "downstream.png"):
+    for study in ("recovery", "downstream", "mechanism"):  # the default studies
+        for name in (f"{study}.csv", f"{study}.png"):
+            assert (tmp_path / name).is_file(), name
+    for name in ("results.json", "report.md"):
         assert (tmp_path / name).is_file(), name
     document = json.loads((tmp_path / "results.json").read_text())
     assert document["config"]["d"] == [8, 12]
@@ -41,7 +44,8 @@ def test_reproduce_writes_every_output(tmp_path):
     assert (tmp_path / "recovery.csv").read_text().splitlines()[0].startswith("d,r,T,seed,subspace_distance")
     text = (tmp_path / "report.md").read_text()
     assert "## The paper's claims" in text and "![recovery.png](recovery.png)" in text
-    assert len(rows) == 5 and all(isinstance(r["holds"], bool) for r in rows)
+    assert len(rows) == 6 and all(isinstance(r["holds"], bool) for r in rows)
+    assert "label agreement" in rows[-1]["claim"]
 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):

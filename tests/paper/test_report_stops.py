@@ -28,6 +28,8 @@ GRID = [
     "3",
     "--samples-per-task",
     "20",
+    "--studies",
+    "recovery,downstream",
     "--no-progress",
 ]
 TEXT_OUTPUTS = ("results.json", "recovery.csv", "downstream.csv", "report.md")

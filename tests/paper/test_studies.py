@@ -79,7 +79,7 @@ class Constant(Study):
     def run(self, cell, grid, shard_options):
         return [{"d": cell.d, "seed": cell.seed, "value": float(cell.seed)}]
 
-    def records_per_cell(self, grid):
+    def records_per_cell(self, cell, grid):
         return 1
 
     def tasks(self, cell, grid):
@@ -106,7 +106,8 @@ def test_a_new_study_is_its_class_and_one_registration(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "changes, words",
     [
-        ({"studies": ("recovery", "mechanism")}, "studies must be distinct names"),
+        ({"studies": ("recovery", "contrastive")}, "studies must be distinct names"),
+        ({"mechanism_points": 2}, "mechanism_points must be at least 3"),
         ({"studies": ()}, "studies must be distinct names"),
         ({"studies": ("recovery", "recovery")}, "studies must be distinct names"),
         ({"studies": ("width",), "widths": (1, 8)}, "every width must be at least r"),

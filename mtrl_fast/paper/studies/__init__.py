@@ -4,10 +4,11 @@ grid names. A new study is a module here and one entry in :data:`STUDIES`."""
 
 from ._common import Cell, Study
 from .downstream import DOWNSTREAM
+from .mechanism import MECHANISM
 from .recovery import RECOVERY
 from .width import WIDTH
 
 #: Every study, by name, in the order the report shows them.
-STUDIES = {study.name: study for study in (RECOVERY, DOWNSTREAM, WIDTH)}
+STUDIES = {study.name: study for study in (RECOVERY, DOWNSTREAM, MECHANISM, WIDTH)}
 
 __all__ = ["STUDIES", "Cell", "Study"]

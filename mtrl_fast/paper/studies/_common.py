@@ -55,7 +55,7 @@ class Study:
         """Compute ``cell``: a list of records (``shard_options`` go to ``train.pretrain``)."""
         raise NotImplementedError
 
-    def records_per_cell(self, grid):
+    def records_per_cell(self, cell, grid):
         raise NotImplementedError
 
     def settings(self, grid):

@@ -20,7 +20,7 @@ class Downstream(Study):
             (Cell(self.name, d, s) for d in grid.downstream_d for s in range(grid.seeds)), key=lambda c: (c.d, c.seed)
         )
 
-    def records_per_cell(self, grid):
+    def records_per_cell(self, cell, grid):
         return len(grid.n_new) * len(FEATURES)
 
     def settings(self, grid):

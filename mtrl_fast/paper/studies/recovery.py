@@ -25,7 +25,7 @@ class Recovery(Study):
         cells = [Cell(self.name, d, s, T=T) for d in grid.d for T in grid.tasks for s in range(grid.seeds)]
         return sorted(cells, key=lambda c: (c.T * c.d, c.d, c.T, c.seed))
 
-    def records_per_cell(self, grid):
+    def records_per_cell(self, cell, grid):
         return 1
 
     def tasks(self, cell, grid):

@@ -23,7 +23,7 @@ class Width(Study):
         cells = [Cell(self.name, d, s, width=m) for d in grid.width_d for m in grid.widths for s in range(grid.seeds)]
         return sorted(cells, key=lambda c: (c.d * c.width, c.d, c.width, c.seed))
 
-    def records_per_cell(self, grid):
+    def records_per_cell(self, cell, grid):
         return len(grid.n_new) * len(FEATURES)
 
     def settings(self, grid):
