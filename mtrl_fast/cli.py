@@ -470,12 +470,9 @@ def build_parser():
 
 def _note_first_compilation():
     """Say why the first run is slow: the kernels compile once, then load from Numba's disk cache."""
-    import os
-    from pathlib import Path
+    from ._kernels import compiled_before
 
-    cache = Path(os.environ.get("NUMBA_CACHE_DIR") or Path(__file__).parent / "_kernels" / "__pycache__")
-    # A parallel kernel's index file, written when the kernels first compile.
-    if not any(cache.glob("**/_passes.per_task_backward_block-*.nbi")):
+    if not compiled_before():
         print(
             "mtrl-fast: compiling the kernels the run uses (first run only: later runs load them from the cache)...",
             file=sys.stderr,

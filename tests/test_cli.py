@@ -203,3 +203,23 @@ def test_random_arguments_parse_or_fail_with_one_line(argv):
     assert noise is None or 0 <= noise < 0.5
     out = getattr(args, "out", None)
     assert out is None or out.strip()
+
+
+FIRST_COMPILATION = """
+    from mtrl_fast import _kernels, cli
+    from mtrl_fast._kernels._jit import FLOAT_TYPES
+    cli._note_first_compilation()
+    _kernels.per_task_backward_block.kernel.compile(FLOAT_TYPES[0])  # the kernel it looks for, alone
+    print(_kernels.compiled_before())
+    cli._note_first_compilation()
+"""
+
+
+def test_the_first_compilation_is_announced_once(tmp_path):
+    """With an empty Numba cache the command says why it is slow; once the kernels are on disk, not."""
+    from helpers import run_python
+
+    result = run_python(FIRST_COMPILATION, NUMBA_CACHE_DIR=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True"]
+    assert result.stderr.count("compiling the kernels the run uses (first run only") == 1

@@ -8,9 +8,8 @@ timings.
 
 import mtrl_fast
 from mtrl_fast.bench.timing import alternating_medians
-from mtrl_fast.bench.workload import BASES, Point, step_products, sweep_point
+from mtrl_fast.bench.workload import BASES, ROUND, Point, step_products, sweep_point
 from mtrl_fast.losses import LAYOUTS, PER_TASK
-from mtrl_fast.paper.train import PretrainConfig, alternating_round
 
 BASE = BASES["quick"]
 
@@ -74,7 +73,6 @@ class Base:
 
     def setup(self, layout, dtype):
         self.X, self.Y, self.W, self.b, self.A = BASE[layout].replace(dtype=dtype).inputs()
-        self.config = PretrainConfig(width=self.W.shape[0], dtype=dtype, loss="logistic")
         self.time_forward(layout, dtype)
         self.time_train_step(layout, dtype)
 
@@ -84,7 +82,7 @@ class Base:
     def time_train_step(self, layout, dtype):
         """Heads first, then the shared layer: two steps and the updates."""
         W, b, A = self.W.copy(), self.b.copy(), self.A.copy()
-        alternating_round((self.X, self.Y), (self.X, self.Y), W, b, A, self.config)
+        mtrl_fast.alternating_round((self.X, self.Y), (self.X, self.Y), W, b, A, loss="logistic", **ROUND)
 
 
 class PerTaskMemory:

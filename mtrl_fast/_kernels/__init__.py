@@ -12,8 +12,15 @@ from ._passes import (
     relu_mask_colsum,
 )
 
+
+def compiled_before():
+    """Whether the kernels have compiled into Numba's disk cache before (a step's main pass is there)."""
+    return per_task_backward_block.kernel.on_disk()
+
+
 __all__ = [
     "CORRELATION",
+    "compiled_before",
     "UPSTREAM",
     "bias_relu",
     "chunk_count",

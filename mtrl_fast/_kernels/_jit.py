@@ -5,6 +5,7 @@ can trigger a surprise compile. Parallel kernels are wrapped in a :class:`Pass` 
 work estimate and decides, per call, whether the work pays for waking the worker threads.
 """
 
+import os
 import threading
 from typing import Any
 
@@ -73,6 +74,14 @@ class _LazyKernel:
     def __call__(self, *args):
         self.compile(_float_type(args))
         return self._dispatcher(*args)
+
+    def on_disk(self):
+        """Whether Numba's disk cache holds this kernel's index, written when it first compiled
+        (``True`` where another Numba keeps its cache otherwise: nothing to announce then)."""
+        try:
+            return os.path.exists(self._dispatcher._cache._cache_file._index_path)
+        except AttributeError:
+            return True
 
 
 class Pass:

@@ -30,7 +30,6 @@ def step_inputs(layout, n, d, m, T, dtype="float32", seed=0):
 #: The benchmarked training round, the paper's workload: head steps on ``A`` (the first layer
 #: frozen), then one step of ``W`` and ``b`` with weight decay, on the step's inputs.
 ROUND = {"head_steps": 1, "head_lr": 0.1, "lr": 0.1, "weight_decay": 0.01}
-WORKLOADS = ("step", "round")
 
 
 @dataclass(frozen=True)

@@ -142,23 +142,6 @@ def oracle_layer(width, M, rng, dtype="float32"):
     return (unit_vectors(width, M.shape[1], rng) @ M.T).astype(dtype)
 
 
-def alternating_round(head_batch, layer_batch, W, b, A, config):
-    """One round, in place, with ``config``'s settings (see ``mtrl_fast.alternating_round``);
-    returns the objective at the first-layer step, before it is taken."""
-    return rounds.alternating_round(
-        head_batch,
-        layer_batch,
-        W,
-        b,
-        A,
-        loss=config.loss,
-        head_steps=config.head_steps,
-        head_lr=config.head_lr,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-    )
-
-
 def task_bytes(config, d, r):
     """Peak memory one task adds to a round: its slice of samples (one phase at a time), the step's
     share of pre-activations, labels and their projections."""
