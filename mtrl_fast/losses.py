@@ -1,16 +1,72 @@
-"""The four per-example losses in plain NumPy (the readable definitions), and the names of the
-losses, layouts and dtypes that the API, the paper's code, the benchmarks and the CLI share.
+"""The losses, in one table, and the names of the layouts and dtypes that the API, the paper's code,
+the benchmarks and the CLI share.
 
-Each loss is a function of the prediction ``f`` and the label ``y``; ``slope`` is its
-derivative with respect to ``f``. The compiled kernels carry a scalar twin of these formulas
-(``mtrl_fast._kernels._losses``), tested against this module.
+Each loss is a function of the prediction ``f`` and the label ``y``; ``slope`` is its derivative
+with respect to ``f``. :data:`TABLE` holds, for each loss, everything the package knows of it: its
+name, its id in the compiled kernels (its position), whether its labels are -1/+1, its formula
+(written once over an array library's ``softplus`` and ``relu``, so NumPy, PyTorch and JAX run the
+same formula), its NumPy derivative and its cost in the kernels. The kernels carry a scalar twin of
+each formula (``mtrl_fast._kernels._losses``), tested against this module; adding a loss means a row
+here and a branch there.
 """
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-#: Loss names in kernel order: a loss's index here is the integer id the kernels receive.
-LOSSES = ("squared", "logistic", "hinge", "correlation")
+
+@dataclass(frozen=True)
+class Loss:
+    """One per-example loss.
+
+    Attributes
+    ----------
+    name : str
+    classification : bool
+        Labels must be -1 or +1.
+    formula : callable
+        ``formula(ops, f, y)``: the per-example loss with ``ops.softplus`` (``log(1 + exp(z))``)
+        and ``ops.relu`` (``max(z, 0)``) of an array library (:data:`NUMPY_OPS`, or PyTorch's and
+        JAX's where those run it).
+    slope : callable
+        ``slope(f, y)``: the derivative in ``f``, in NumPy.
+    cost : tuple of int
+        Work of one evaluation in the kernels, in elements of a plain elementwise pass, for float32
+        and float64.
+    """
+
+    name: str
+    classification: bool
+    formula: Callable[[Any, Any, Any], Any]
+    slope: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    cost: tuple[int, int] = (1, 1)
+
+
+def _logistic_slope(f: np.ndarray, y: np.ndarray) -> np.ndarray:
+    # -y / (1 + exp(y f)) == -y * sigmoid(-y f), written so that nothing overflows.
+    return -y * np.exp(-np.logaddexp(0.0, y * f))
+
+
+#: Every loss, in kernel order: a loss's index here is the integer id the kernels receive.
+TABLE = (
+    Loss("squared", False, lambda ops, f, y: 0.5 * (f - y) ** 2, lambda f, y: f - y),
+    Loss("logistic", True, lambda ops, f, y: ops.softplus(-y * f), _logistic_slope, cost=(8, 24)),
+    Loss("hinge", True, lambda ops, f, y: ops.relu(1.0 - y * f), lambda f, y: np.where(y * f < 1.0, -y, 0.0)),
+    Loss("correlation", True, lambda ops, f, y: -y * f, lambda f, y: -y + 0.0 * f),
+)
+
+#: Loss names in kernel order.
+LOSSES = tuple(loss.name for loss in TABLE)
+
+#: Losses whose labels must be -1 or +1.
+CLASSIFICATION_LOSSES = frozenset(loss.name for loss in TABLE if loss.classification)
+
+#: NumPy's ``softplus`` and ``relu`` for the formulas.
+NUMPY_OPS = SimpleNamespace(softplus=lambda z: np.logaddexp(0.0, z), relu=lambda z: np.maximum(z, 0.0))
 
 #: Input layouts: one ``X (n, d)`` shared by every task, or one ``X (T, n, d)`` per task.
 SHARED, PER_TASK = "shared", "per-task"
@@ -18,9 +74,6 @@ LAYOUTS = (SHARED, PER_TASK)
 
 #: Array dtypes the kernels are compiled for.
 DTYPES = ("float32", "float64")
-
-#: Losses whose labels must be -1 or +1.
-CLASSIFICATION_LOSSES = frozenset({"logistic", "hinge", "correlation"})
 
 
 def loss_id(name: str) -> int:
@@ -33,35 +86,16 @@ def loss_id(name: str) -> int:
         raise ValueError(f"loss must be one of {LOSSES}; got {name!r}") from None
 
 
+def loss(name: str) -> Loss:
+    """The table's row of the loss called ``name``; raises for an unknown name."""
+    return TABLE[loss_id(name)]
+
+
 def value(name: str, f: ArrayLike, y: ArrayLike) -> np.ndarray:
     """Per-example loss ``loss(f, y)``, elementwise."""
-    f = np.asarray(f)
-    y = np.asarray(y)
-    if name == "squared":
-        return 0.5 * (f - y) ** 2
-    if name == "logistic":
-        return np.logaddexp(0.0, -y * f)  # log(1 + exp(-y f)) without overflow
-    if name == "hinge":
-        return np.maximum(0.0, 1.0 - y * f)
-    if name == "correlation":
-        return -y * f
-    loss_id(name)  # raises the error that names the valid losses
-    raise AssertionError("unreachable")
+    return np.asarray(loss(name).formula(NUMPY_OPS, np.asarray(f), np.asarray(y)))
 
 
 def slope(name: str, f: ArrayLike, y: ArrayLike) -> np.ndarray:
     """Derivative of the loss with respect to ``f``, elementwise."""
-    f = np.asarray(f)
-    y = np.asarray(y)
-    if name == "squared":
-        return f - y
-    if name == "logistic":
-        # -y / (1 + exp(y f)) == -y * sigmoid(-y f); expit-style form avoids overflow.
-        margin = y * f
-        return -y * np.exp(-np.logaddexp(0.0, margin))
-    if name == "hinge":
-        return np.where(y * f < 1.0, -y, 0.0)
-    if name == "correlation":
-        return -y + 0.0 * f
-    loss_id(name)
-    raise AssertionError("unreachable")
+    return np.asarray(loss(name).slope(np.asarray(f), np.asarray(y)))

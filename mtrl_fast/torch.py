@@ -24,11 +24,12 @@ first sets ``OMP_WAIT_POLICY=PASSIVE`` before PyTorch's OpenMP runtime starts (s
 """
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from . import ops
+from . import losses, ops
 from ._validate import ArrayMeta, check_shapes
 from .losses import loss_id
 
@@ -132,18 +133,15 @@ def _plain_forward(X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], 
     return A @ H.T if X.dim() == 2 else torch.einsum("tnm,tm->tn", H, A)
 
 
+#: PyTorch's ``softplus`` and ``relu`` for the loss table's formulas.
+_TORCH_OPS = SimpleNamespace(softplus=torch.nn.functional.softplus, relu=torch.relu)
+
+
 def _plain_losses(name: str, F: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
-    """Per-example losses ``loss(F, Y)`` in plain PyTorch (the formulas of ``mtrl_fast.losses``)."""
-    if name == "squared":
-        return 0.5 * (F - Y) ** 2
-    if name == "logistic":
-        return torch.nn.functional.softplus(-Y * F)
-    if name == "hinge":
-        return torch.clamp(1 - Y * F, min=0)
-    if name == "correlation":
-        return -Y * F
-    loss_id(name)  # raises the error that names the valid losses
-    raise AssertionError("unreachable")
+    """Per-example losses ``loss(F, Y)`` in plain PyTorch: the loss table's formula
+    (``mtrl_fast.losses``); raises for an unknown name."""
+    result: torch.Tensor = losses.loss(name).formula(_TORCH_OPS, F, Y)
+    return result
 
 
 def _differentiable(

@@ -8,20 +8,21 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
+from ..losses import TABLE, loss_id
 from ._jit import COMPILE_OPTIONS as _COMPILE_OPTIONS
 from ._math import _exp_neg, _exp_neg32, _log1p_unit, _log1p_unit32
 
-SQUARED, LOGISTIC, HINGE, CORRELATION = 0, 1, 2, 3  # order of losses.LOSSES
-# Not a loss: the "labels" are the upstream gradient dF itself (value 0, slope y), so that
-# ``backward`` runs through the same fused passes as ``loss_and_grad``.
-UPSTREAM = 4
+SQUARED, LOGISTIC, HINGE, CORRELATION = (loss_id(name) for name in ("squared", "logistic", "hinge", "correlation"))
+# Not a loss, and outside the table's ids: the "labels" are the upstream gradient dF itself (value 0,
+# slope y), so that ``backward`` runs through the same fused passes as ``loss_and_grad``.
+UPSTREAM = -1
 
 
 def loss_cost(loss, dtype):
-    """Work of one loss evaluation, in elements of a plain elementwise pass."""
-    if loss != LOGISTIC:
+    """Work of one loss evaluation, in elements of a plain elementwise pass (the table's cost)."""
+    if loss == UPSTREAM:
         return 1
-    return 8 if dtype == np.float32 else 24
+    return TABLE[loss].cost[0 if dtype == np.float32 else 1]
 
 
 @numba.njit(inline="always", **_COMPILE_OPTIONS)
@@ -47,7 +48,9 @@ def _loss_value_and_slope64(loss, f, y):
         return 1.0 - margin, -y  # a NaN margin lands here and stays NaN
     if loss == UPSTREAM:
         return 0.0, y
-    return -y * f, -y  # CORRELATION
+    if loss == CORRELATION:
+        return -y * f, -y
+    return np.nan, np.nan  # no such loss (ids are checked before compiled code): never a silent answer
 
 
 @numba.njit(inline="always", **_COMPILE_OPTIONS)
@@ -72,7 +75,9 @@ def _loss_value_and_slope32(loss, f, y):
         return one - margin, -y
     if loss == UPSTREAM:
         return zero, y
-    return -y * f, -y  # CORRELATION
+    if loss == CORRELATION:
+        return -y * f, -y
+    return np.float32(np.nan), np.float32(np.nan)  # no such loss
 
 
 def _loss_value_and_slope(loss, f, y):

@@ -101,3 +101,42 @@ def test_float32_polynomial_exp_and_log1p_match_libm():
     es = np.concatenate([np.linspace(0.0, 1.0, 20001), np.logspace(-38, 0, 600)]).astype(np.float32)
     got = np.array([_math._log1p_unit32(e) for e in es], dtype=np.float64)
     np.testing.assert_allclose(got, np.log1p(es.astype(np.float64)), rtol=3e-7, atol=0)
+
+
+def test_the_table_is_the_one_list_of_losses():
+    """Names, kernel ids (positions), label kinds and costs all come from ``losses.TABLE``; the
+    kernels' internal code for an upstream gradient lies outside the ids."""
+    assert losses.LOSSES == tuple(row.name for row in losses.TABLE)
+    assert [losses.loss_id(row.name) for row in losses.TABLE] == list(range(len(losses.TABLE)))
+    assert (_losses.SQUARED, _losses.LOGISTIC, _losses.HINGE, _losses.CORRELATION) == (0, 1, 2, 3)
+    assert _losses.UPSTREAM not in range(len(losses.TABLE))
+    assert losses.CLASSIFICATION_LOSSES == {"logistic", "hinge", "correlation"}
+    assert _losses.loss_cost(_losses.LOGISTIC, np.float32) == losses.loss("logistic").cost[0]
+
+
+def test_an_id_outside_the_table_is_nan_in_the_kernels_never_another_loss():
+    for f in (np.float64(0.5), np.float32(0.5)):
+        value, slope = _losses._loss_value_and_slope(len(losses.TABLE), f, 1.0)
+        assert np.isnan(value) and np.isnan(slope)
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_the_frameworks_run_the_tables_formulas(framework):
+    f = np.array([-3.0, -0.5, 0.25, 0.999, 2.0, 40.0])
+    y = np.array([1.0, -1.0, 1.0, 1.0, -1.0, -1.0])
+    if framework == "torch":
+        torch = pytest.importorskip("torch")
+        from mtrl_fast.torch import _plain_losses
+
+        run = lambda name: _plain_losses(name, torch.tensor(f), torch.tensor(y)).numpy()  # noqa: E731
+    else:
+        jnp = pytest.importorskip("jax.numpy")
+        from mtrl_fast.bench.backends._jax import _loss
+
+        # float32, as JAX computes unless x64 is on (a global switch, left alone here)
+        run = lambda name: np.asarray(_loss(jnp, name, jnp.asarray(f, jnp.float32), jnp.asarray(y, jnp.float32)))  # noqa: E731
+    for name in losses.LOSSES:
+        tolerance = 1e-12 if framework == "torch" else 1e-6
+        np.testing.assert_allclose(run(name), losses.value(name, f, y), rtol=tolerance, atol=tolerance, err_msg=name)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        run("mse")
