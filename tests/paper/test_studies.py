@@ -10,7 +10,7 @@ from test_experiments import TINY
 from mtrl_fast.paper import report, studies
 from mtrl_fast.paper.experiments import Grid, load_cell, plan, reproduce
 from mtrl_fast.paper.studies import STUDIES, Cell, Study
-from mtrl_fast.paper.studies.width import ENOUGH
+from mtrl_fast.paper.studies.width import SAME_CURVE
 
 WIDTHS = replace(TINY, studies=("width",), widths=(2, 4, 12), width_d=(8, 30))
 
@@ -30,6 +30,7 @@ def test_the_width_study_writes_its_records_claim_table_and_figure(tmp_path):
     assert (tmp_path / "width.png").is_file() and not (tmp_path / "recovery.csv").exists()
     (claim,) = rows
     assert "do not grow with d" in claim["claim"] and isinstance(claim["holds"], bool)
+    assert claim["measured"].startswith("accuracy change at m = 2: ")
     for cell in cells:  # stored with the width's own pretraining, loaded back
         assert load_cell(tmp_path, cell, WIDTHS) is not None
 
@@ -55,12 +56,12 @@ def _width_records(accuracy):
 @pytest.mark.parametrize(
     "low, high, holds",
     [
-        ({8: 0.80, 16: 0.89, 32: 0.90}, {8: 0.70, 16: 0.89, 32: 0.90}, True),  # 16 neurons at both d
-        ({8: 0.89, 16: 0.90, 32: 0.90}, {8: 0.80, 16: 0.89, 32: 0.90}, False),  # d = 1000 needs more
-        ({8: 0.80, 16: 0.80, 32: 0.90}, {8: 0.80, 16: 0.90 - ENOUGH, 32: 0.90}, True),  # within ENOUGH is enough
+        ({8: 0.80, 16: 0.89, 32: 0.90}, {8: 0.805 - SAME_CURVE, 16: 0.89, 32: 0.91}, True),  # the same curve
+        ({8: 0.89, 16: 0.90, 32: 0.90}, {8: 0.80, 16: 0.89, 32: 0.90}, False),  # d = 1000 needs more neurons
+        ({8: 0.80, 16: 0.85, 32: 0.90}, {8: 0.80, 16: 0.85, 32: 0.90 + SAME_CURVE + 0.01}, False),  # either way
     ],
 )
-def test_the_width_claim_follows_the_narrowest_enough_width(low, high, holds):
+def test_the_width_claim_needs_the_same_curve_at_every_d(low, high, holds):
     grid = replace(WIDTHS, widths=(8, 16, 32), width_d=(100, 1000))
     (row,) = report.claims({"width": _width_records({100: low, 1000: high})}, grid)
     assert row["holds"] is holds, row
