@@ -14,7 +14,7 @@ import pytest
 from mtrl_fast.bench import backends
 from mtrl_fast.bench.workload import PEER_POINTS
 
-INSTALLED = [name for name in ("numba", "numpy", "torch", "jax") if backends.get(name).available()[0]]
+INSTALLED = [name for name in (backends.OURS, *backends.PEERS) if backends.get(name).available()[0]]
 
 
 @pytest.mark.parametrize("name", INSTALLED)

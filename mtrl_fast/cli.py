@@ -12,7 +12,7 @@ import sys
 from importlib import import_module
 
 from . import _cli_types as types
-from .bench.backends import BACKENDS  # a plain list: no benchmark dependency
+from .bench.backends import BACKENDS, OURS, PEERS  # plain names: no benchmark dependency
 from .losses import DTYPES, LAYOUTS, LOSSES, PER_TASK, SHARED
 
 #: ``paper.studies.STUDIES`` and ``paper.train.SAMPLERS``: the paper's modules load only when needed.
@@ -347,7 +347,7 @@ def build_parser():
     bench.add_argument(
         "--backends",
         type=types.choices(BACKENDS),
-        default=("numba", "numpy", "torch", "jax"),
+        default=(OURS, *PEERS),
         help=f"comma-separated, from {', '.join(BACKENDS)}",
     )
     bench.add_argument("--threads", type=types.thread_count, help="threads per backend (default: all cores)")

@@ -7,6 +7,7 @@ timings.
 """
 
 import mtrl_fast
+from mtrl_fast.bench.backends import FRAMEWORKS, OURS
 from mtrl_fast.bench.timing import alternating_medians
 from mtrl_fast.bench.workload import BASES, ROUND, Point, step_products, sweep_point
 from mtrl_fast.losses import LAYOUTS, PER_TASK
@@ -126,7 +127,7 @@ class Round:
     quick base shapes, ours against the same round in PyTorch and JAX (each as its users write
     it), in float32. A peer that is not installed is skipped."""
 
-    params = (list(LAYOUTS), ["numba", "torch", "jax"])
+    params = (list(LAYOUTS), [OURS, *FRAMEWORKS])
     param_names = ["layout", "backend"]
     timeout = 180
 

@@ -12,6 +12,7 @@ from typing import Any
 import numba
 
 from .. import _profile, _runtime
+from ..losses import DTYPES
 
 # One fastmath flag set for every kernel. ``nnan`` and ``ninf`` stay out so that NaN and Inf
 # still propagate and can be detected; the rest only allow reassociation and fused or
@@ -24,7 +25,7 @@ FASTMATH = frozenset({"reassoc", "contract", "afn", "arcp", "nsz"})
 # sizes. Cached on disk: kernels are self-contained (no globals but constants).
 COMPILE_OPTIONS: dict[str, Any] = dict(fastmath=set(FASTMATH), error_model="numpy", cache=True)
 
-FLOAT_TYPES = ("float32", "float64")
+FLOAT_TYPES = DTYPES  # the package's dtype names, in one place
 
 
 def signatures(signature):

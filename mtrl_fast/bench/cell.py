@@ -18,8 +18,10 @@ from functools import cache
 
 import numpy as np
 
+from .backends import FRAMEWORKS, OURS
+
 #: The implementations, by backend name.
-CELL_BACKENDS = ("numba", "torch", "jax")
+CELL_BACKENDS = (OURS, *FRAMEWORKS)
 #: Tasks the peers draw and step at once (a user bounds memory the same way).
 CHUNK = 50
 

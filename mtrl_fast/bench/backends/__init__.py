@@ -15,20 +15,27 @@ from typing import NamedTuple
 
 from ...gradients import Gradients
 
-BACKENDS = ("numba", "numpy", "torch", "jax", "torch+ours", "jax+ours", "reference")
-PEERS = ("numpy", "torch", "jax")
-
-# "torch+ours" and "jax+ours": the same step through the framework, with mtrl_fast.torch / mtrl_fast.jax's
-# loss op in place of the framework's own autograd graph.
+# The registry: each backend's name and the module that builds it. A new peer is its module and a
+# line here (and in PEERS, or FRAMEWORKS for a framework with its own autograd).
 _MODULES = {
-    "numba": "_ours",
-    "reference": "_ours",
+    "numba": "_ours",  # our kernels
     "numpy": "_numpy",
     "torch": "_torch",
     "jax": "_jax",
+    # The same step through the framework, with mtrl_fast.torch / mtrl_fast.jax's loss op in place
+    # of the framework's own autograd graph.
     "torch+ours": "_torch",
     "jax+ours": "_jax",
+    "reference": "_ours",  # the plain NumPy reference, for correctness
 }
+#: Our kernels' backend.
+OURS = "numba"
+#: The frameworks with an autograd of their own that a step is compared against.
+FRAMEWORKS = ("torch", "jax")
+#: Every implementation of the step compared against ours.
+PEERS = ("numpy",) + FRAMEWORKS
+#: Every backend, by name.
+BACKENDS = tuple(_MODULES)
 
 
 class PreparedStep(NamedTuple):
