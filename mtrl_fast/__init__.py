@@ -21,7 +21,7 @@ from ._info import config_info, show_config
 from ._runtime import get_num_threads, num_threads, set_num_threads
 from .gradients import Gradients
 from .losses import DTYPES, LAYOUTS, LOSSES
-from .ops import backward, forward, loss_and_grad
+from .ops import backward, forward, gemm, get_gemm, loss_and_grad, set_gemm
 from .rounds import alternating_round
 
 __version__ = "0.3.0"
@@ -35,10 +35,13 @@ __all__ = [
     "backward",
     "config_info",
     "forward",
+    "gemm",
+    "get_gemm",
     "get_num_threads",
     "loss_and_grad",
     "num_threads",
     "reference",
+    "set_gemm",
     "set_num_threads",
     "show_config",
 ]

@@ -108,10 +108,21 @@ def config_info() -> dict[str, Any]:
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
             "wait_policy_warning": _runtime.wait_policy_warning(),
             "blas_pin_warning": blas_pin_warning(),
+            "gemm": _gemm_line(),
             "blas": blas,
         }
     )
     return info
+
+
+def _gemm_line() -> str:
+    """The GEMM the products run on, and those available (``mtrl_fast.set_gemm``)."""
+    from importlib.util import find_spec
+
+    from . import ops
+
+    available = [name for name in ops.GEMMS if name != "torch" or find_spec("torch") is not None]
+    return f"{ops.get_gemm()} (available: {', '.join(available)}; mtrl_fast.torch's ops: torch)"
 
 
 def show_config(file: TextIO | None = None) -> dict[str, Any]:

@@ -1,7 +1,10 @@
 """The public step: validate, then run the layout's BLAS products and fused passes."""
 
+import importlib.util
+import os
 import threading
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -26,15 +29,84 @@ BLOCK_MIN_BYTES = 4 * 2**20
 _recorder = threading.local()
 
 
+def _torch_matmul(left: np.ndarray, right: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``left @ right`` by PyTorch's matmul on the arrays' own memory (no copies)."""
+    import torch
+
+    with warnings.catch_warnings():  # read-only inputs: PyTorch warns, and only reads them here
+        warnings.simplefilter("ignore", UserWarning)
+        operands = torch.from_numpy(left), torch.from_numpy(right)
+    if out is None:
+        return torch.matmul(*operands).numpy()
+    torch.matmul(*operands, out=torch.from_numpy(out))
+    return out
+
+
+#: Where a step's matrix products can run: NumPy's BLAS (the default), or PyTorch's matmul, the
+#: BLAS that a PyTorch user's own code runs on (``mtrl_fast.torch``'s ops use it).
+GEMMS: dict[str, Callable[..., np.ndarray]] = {"numpy": np.matmul, "torch": _torch_matmul}
+_gemm = threading.local()
+
+
+def _check_gemm(name: str) -> str:
+    if name not in GEMMS:
+        raise ValueError(f"gemm must be one of {tuple(GEMMS)}; got {name!r}")
+    if name == "torch" and importlib.util.find_spec("torch") is None:
+        raise ValueError("gemm 'torch' needs PyTorch, which is not installed: pip install 'mtrl_fast[torch]'")
+    return name
+
+
+def _gemm_from_environment() -> str:
+    try:
+        return _check_gemm(os.environ.get("MTRL_FAST_GEMM") or "numpy")
+    except ValueError as error:
+        raise ValueError(f"MTRL_FAST_GEMM: {error}") from None
+
+
+_default_gemm = _gemm_from_environment()
+
+
+def set_gemm(name: str) -> None:
+    """Run every step's matrix products on ``name``'s GEMM from now on (every Python thread
+    without a :func:`gemm` block of its own).
+
+    Parameters
+    ----------
+    name : {"numpy", "torch"}
+        NumPy's BLAS (the default; ``MTRL_FAST_GEMM`` sets it at import), or PyTorch's matmul on
+        the same memory. Results are bitwise repeatable for one provider and thread count; two
+        providers differ in the last bits of the products.
+    """
+    global _default_gemm
+    _default_gemm = _check_gemm(name)
+
+
+def get_gemm() -> str:
+    """The GEMM this Python thread's steps run their products on (see :func:`set_gemm`)."""
+    return getattr(_gemm, "name", None) or _default_gemm
+
+
+@contextmanager
+def gemm(name: str) -> Iterator[None]:
+    """Run this Python thread's products on ``name``'s GEMM inside the block (see :func:`set_gemm`)."""
+    previous = getattr(_gemm, "name", None)
+    _gemm.name = _check_gemm(name)
+    try:
+        yield
+    finally:
+        _gemm.name = previous
+
+
 def _product(left: np.ndarray, right: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Every BLAS product of a step goes through here, so that ``record_products`` and
-    ``_profile.recording`` see them."""
+    ``_profile.recording`` see them, on the GEMM in force (:func:`get_gemm`)."""
     log = getattr(_recorder, "log", None)
     if log is not None:
         log.append((left, right))
+    multiply = GEMMS[get_gemm()]
     if _profile.log() is None:
-        return np.matmul(left, right, out=out)
-    return _profile.timed_call(f"product {left.shape} @ {right.shape}", np.matmul, left, right, out=out)
+        return multiply(left, right, out=out)
+    return _profile.timed_call(f"product {left.shape} @ {right.shape}", multiply, left, right, out=out)
 
 
 @contextmanager

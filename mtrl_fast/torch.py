@@ -176,11 +176,19 @@ def _graph_wanted(*tensors: Optional[torch.Tensor]) -> bool:
 # --- the ops ---------------------------------------------------------------------------------------
 
 
+def _on_torch_gemm() -> Any:
+    """The ops' products run on PyTorch's matmul, the BLAS of the user's own PyTorch code, unless a
+    ``mtrl_fast.gemm(...)`` block in this thread asks for another."""
+    return ops.gemm(getattr(ops._gemm, "name", None) or "torch")
+
+
 @torch.library.custom_op("mtrl_fast::forward", mutates_args=())
 def _forward_op(
     X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor, check_finite: bool = False
 ) -> torch.Tensor:
-    return torch.from_numpy(ops.forward(_numpy(X), _numpy(W), _numpy_or_none(b), _numpy(A), check_finite=check_finite))
+    with _on_torch_gemm():
+        F = ops.forward(_numpy(X), _numpy(W), _numpy_or_none(b), _numpy(A), check_finite=check_finite)
+    return torch.from_numpy(F)
 
 
 @_forward_op.register_fake
@@ -194,7 +202,8 @@ def _forward_fake(
 def _backward_op(
     X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor, dF: torch.Tensor
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    grads = ops.backward(_numpy(X), _numpy(W), _numpy_or_none(b), _numpy(A), _numpy(dF), check_finite=False)
+    with _on_torch_gemm():
+        grads = ops.backward(_numpy(X), _numpy(W), _numpy_or_none(b), _numpy(A), _numpy(dF), check_finite=False)
     gb = W.new_empty(0) if b is None else torch.from_numpy(grads.b)
     return torch.from_numpy(grads.W), gb, torch.from_numpy(grads.A)
 
@@ -238,16 +247,17 @@ def _loss_op(
     first_layer: bool = True,
     check_finite: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    value, grads = ops.loss_and_grad(
-        _numpy(X),
-        _numpy(Y),
-        _numpy(W),
-        _numpy_or_none(b),
-        _numpy(A),
-        loss,
-        check_finite=check_finite,
-        first_layer=first_layer,
-    )
+    with _on_torch_gemm():
+        value, grads = ops.loss_and_grad(
+            _numpy(X),
+            _numpy(Y),
+            _numpy(W),
+            _numpy_or_none(b),
+            _numpy(A),
+            loss,
+            check_finite=check_finite,
+            first_layer=first_layer,
+        )
     # An op's outputs cannot be None: a gradient not computed is an empty tensor.
     gW = torch.from_numpy(grads.W) if first_layer else W.new_empty(0)
     gb = torch.from_numpy(grads.b) if first_layer and b is not None else W.new_empty(0)

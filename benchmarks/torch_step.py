@@ -1,0 +1,84 @@
+"""A PyTorch training step (zero_grad, loss, backward, SGD) through mtrl_fast.torch against plain
+PyTorch autograd, with our products on PyTorch's GEMM (the default) and on NumPy's: medians of
+alternating runs in one process, the ratio plain / ours for each.
+
+    python benchmarks/torch_step.py [--repeat 15] [--threads 2] [--import-torch-first]
+"""
+
+import argparse
+import statistics
+import sys
+import time
+
+SHAPES = [
+    # (layout, n, d, m, T): the issue's shared and per-task points, then a held-out pair
+    ("shared", 4096, 1024, 512, 256),
+    ("shared", 2048, 512, 256, 128),
+    ("per-task", 256, 512, 256, 64),
+    ("per-task", 512, 256, 128, 32),
+]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--import-torch-first", action="store_true", help="import torch before mtrl_fast")
+    args = parser.parse_args()
+    if args.import_torch_first:
+        import torch  # noqa: F401
+    import mtrl_fast.torch as mt
+    import torch
+
+    import mtrl_fast
+
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    mtrl_fast.set_num_threads(args.threads)
+    from mtrl_fast._info import _cpu_name, blas_in_use
+
+    print(f"# {_cpu_name()}, torch {torch.__version__}, NumPy's BLAS {blas_in_use()}, {args.threads} threads")
+    print(f"{'shape':<34} {'plain ms':>9} {'ours/torch ms':>14} {'ours/numpy ms':>14} {'x torch':>8} {'x numpy':>8}")
+    for layout, n, d, m, T in SHAPES:
+        X = torch.randn(n, d) if layout == "shared" else torch.randn(T, n, d)
+        Y = torch.sign(torch.randn(T, n))
+        model = mt.MultiTaskReLU(d=d, width=m, tasks=T)
+        params = [p for p in model.parameters()]
+        plain = [p.detach().clone().requires_grad_(True) for p in params]
+        opt_ours = torch.optim.SGD(params, lr=0.01)
+        opt_plain = torch.optim.SGD(plain, lr=0.01)
+
+        def ours():
+            opt_ours.zero_grad()
+            model.loss(X, Y, "logistic").backward()
+            opt_ours.step()
+
+        def reference():
+            W, b, A = plain
+            opt_plain.zero_grad()
+            mt._plain_losses("logistic", mt._plain_forward(X, W, b, A), Y).mean().backward()
+            opt_plain.step()
+
+        def on_numpy():
+            with mtrl_fast.gemm("numpy"):
+                ours()
+
+        runs = {"plain": reference, "torch": ours, "numpy": on_numpy}
+        times = {name: [] for name in runs}
+        for function in runs.values():
+            function()  # warm up
+        for _ in range(args.repeat):
+            for name, function in runs.items():  # alternating: drift hits all alike
+                start = time.perf_counter()
+                function()
+                times[name].append(time.perf_counter() - start)
+        med = {name: statistics.median(values) * 1e3 for name, values in times.items()}
+        print(
+            f"{layout + ' ' + str((n, d, m, T)):<34} {med['plain']:9.2f} {med['torch']:14.2f} {med['numpy']:14.2f} "
+            f"{med['plain'] / med['torch']:7.2f}x {med['plain'] / med['numpy']:7.2f}x",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
