@@ -7,7 +7,6 @@ alternating runs in one process, the ratio plain / ours for each.
 
 import argparse
 import statistics
-import sys
 import time
 
 SHAPES = [
@@ -27,10 +26,10 @@ def main():
     args = parser.parse_args()
     if args.import_torch_first:
         import torch  # noqa: F401
-    import mtrl_fast.torch as mt
     import torch
 
     import mtrl_fast
+    import mtrl_fast.torch as mt
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
