@@ -8,6 +8,7 @@ alternating runs in one process, the ratio plain / ours for each.
 import argparse
 import statistics
 import time
+from importlib import import_module
 
 SHAPES = [
     # (layout, n, d, m, T): the issue's shared and per-task points, then a held-out pair
@@ -24,8 +25,10 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--import-torch-first", action="store_true", help="import torch before mtrl_fast")
     args = parser.parse_args()
-    if args.import_torch_first:
-        import torch  # noqa: F401
+    # mtrl_fast first (as the README advises) unless asked otherwise: it sets the thread pools' policy.
+    first, second = ("torch", "mtrl_fast.torch") if args.import_torch_first else ("mtrl_fast.torch", "torch")
+    import_module(first)
+    import_module(second)
     import torch
 
     import mtrl_fast
@@ -38,45 +41,52 @@ def main():
 
     print(f"# {_cpu_name()}, torch {torch.__version__}, NumPy's BLAS {blas_in_use()}, {args.threads} threads")
     print(f"{'shape':<34} {'plain ms':>9} {'ours/torch ms':>14} {'ours/numpy ms':>14} {'x torch':>8} {'x numpy':>8}")
-    for layout, n, d, m, T in SHAPES:
-        X = torch.randn(n, d) if layout == "shared" else torch.randn(T, n, d)
-        Y = torch.sign(torch.randn(T, n))
-        model = mt.MultiTaskReLU(d=d, width=m, tasks=T)
-        params = [p for p in model.parameters()]
-        plain = [p.detach().clone().requires_grad_(True) for p in params]
-        opt_ours = torch.optim.SGD(params, lr=0.01)
-        opt_plain = torch.optim.SGD(plain, lr=0.01)
-
-        def ours():
-            opt_ours.zero_grad()
-            model.loss(X, Y, "logistic").backward()
-            opt_ours.step()
-
-        def reference():
-            W, b, A = plain
-            opt_plain.zero_grad()
-            mt._plain_losses("logistic", mt._plain_forward(X, W, b, A), Y).mean().backward()
-            opt_plain.step()
-
-        def on_numpy():
-            with mtrl_fast.gemm("numpy"):
-                ours()
-
-        runs = {"plain": reference, "torch": ours, "numpy": on_numpy}
-        times = {name: [] for name in runs}
-        for function in runs.values():
-            function()  # warm up
-        for _ in range(args.repeat):
-            for name, function in runs.items():  # alternating: drift hits all alike
-                start = time.perf_counter()
-                function()
-                times[name].append(time.perf_counter() - start)
-        med = {name: statistics.median(values) * 1e3 for name, values in times.items()}
+    for shape in SHAPES:
+        med = _medians(shape, args.repeat, mt, torch, mtrl_fast)
+        layout, *sizes = shape
         print(
-            f"{layout + ' ' + str((n, d, m, T)):<34} {med['plain']:9.2f} {med['torch']:14.2f} {med['numpy']:14.2f} "
+            f"{layout + ' ' + str(tuple(sizes)):<34} {med['plain']:9.2f} {med['torch']:14.2f} {med['numpy']:14.2f} "
             f"{med['plain'] / med['torch']:7.2f}x {med['plain'] / med['numpy']:7.2f}x",
             flush=True,
         )
+
+
+def _medians(shape, repeat, mt, torch, mtrl_fast):
+    """Median milliseconds of the plain step and of ours on each GEMM, timed alternately."""
+    layout, n, d, m, T = shape
+    X = torch.randn(n, d) if layout == "shared" else torch.randn(T, n, d)
+    Y = torch.sign(torch.randn(T, n))
+    model = mt.MultiTaskReLU(d=d, width=m, tasks=T)
+    params = list(model.parameters())
+    plain = [p.detach().clone().requires_grad_(True) for p in params]
+    opt_ours = torch.optim.SGD(params, lr=0.01)
+    opt_plain = torch.optim.SGD(plain, lr=0.01)
+
+    def ours():
+        opt_ours.zero_grad()
+        model.loss(X, Y, "logistic").backward()
+        opt_ours.step()
+
+    def reference():
+        W, b, A = plain
+        opt_plain.zero_grad()
+        mt._plain_losses("logistic", mt._plain_forward(X, W, b, A), Y).mean().backward()
+        opt_plain.step()
+
+    def on_numpy():
+        with mtrl_fast.gemm("numpy"):
+            ours()
+
+    runs = {"plain": reference, "torch": ours, "numpy": on_numpy}
+    times = {name: [] for name in runs}
+    for function in runs.values():
+        function()  # warm up
+    for _ in range(repeat):
+        for name, function in runs.items():  # alternating: drift hits all alike
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) * 1e3 for name, values in times.items()}
 
 
 if __name__ == "__main__":
