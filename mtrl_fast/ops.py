@@ -26,8 +26,6 @@ FUSED_TASK_SUM_MAX_T = 4
 BLOCK_BYTES = 64 * 2**20
 BLOCK_MIN_BYTES = 4 * 2**20
 
-_recorder = threading.local()
-
 
 def _torch_matmul(left: np.ndarray, right: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``left @ right`` by PyTorch's matmul on the arrays' own memory (no copies)."""
@@ -98,31 +96,27 @@ def gemm(name: str) -> Iterator[None]:
 
 
 def _product(left: np.ndarray, right: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Every BLAS product of a step goes through here, so that ``record_products`` and
-    ``_profile.recording`` see them, on the GEMM in force (:func:`get_gemm`)."""
-    log = getattr(_recorder, "log", None)
-    if log is not None:
-        log.append((left, right))
+    """Every BLAS product of a step goes through here, on the GEMM in force (:func:`get_gemm`), so
+    that the step's recorder (``_profile``) sees each, with its operands."""
     multiply = GEMMS[get_gemm()]
     if _profile.log() is None:
         return multiply(left, right, out=out)
-    return _profile.timed_call(f"product {left.shape} @ {right.shape}", multiply, left, right, out=out)
+    label = f"product {left.shape} @ {right.shape}"
+    return _profile.timed_call(label, multiply, left, right, out=out, operands=(left, right))
 
 
 @contextmanager
 def record_products() -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
-    """Collect the operands ``(left, right)`` of every matrix product the calls inside run.
+    """Collect the operands ``(left, right)`` of every matrix product the calls inside run; the
+    list is filled when the block ends.
 
     For the benchmarks: the step's own products are derived from what the step really runs, in
     this Python thread. The operands are the step's own arrays (views, not copies).
     """
-    log: list[tuple[np.ndarray, np.ndarray]] = []
-    previous = getattr(_recorder, "log", None)
-    _recorder.log = log
-    try:
-        yield log
-    finally:
-        _recorder.log = previous
+    products: list[tuple[np.ndarray, np.ndarray]] = []
+    with _profile.recording() as parts:
+        yield products
+    products.extend(part.operands for part in parts if part.operands is not None)
 
 
 def _bias_or_zeros(p: Problem) -> np.ndarray:

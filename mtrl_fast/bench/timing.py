@@ -87,8 +87,8 @@ def breakdown(function: Callable, args: tuple, repeat: int) -> tuple[float, dict
             function(*args)
             totals.append(time.perf_counter() - start)
         per_call: dict[str, float] = {}
-        for label, seconds in log:
-            per_call[label] = per_call.get(label, 0.0) + seconds
+        for part in log:
+            per_call[part.label] = per_call.get(part.label, 0.0) + part.seconds
         parts.append(per_call)
     labels = list(dict.fromkeys(label for per_call in parts for label in per_call))
     medians = {label: float(np.median([per_call.get(label, 0.0) for per_call in parts])) for label in labels}

@@ -296,3 +296,18 @@ def test_the_cell_benchmark_checks_agreement_then_times_each_implementation():
     with pytest.raises(RuntimeError, match="not the same computation"):
         check_agreement(broken)
     check_agreement({"numba": {"distance": [0.20, 0.22, 0.21]}, "torch": {"distance": [0.21, 0.20, 0.23]}})
+
+
+def test_one_recorder_serves_the_breakdown_and_the_products_list():
+    """A products list taken inside a breakdown's recording leaves the breakdown whole."""
+    import mtrl_fast
+    from mtrl_fast import _profile
+
+    args = workload.step_inputs("shared", 32, 8, 6, 5, "float32")
+    with _profile.recording() as outer:
+        with mtrl_fast.ops.record_products() as products:
+            mtrl_fast.loss_and_grad(*args)
+    assert products and all(left.ndim == right.ndim == 2 for left, right in products)
+    logged = [part for part in outer if part.label.startswith("product ")]
+    assert [part.operands for part in logged] == products
+    assert any(part.label == "checks" for part in outer) and _profile.log() is None
