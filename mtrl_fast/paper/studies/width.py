@@ -118,9 +118,11 @@ class Width(Study):
         n_mid = nearest(grid.n_new, 100)
         fig, ax = plt.subplots(figsize=(6, 4))
         for d in grid.width_d:
+            color = None  # one colour per d: solid multi-task, dashed random
             for name, style in zip(FEATURES, ("-", "--")):
                 means = [mean(records, "accuracy", d=d, width=m, n_new=n_mid, features=name) for m in grid.widths]
-                ax.plot(grid.widths, means, style, marker="o", label=f"{name}, d = {d}")
+                (line,) = ax.plot(grid.widths, means, style, color=color, marker="o", label=f"{name}, d = {d}")
+                color = line.get_color()
         log_axis(ax, grid.widths)
         ax.set_xlabel("width m")
         ax.set_ylabel(f"probe accuracy on a new task (n_new = {n_mid})")
