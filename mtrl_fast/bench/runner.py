@@ -22,7 +22,7 @@ from .._info import BLAS_PINS
 from .._progress import Progress
 from .._runtime import USER_BLAS_TIMEOUT, USER_WAIT_POLICY
 from .backends import PEERS
-from .timing import burst_calls, time_burst
+from .timing import SETTLE_S, burst_calls, rotated, time_burst
 from .workload import step_products
 
 # --- the worker process -----------------------------------------------------------------------
@@ -162,11 +162,6 @@ class _Worker:
 
 # --- checking and timing -----------------------------------------------------------------------
 
-# Pause before each timed burst, so that the thread pools of the backend timed just before are
-# asleep again: OpenMP and Eigen workers spin for a while after their last task, and OpenBLAS's
-# for 2^28 cycles (about 0.1 s), taking a core from whatever runs next.
-_SETTLE_S = 0.15
-
 REFERENCE_FLOP_BUDGET = 3e10  # beyond this the reference's per-task loop checks too slowly
 
 
@@ -284,12 +279,11 @@ def run_benchmarks(
             samples = {name: [] for name in timed}
             gemm = []
             for round_index in range(repeat):
-                order = timed[round_index % len(timed) :] + timed[: round_index % len(timed)]
-                for name in order:
-                    time.sleep(_SETTLE_S)
+                for name in rotated(timed, round_index):
+                    time.sleep(SETTLE_S)
                     samples[name].append(workers[name].ask("time"))
                 if "numba" in results and workload == "step":
-                    time.sleep(_SETTLE_S)
+                    time.sleep(SETTLE_S)
                     gemm.append(workers["numba"].ask("time", "gemm"))
             gemm_s = float(np.median(gemm)) if gemm else float("nan")
             for name in workers:

@@ -36,6 +36,20 @@ def time_burst(run: Callable[[], object], calls: int) -> float:
     return float(np.median(times))
 
 
+#: Seconds slept before a timed burst, so that the thread pools of what ran just before are asleep
+#: again: OpenMP and Eigen workers spin for a while after their last task, and OpenBLAS's for 2^28
+#: cycles (about 0.1 s) unless told otherwise, taking a core from whatever runs next.
+SETTLE_S = 0.15
+
+
+def rotated(names, round_index):
+    """``names`` started at ``round_index`` (modulo their count): each round another goes first, so
+    that drift and the first-in-round penalty hit all alike."""
+    names = list(names)
+    shift = round_index % len(names)
+    return names[shift:] + names[:shift]
+
+
 def alternating_samples(
     functions: dict[str, Callable[[], object]], rounds: int, settle_s: float = 0.0
 ) -> dict[str, list]:
@@ -47,10 +61,8 @@ def alternating_samples(
     """
     calls = {name: burst_calls(run) for name, run in functions.items()}
     samples: dict[str, list[float]] = {name: [] for name in functions}
-    names = list(functions)
     for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in rotated(functions, round_index):
             if settle_s:
                 time.sleep(settle_s)
             samples[name].append(time_burst(functions[name], calls[name]))

@@ -311,3 +311,9 @@ def test_one_recorder_serves_the_breakdown_and_the_products_list():
     logged = [part for part in outer if part.label.startswith("product ")]
     assert [part.operands for part in logged] == products
     assert any(part.label == "checks" for part in outer) and _profile.log() is None
+
+
+def test_each_round_starts_with_the_next_function():
+    """One rotation for the in-process timings and the runner's worker processes."""
+    assert [timing.rotated("abc", r) for r in range(4)] == [list("abc"), list("bca"), list("cab"), list("abc")]
+    assert timing.rotated({"base": 1, "new": 2}, 1) == ["new", "base"]
