@@ -140,7 +140,7 @@ def _row_blocks(p: Problem) -> Iterator[tuple[int, int]]:
 def forward(
     X: np.ndarray, W: np.ndarray, b: np.ndarray | None, A: np.ndarray, *, check_finite: bool = True
 ) -> np.ndarray:
-    """Outputs of every task's network, ``F[t, i] = A[t] . relu(W x_(t,)i + b)``.
+    """Outputs of every task's network, ``F[t, i] = A[t] @ relu(W x_(t,)i + b)``.
 
     Parameters
     ----------

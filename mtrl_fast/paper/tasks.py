@@ -96,7 +96,7 @@ class TaskFamily:
         return X.astype(dtype), Y.astype(dtype)
 
     def sample_tasks(self, first, count, n, key, layout=PER_TASK, dtype=np.float32, out=None, row0=0):
-        """Fresh samples of tasks ``first .. first + count - 1``, drawn by compiled parallel kernels.
+        """Fresh samples of the tasks from ``first`` to ``first + count - 1``, drawn by compiled parallel kernels.
 
         Every input is a normal from a counter-based generator (Philox4x32-10) keyed by ``key``
         and the task, at the counter of its row and column, and the labels are computed in the
