@@ -114,10 +114,11 @@ def test_the_table_is_the_one_list_of_losses():
     assert _losses.loss_cost(_losses.LOGISTIC, np.float32) == losses.loss("logistic").cost[0]
 
 
-def test_an_id_outside_the_table_is_nan_in_the_kernels_never_another_loss():
-    for f in (np.float64(0.5), np.float32(0.5)):
-        value, slope = _losses._loss_value_and_slope(len(losses.TABLE), f, 1.0)
-        assert np.isnan(value) and np.isnan(slope)
+@pytest.mark.parametrize("loss_id", [len(losses.TABLE), -2])
+def test_an_id_outside_the_table_is_refused_never_another_loss(loss_id):
+    """The names are checked before compiled code (``losses.loss_id``); the Python twin checks ids."""
+    with pytest.raises(ValueError, match="no loss has id"):
+        _losses._loss_value_and_slope(loss_id, np.float64(0.5), 1.0)
 
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
