@@ -32,23 +32,17 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import mannwhitneyu
 
+# The workers get the environment this process started with: importing mtrl_fast (for its points and
+# timing rules, below) sets thread-pool variables that an older release does not set for itself.
+ENVIRONMENT = dict(os.environ)
+
+from mtrl_fast.bench.timing import SETTLE_S, rotated  # noqa: E402
+from mtrl_fast.bench.workload import GATE_POINTS as POINTS  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 
 BASELINE = ROOT / "benchmarks" / "baseline.json"
 
-#: (call, dtype, layout, n, d, m, T). ``step``: ``loss_and_grad(check_finite=False)``; ``checked``:
-#: with the default checks; ``heads``: a head step (``first_layer=False``); ``forward``.
-POINTS = (
-    ("step", "float32", "shared", 1024, 256, 256, 64),
-    ("step", "float32", "shared", 4096, 1024, 512, 256),
-    ("step", "float32", "per-task", 128, 256, 256, 32),
-    ("step", "float32", "per-task", 256, 512, 256, 64),
-    ("checked", "float64", "shared", 2048, 512, 256, 64),
-    ("checked", "float64", "per-task", 128, 256, 256, 32),
-    ("heads", "float32", "per-task", 256, 512, 256, 64),
-    ("forward", "float32", "shared", 4096, 1024, 512, 256),
-)
-SETTLE_S = 0.15  # OpenBLAS's workers spin about 0.1 s after a product
 BURST_S = 0.05
 
 # The worker uses only what every compared version has (0.2.0 on): the public loss_and_grad with
@@ -98,7 +92,7 @@ class Worker:
     """
 
     def __init__(self, tree, script=WORKER, args=None):
-        env = dict(os.environ, PYTHONPATH=str(tree))
+        env = dict(ENVIRONMENT, PYTHONPATH=str(tree))
         args = [json.dumps(POINTS), str(BURST_S)] if args is None else [str(arg) for arg in args]
         self.process = subprocess.Popen(
             [sys.executable, "-c", script, *args],
@@ -197,9 +191,8 @@ def measure(base_tree, new_tree, rounds, pairs):
         workers = {"base": Worker(base_tree), "new": Worker(new_tree)}
         try:
             for round_index in range(pair * rounds // pairs, (pair + 1) * rounds // pairs):
-                order = ("base", "new") if round_index % 2 == 0 else ("new", "base")
                 for i in range(len(POINTS)):
-                    for side in order:
+                    for side in rotated(("base", "new"), round_index):
                         time.sleep(SETTLE_S)
                         samples[side][i].append(workers[side].time(i))
         finally:

@@ -106,7 +106,7 @@ def _cmd_bench_cell(args):
         native_blas=args.native_blas,
         log=lambda text: print(text, file=sys.stderr),
     )
-    ours = np.median(results["numba"]["seconds"]) if "numba" in results else None
+    ours = np.median(results[OURS]["seconds"]) if OURS in results else None
     lines = [
         f"# {env['date']}  {env['cpu']}, {env['cores']} cores, {threads} threads, BLAS {env['blas']}",
         "# " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
@@ -330,7 +330,9 @@ def build_parser():
         description="Time one loss_and_grad step per backend, each in its own process, over a grid of shapes; "
         "print a table and write bench.json, bench.csv, table.txt and throughput plots to --out.",
     )
-    bench.add_argument("--quick", action="store_true", help="a small grid (about 2 minutes on 2 cores)")
+    bench.add_argument(
+        "--quick", action="store_true", help="a small grid (docs/benchmarks.md gives its time on a 2-core machine)"
+    )
     bench.add_argument("--targets", action="store_true", help="only the four speed-target shapes")
     bench.add_argument(
         "--shapes", type=_shapes, help="exact shapes instead of a grid: 'shared:n,d,m,T;per-task:n,d,m,T'"

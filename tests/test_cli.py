@@ -50,7 +50,7 @@ BAD_OPTIONS = [
     (["reproduce", "--scheduler", "tcp://host:99999"], "--scheduler", "between 1 and 65535"),
     (["reproduce", "--scheduler", "tcp://host:0"], "--scheduler", "between 1 and 65535"),
     (["bench", "--layout", "bogus"], "--layout", "unknown value 'bogus'"),
-    (["bench", "--backends", "numba,tensorflow"], "--backends", "unknown value 'tensorflow'"),
+    (["bench", "--backends", "mtrl_fast,tensorflow"], "--backends", "unknown value 'tensorflow'"),
     (["bench", "--dtype", "float16"], "--dtype", "unknown value 'float16'"),
     (["bench", "--dtype", ""], "--dtype", "none"),
     (["bench", "--repeat", "0"], "--repeat", "at least 1"),

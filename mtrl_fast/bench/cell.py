@@ -159,7 +159,7 @@ def run_jax(spec, M, V, W0, seed):
     return np.asarray(W, dtype=np.float64)
 
 
-RUNNERS = {"numba": run_ours, "torch": run_torch, "jax": run_jax}
+RUNNERS = {OURS: run_ours, "torch": run_torch, "jax": run_jax}
 
 
 def _worker(conn, name, threads):
@@ -216,7 +216,7 @@ def run_cell_benchmark(spec, names=CELL_BACKENDS, threads=2, repeat=3, log=print
     return results
 
 
-def check_agreement(results, reference="numba"):
+def check_agreement(results, reference=OURS):
     """Raise ``RuntimeError`` unless every implementation's mean subspace distance is within four
     standard errors (pooled over the implementations' seeds, at least 10% of the mean) of ours."""
     if reference not in results:

@@ -21,7 +21,7 @@ import numpy as np
 from .._info import BLAS_PINS
 from .._progress import Progress
 from .._runtime import USER_BLAS_TIMEOUT, USER_WAIT_POLICY
-from .backends import PEERS
+from .backends import OURS, PEERS
 from .timing import SETTLE_S, burst_calls, rotated, time_burst
 from .workload import step_products
 
@@ -70,7 +70,7 @@ def _worker(conn, name, threads):
                 step.run()
                 value, grads = step.result()
                 state.update(point=point, step=step, args=args, calls={"step": burst_calls(step.run)})
-                if name == "numba" and not for_memory and workload == "step":
+                if name == OURS and not for_memory and workload == "step":
                     state["gemm"] = step_products(args, loss)[0]
                     state["calls"]["gemm"] = burst_calls(state["gemm"])
                 conn.send(("ok", (value, tuple(None if g is None else np.asarray(g) for g in grads))))
@@ -210,7 +210,7 @@ def _agrees(result, expected, dtype):
 
 def worker_blas(threads=1, native_blas=False):
     """The BLAS (and the kernel family it picked) that a backend's process gets."""
-    worker = _Worker("numba", threads, native_blas=native_blas)
+    worker = _Worker(OURS, threads, native_blas=native_blas)
     try:
         return worker.ask("blas")
     finally:
@@ -241,7 +241,7 @@ def run_benchmarks(
     adds to resident memory at its peak (outputs and every temporary); buffers a backend keeps
     between steps (library workspaces, JAX's copies of the inputs) are not counted.
     """
-    from .backends import PEERS, get
+    from .backends import OURS, PEERS, get
 
     threads = threads or os.cpu_count() or 1
     names = []
@@ -251,8 +251,8 @@ def run_benchmarks(
             names.append(name)
         else:
             log(f"skipping {name}: {why}")
-    if "numba" not in names:
-        names.insert(0, "numba")  # the GEMM times come from our worker
+    if OURS not in names:
+        names.insert(0, OURS)  # the GEMM times come from our worker
     workers = {name: _Worker(name, threads, native_blas=native_blas) for name in names}
     memory_workers = (
         {name: _Worker(name, threads, for_memory=True, native_blas=native_blas) for name in names}
@@ -282,9 +282,9 @@ def run_benchmarks(
                 for name in rotated(timed, round_index):
                     time.sleep(SETTLE_S)
                     samples[name].append(workers[name].ask("time"))
-                if "numba" in results and workload == "step":
+                if OURS in results and workload == "step":
                     time.sleep(SETTLE_S)
-                    gemm.append(workers["numba"].ask("time", "gemm"))
+                    gemm.append(workers[OURS].ask("time", "gemm"))
             gemm_s = float(np.median(gemm)) if gemm else float("nan")
             for name in workers:
                 row = dict(asdict(point), backend=name, checked_against=checked_against, note=notes.get(name, ""))
@@ -305,7 +305,7 @@ def run_benchmarks(
                         peak_over_inputs=None if peak is None else peak / point.input_bytes(),
                     )
                 rows.append(row)
-            ours = next((r for r in rows[-len(workers) :] if r["backend"] == "numba" and "median_s" in r), None)
+            ours = next((r for r in rows[-len(workers) :] if r["backend"] == OURS and "median_s" in r), None)
             peers = [r["median_s"] for r in rows[-len(workers) :] if r["backend"] in PEERS and "median_s" in r]
             if ours and peers:
                 ours["speedup_over_best_peer"] = min(peers) / ours["median_s"]

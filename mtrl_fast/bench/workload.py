@@ -90,7 +90,22 @@ TARGET_POINTS = (
     Point(PER_TASK, 256, 512, 256, 64),
 )
 
-#: Base shapes of the sweeps: ``quick`` (a couple of minutes on 2 cores) and ``full``; the asv
+#: The perf gate's points (``benchmarks/perf_gate.py``): ``(call, dtype, layout, n, d, m, T)`` with
+#: ``step`` ``loss_and_grad(check_finite=False)``, ``checked`` with the default checks, ``heads`` a head
+#: step (``first_layer=False``) and ``forward``. Plain tuples: they travel as JSON to workers that
+#: import older releases.
+GATE_POINTS = (
+    ("step", "float32", SHARED, 1024, 256, 256, 64),
+    ("step", "float32", SHARED, 4096, 1024, 512, 256),
+    ("step", "float32", PER_TASK, 128, 256, 256, 32),
+    ("step", "float32", PER_TASK, 256, 512, 256, 64),
+    ("checked", "float64", SHARED, 2048, 512, 256, 64),
+    ("checked", "float64", PER_TASK, 128, 256, 256, 32),
+    ("heads", "float32", PER_TASK, 256, 512, 256, 64),
+    ("forward", "float32", SHARED, 4096, 1024, 512, 256),
+)
+
+#: Base shapes of the sweeps: ``quick`` (small: see docs/benchmarks.md for its time) and ``full``; the asv
 #: suite sweeps around the quick bases.
 BASES = {
     "quick": {SHARED: Point(SHARED, 1024, 256, 256, 64), PER_TASK: Point(PER_TASK, 128, 256, 128, 32)},

@@ -77,16 +77,16 @@ def test_agreement_check_catches_a_wrong_gradient():
 def test_run_and_write(tmp_path):
     points = [Point("shared", 64, 16, 8, 3), Point("shared", 64, 32, 8, 3), Point("per-task", 16, 16, 8, 3)]
     rows = runner.run_benchmarks(
-        points, ["numba", "numpy", "reference"], threads=1, repeat=2, progress=False, log=lambda text: None
+        points, ["mtrl_fast", "numpy", "reference"], threads=1, repeat=2, progress=False, log=lambda text: None
     )
     assert len(rows) == 3 * 3
     for row in rows:
         assert row["median_s"] > 0 and row["gflops"] > 0 and row["checked_against"] == "reference"
         assert row["note"] == ""
         assert row["peak_bytes"] is None or row["peak_bytes"] > 0
-    ours = [r for r in rows if r["backend"] == "numba"]
+    ours = [r for r in rows if r["backend"] == "mtrl_fast"]
     assert all(r["speedup_over_best_peer"] > 0 for r in ours)  # numpy is a peer; reference is not
-    env = output.environment(["numba", "numpy"])
+    env = output.environment(["mtrl_fast", "numpy"])
     table = output.write_outputs(rows, env, points, tmp_path)
     assert "speedup over the best peer" in table and env["cpu"] in table
     saved = json.loads((tmp_path / "bench.json").read_text())
@@ -99,7 +99,7 @@ def test_rounds_are_checked_timed_and_counted(tmp_path):
     points = [Point("shared", 64, 16, 8, 6), Point("per-task", 16, 16, 8, 3)]
     rows = runner.run_benchmarks(
         points,
-        ["numba", "numpy"],
+        ["mtrl_fast", "numpy"],
         threads=1,
         repeat=2,
         progress=False,
@@ -113,18 +113,18 @@ def test_rounds_are_checked_timed_and_counted(tmp_path):
         assert row["gflops"] == pytest.approx(point.workload_flops("round") / row["median_s"] / 1e9)
         assert np.isnan(row["over_gemm"])
     assert point.workload_flops("round") == point.flops + workload.ROUND["head_steps"] * point.head_step_flops
-    table = output.format_table(rows, output.environment(["numba"]))
+    table = output.format_table(rows, output.environment(["mtrl_fast"]))
     assert "nan" not in table
 
 
 def test_table_warns_when_blas_kernels_are_pinned(monkeypatch):
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
-    env = output.environment(["numba"])
+    env = output.environment(["mtrl_fast"])
     assert "OPENBLAS_CORETYPE=Haswell" in env["blas_pins"]
     assert "WARNING" in output.format_table([], env)
     monkeypatch.delenv("OPENBLAS_CORETYPE")
     monkeypatch.delenv("OPENBLAS_L2_SIZE", raising=False)
-    assert "WARNING" not in output.format_table([], output.environment(["numba"]))
+    assert "WARNING" not in output.format_table([], output.environment(["mtrl_fast"]))
 
 
 def test_bursts_time_fast_calls_back_to_back_and_slow_calls_alone():
@@ -155,7 +155,7 @@ def test_alternating_rounds_take_turns():
 
 PEER_POLICY = """
     from mtrl_fast.bench.runner import _Worker
-    for name in ("numpy", "numba"):
+    for name in ("numpy", "mtrl_fast"):
         worker = _Worker(name, 1)
         worker.ask("version")
         worker.close()
@@ -276,6 +276,7 @@ def test_perf_gate_covers_more_than_one_setting_and_has_a_recorded_baseline():
     gate = _perf_gate()
     name, commit = gate.baseline()
     assert name and len(commit) == 40
+    assert gate.POINTS is workload.GATE_POINTS  # one home for the points
     kinds = {point[0] for point in gate.POINTS}
     assert {"step", "checked", "heads", "forward"} <= kinds
     assert {point[1] for point in gate.POINTS} == {"float32", "float64"}
@@ -292,10 +293,10 @@ def test_the_cell_benchmark_checks_agreement_then_times_each_implementation():
     for result in results.values():
         assert len(result["seconds"]) == 2 and all(s > 0 for s in result["seconds"])
         assert all(0.0 <= distance <= 1.0 for distance in result["distance"])
-    broken = {"numba": {"distance": [0.20, 0.22, 0.21]}, "torch": {"distance": [0.60, 0.62, 0.61]}}
+    broken = {"mtrl_fast": {"distance": [0.20, 0.22, 0.21]}, "torch": {"distance": [0.60, 0.62, 0.61]}}
     with pytest.raises(RuntimeError, match="not the same computation"):
         check_agreement(broken)
-    check_agreement({"numba": {"distance": [0.20, 0.22, 0.21]}, "torch": {"distance": [0.21, 0.20, 0.23]}})
+    check_agreement({"mtrl_fast": {"distance": [0.20, 0.22, 0.21]}, "torch": {"distance": [0.21, 0.20, 0.23]}})
 
 
 def test_one_recorder_serves_the_breakdown_and_the_products_list():

@@ -18,7 +18,7 @@ from ...gradients import Gradients
 # The registry: each backend's name and the module that builds it. A new peer is its module and a
 # line here (and in PEERS, or FRAMEWORKS for a framework with its own autograd).
 _MODULES = {
-    "numba": "_ours",  # our kernels
+    "mtrl_fast": "_ours",  # our kernels
     "numpy": "_numpy",
     "torch": "_torch",
     "jax": "_jax",
@@ -29,7 +29,7 @@ _MODULES = {
     "reference": "_ours",  # the plain NumPy reference, for correctness
 }
 #: Our kernels' backend.
-OURS = "numba"
+OURS = "mtrl_fast"
 #: The frameworks with an autograd of their own that a step is compared against.
 FRAMEWORKS = ("torch", "jax")
 #: Every implementation of the step compared against ours.

@@ -1,4 +1,4 @@
-"""mtrl_fast's kernels ("numba") and its NumPy reference ("reference")."""
+"""mtrl_fast's kernels ("mtrl_fast") and its NumPy reference ("reference")."""
 
 import mtrl_fast
 from mtrl_fast import reference
@@ -7,7 +7,7 @@ from . import Backend, PreparedStep, round_step
 
 
 def backend(name):
-    module = mtrl_fast if name == "numba" else reference
+    module = mtrl_fast if name == "mtrl_fast" else reference
 
     def prepare(X, Y, W, b, A, loss):
         last = {}
