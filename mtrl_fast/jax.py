@@ -197,7 +197,8 @@ def loss(
         concrete, not when it is a tracer under ``jit``).
     W, b, A : Array
         Parameters as in :func:`forward`.
-    loss : {"logistic", "squared", "hinge", "correlation"}
+    loss : str
+        One of ``mtrl_fast.LOSSES``.
     check_finite : bool, default True
         Raise ``ValueError`` if a concrete input holds NaN or Inf (tracers are not checked).
 

@@ -212,8 +212,8 @@ def loss_and_grad(
         First-layer bias; ``None`` for none.
     A : ndarray, shape (T, m)
         One linear head per task.
-    loss : {"logistic", "squared", "hinge", "correlation"}, default "logistic"
-        Per-example loss (see ``mtrl_fast.losses``).
+    loss : str, default "logistic"
+        Per-example loss, one of ``mtrl_fast.LOSSES`` (the table in ``mtrl_fast.losses``).
     check_finite : bool, default True
         Raise ``ValueError`` if any input holds NaN or Inf.
     first_layer : bool, default True

@@ -380,7 +380,8 @@ def loss(
         Targets, in X's dtype; -1 or +1 for the classification losses.
     W, b, A : Tensor
         Parameters as in :func:`forward`.
-    loss : {"logistic", "squared", "hinge", "correlation"}
+    loss : str
+        One of ``mtrl_fast.LOSSES``.
     check_finite : bool, default True
 
     Returns
