@@ -376,7 +376,7 @@ def warm_up(grid):
     tiny = replace(grid, r=1, pretrain=replace(grid.pretrain, width=2, samples_per_task=4))
     with clock.recording():  # not this run's time
         run_cell(Cell("recovery", 2, 0, T=2), tiny)
-        normals((0, 0, 0, 0), 1, 4)  # the reduced sampler's one kernel of its own
+        normals((0, 0, 0, 0), 1, 4)  # the reduced sampler's float64 normals (the shared layout's kernel)
 
 
 def _stored_timing(out, cell):

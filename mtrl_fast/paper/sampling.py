@@ -147,17 +147,6 @@ def _shared(key, keys, row0, X, Y, Mp, V, B, noise):
         _store_rows(Xt, rows, X[first : first + rows])
 
 
-def _normal_rows(key, X):
-    n, d = X.shape
-    blocks = (n + ROW_BLOCK - 1) // ROW_BLOCK
-    for item in numba.prange(blocks):
-        first = item * ROW_BLOCK
-        rows = min(ROW_BLOCK, n - first)
-        Xt = np.empty((4 * ((d + 3) // 4), ROW_BLOCK), dtype=X.dtype)
-        _draw_rows(key[0], key[1], first, rows, Xt)
-        _store_rows(Xt, rows, X[first : first + rows])
-
-
 _PARALLEL: dict[str, Any] = dict(_OPTIONS, parallel=True)
 _per_task_kernel = _LazyKernel(
     _per_task,
@@ -175,7 +164,6 @@ _shared_kernel = _LazyKernel(
     ),
     _PARALLEL,
 )
-_normal_rows_kernel = _LazyKernel(_normal_rows, signatures("(uint64[::1], {f}[:, ::1])"), _PARALLEL)
 
 
 @numba.njit(**_OPTIONS)
@@ -263,7 +251,6 @@ def draw(M, V, B, noise, first, count, n, key, shared, dtype, out=None, row0=0):
 
 def normals(key, rows, columns, dtype=np.float64):
     """A ``(rows, columns)`` matrix of independent standard normals: the inputs the shared layout
-    draws under ``key = (seed0, seed1, round, phase)``, without labels."""
-    X = np.empty((rows, columns), dtype=np.dtype(dtype))
-    _normal_rows_kernel(task_keys(key, 0, 1)[1], X)
+    draws under ``key = (seed0, seed1, round, phase)``, with no task to label them."""
+    X, _ = draw(np.zeros((columns, 0)), np.zeros((0, 0)), None, 0.0, 0, 0, rows, key, True, dtype)
     return X
