@@ -112,6 +112,14 @@ def log_axis(ax, values):
     ax.minorticks_off()
 
 
+def saved(fig, plt, stage, name):
+    """Write ``fig`` as PNG to ``stage(name)``, close it, and return ``name``."""
+    fig.tight_layout()
+    fig.savefig(stage(name), dpi=120, format="png")
+    plt.close(fig)
+    return name
+
+
 def family(grid, d, seed, T):
     """The ground truth of ``(d, seed)`` with ``T`` tasks: shared by every ``T``, study and width
     (task vectors are drawn after ``M``, row by row, so the first ``T`` tasks are the same for
@@ -121,23 +129,66 @@ def family(grid, d, seed, T):
     )
 
 
-def probe_records(cell, grid, layers, task_family, config, n_new_values, record):
-    """Probe every layer of ``layers`` (name -> ``(W, b)``) at each ``n_new``: the same new tasks
-    and samples for every layer (a paired comparison), drawn under the reduced sampler in the joint
-    coordinates of ``M`` and all the layers. ``record(n_new, name, accuracy)`` makes each record."""
-    from .. import clock
+def seen_by(cell, grid, config, task_family, layers):
+    """``(task_family, layers)`` as the cell measures them: under the reduced sampler in the joint
+    coordinates of ``M`` and all the layers (name -> ``(W, b)``), which carry ``M^T x`` and every
+    ``W x`` with their joint law; unchanged under the full sampler."""
+    if config.sampler_for(cell.d, grid.r) != "reduced":
+        return task_family, layers
+    M, reduced = joint_coordinates(task_family.M, *(W for W, _ in layers.values()))
+    return task_family.in_coordinates(M), {name: (W, b) for (name, (_, b)), W in zip(layers.items(), reduced)}
 
-    if config.sampler_for(cell.d, grid.r) == "reduced":
-        M, reduced = joint_coordinates(task_family.M, *(W for W, _ in layers.values()))
-        task_family = task_family.in_coordinates(M)
-        layers = {name: (W, b) for (name, (_, b)), W in zip(layers.items(), reduced)}
-    records = []
-    for n_new in n_new_values:
-        for name, (W, b) in layers.items():
-            probe_rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, n_new, 2])
-            with clock.part("probe"):
-                accuracy = probe_accuracy(
-                    W, b, task_family, n_new, probe_rng, n_test=grid.n_test, new_tasks=grid.probe_tasks
+
+class ProbeStudy(Study):
+    """A study that probes first layers on new tasks at each of the grid's ``n_new``: its records are
+    its cell's coordinates (:meth:`coordinates`), ``n_new``, ``features`` (one of :attr:`features`),
+    ``seed`` and ``accuracy``."""
+
+    features: tuple[str, ...] = ()
+    finite = frozenset({"accuracy"})
+
+    def records_per_cell(self, cell, grid):
+        return len(grid.n_new) * len(self.features)
+
+    def settings(self, grid):
+        return {
+            "n_new": list(grid.n_new),
+            "downstream_tasks": grid.downstream_tasks,
+            "n_test": grid.n_test,
+            "probe_tasks": grid.probe_tasks,
+        }
+
+    def tasks(self, cell, grid):
+        return grid.downstream_tasks
+
+    def probe_layers(self, cell, grid):
+        return len(self.features)
+
+    def coordinates(self, cell):
+        """The cell's coordinates that open each record."""
+        return {"d": cell.d}
+
+    def probe(self, cell, grid, config, task_family, layers):
+        """Probe every layer of ``layers`` (name -> ``(W, b)``) at each ``n_new``: the same new tasks
+        and samples for every layer (a paired comparison)."""
+        from .. import clock
+
+        task_family, layers = seen_by(cell, grid, config, task_family, layers)
+        records = []
+        for n_new in grid.n_new:
+            for name, (W, b) in layers.items():
+                probe_rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, n_new, 2])
+                with clock.part("probe"):
+                    accuracy = probe_accuracy(
+                        W, b, task_family, n_new, probe_rng, n_test=grid.n_test, new_tasks=grid.probe_tasks
+                    )
+                records.append(
+                    {
+                        **self.coordinates(cell),
+                        "n_new": n_new,
+                        "features": name,
+                        "seed": cell.seed,
+                        "accuracy": accuracy,
+                    }
                 )
-            records.append(record(n_new, name, accuracy))
-    return records
+        return records

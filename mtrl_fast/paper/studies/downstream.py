@@ -4,38 +4,21 @@ and oracle features, on fresh tasks with ``n_new`` samples."""
 import numpy as np
 
 from ..train import initial_layer, oracle_layer, pretrain
-from ._common import Cell, Study, family, log_axis, markdown_table, mean, nearest, probe_records
+from ._common import Cell, ProbeStudy, family, log_axis, markdown_table, mean, nearest, saved
 
 FEATURES = ("multi-task", "single-task", "random", "oracle")
 
 
-class Downstream(Study):
+class Downstream(ProbeStudy):
     name = "downstream"
     title = "probe accuracy on new tasks of multi-task, single-task, random and oracle features"
     fields = {"d": int, "n_new": int, "features": str, "seed": int, "accuracy": float}
-    finite = frozenset({"accuracy"})
+    features = FEATURES
 
     def cells(self, grid):
         return sorted(
             (Cell(self.name, d, s) for d in grid.downstream_d for s in range(grid.seeds)), key=lambda c: (c.d, c.seed)
         )
-
-    def records_per_cell(self, cell, grid):
-        return len(grid.n_new) * len(FEATURES)
-
-    def settings(self, grid):
-        return {
-            "n_new": list(grid.n_new),
-            "downstream_tasks": grid.downstream_tasks,
-            "n_test": grid.n_test,
-            "probe_tasks": grid.probe_tasks,
-        }
-
-    def tasks(self, cell, grid):
-        return grid.downstream_tasks
-
-    def probe_layers(self, cell, grid):
-        return len(FEATURES)
 
     def run(self, cell, grid, shard_options):
         rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, 0, 1])
@@ -48,21 +31,7 @@ class Downstream(Study):
         layers = {name: (result.W, result.b) for name, result in trained.items()}
         layers["random"] = (initial_layer(config.width, cell.d, rng, config.init_scale), None)
         layers["oracle"] = (oracle_layer(config.width, tasks.M, rng), None)
-        return probe_records(
-            cell,
-            grid,
-            layers,
-            tasks,
-            config,
-            grid.n_new,
-            lambda n_new, name, accuracy: {
-                "d": cell.d,
-                "n_new": n_new,
-                "features": name,
-                "seed": cell.seed,
-                "accuracy": accuracy,
-            },
-        )
+        return self.probe(cell, grid, config, tasks, layers)
 
     def claims(self, records, grid):
         if not records:
@@ -145,10 +114,7 @@ class Downstream(Study):
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("probe accuracy on a new task")
         axes[0][-1].legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(stage("downstream.png"), dpi=120, format="png")
-        plt.close(fig)
-        return ["downstream.png"]
+        return [saved(fig, plt, stage, "downstream.png")]
 
 
 DOWNSTREAM = Downstream()

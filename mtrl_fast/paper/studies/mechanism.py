@@ -5,9 +5,8 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from ..alignment import feature_kernel, kernel_alignment, kernel_spearman, label_agreement_kernel
-from ..reduction import joint_coordinates
 from ..train import initial_layer, oracle_layer, pretrain
-from ._common import Cell, Study, family, log_axis, markdown_table, mean
+from ._common import Cell, Study, family, log_axis, markdown_table, mean, saved, seen_by
 
 BASELINES = ("single-task", "random", "oracle")
 #: Fresh tasks of the ReLU teacher's Monte-Carlo label-agreement kernel.
@@ -57,12 +56,8 @@ class Mechanism(Study):
                 "random": (initial_layer(config.width, cell.d, rng, config.init_scale), None),
                 "oracle": (oracle_layer(config.width, tasks.M, rng), None),
             }
-        # Points and label-agreement kernel of (d, seed): under the reduced sampler, drawn in the joint
-        # coordinates of M and the cell's layers (the same law as x and M^T x themselves).
-        if config.sampler_for(cell.d, grid.r) == "reduced":
-            M, reduced = joint_coordinates(tasks.M, *(W for W, _ in layers.values()))
-            tasks = tasks.in_coordinates(M)
-            layers = {name: (W, b) for (name, (_, b)), W in zip(layers.items(), reduced)}
+        # Points and label-agreement kernel of (d, seed), in the coordinates the cell measures in.
+        tasks, layers = seen_by(cell, grid, config, tasks, layers)
         X = np.random.default_rng([grid.base_seed, cell.d, cell.seed, 6]).standard_normal(
             (grid.mechanism_points, tasks.d)
         )
@@ -146,10 +141,7 @@ class Mechanism(Study):
         ax.set_title("The mechanism (dotted: random features, dashed: oracle)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(stage("mechanism.png"), dpi=120, format="png")
-        plt.close(fig)
-        return ["mechanism.png"]
+        return [saved(fig, plt, stage, "mechanism.png")]
 
 
 MECHANISM = Mechanism()

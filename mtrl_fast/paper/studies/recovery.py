@@ -4,7 +4,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from ..train import pretrain
-from ._common import Cell, Study, family, log_axis, markdown_table, mean
+from ._common import Cell, Study, family, log_axis, markdown_table, mean, saved
 
 
 class Recovery(Study):
@@ -140,10 +140,7 @@ class Recovery(Study):
         ax.set_title(f"Recovery of span(M), r = {grid.r} (mean, band = seed range)")
         ax.grid(alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(stage("recovery.png"), dpi=120, format="png")
-        plt.close(fig)
-        names.append("recovery.png")
+        names.append(saved(fig, plt, stage, "recovery.png"))
         if max(grid.tasks) >= 1000:  # at scale: log-log, with the slope fitted from T = 100 on
             fig, ax = plt.subplots(figsize=(6, 4))
             for d in grid.d:
@@ -159,10 +156,7 @@ class Recovery(Study):
             ax.set_title("Recovery at scale (log-log)")
             ax.grid(alpha=0.3, which="both")
             ax.legend()
-            fig.tight_layout()
-            fig.savefig(stage("recovery-loglog.png"), dpi=120, format="png")
-            plt.close(fig)
-            names.append("recovery-loglog.png")
+            names.append(saved(fig, plt, stage, "recovery-loglog.png"))
         return names
 
 

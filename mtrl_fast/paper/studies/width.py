@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..train import initial_layer, pretrain
-from ._common import Cell, Study, family, log_axis, markdown_table, mean, nearest, probe_records
+from ._common import Cell, ProbeStudy, family, log_axis, markdown_table, mean, nearest, saved
 
 FEATURES = ("multi-task", "random")
 #: The claim: at every width, multi-task features' accuracy at the largest ``d`` is within this of
@@ -14,35 +14,21 @@ FEATURES = ("multi-task", "random")
 SAME_CURVE = 0.03
 
 
-class Width(Study):
+class Width(ProbeStudy):
     name = "width"
     title = "downstream accuracy against the width m at several d"
     fields = {"d": int, "width": int, "n_new": int, "features": str, "seed": int, "accuracy": float}
-    finite = frozenset({"accuracy"})
+    features = FEATURES
 
     def cells(self, grid):
         cells = [Cell(self.name, d, s, width=m) for d in grid.width_d for m in grid.widths for s in range(grid.seeds)]
         return sorted(cells, key=lambda c: (c.d * c.width, c.d, c.width, c.seed))
 
-    def records_per_cell(self, cell, grid):
-        return len(grid.n_new) * len(FEATURES)
-
-    def settings(self, grid):
-        return {
-            "n_new": list(grid.n_new),
-            "downstream_tasks": grid.downstream_tasks,
-            "n_test": grid.n_test,
-            "probe_tasks": grid.probe_tasks,
-        }
-
     def pretrain_config(self, cell, grid):
         return replace(grid.pretrain, width=cell.width)
 
-    def tasks(self, cell, grid):
-        return grid.downstream_tasks
-
-    def probe_layers(self, cell, grid):
-        return len(FEATURES)
+    def coordinates(self, cell):
+        return {"d": cell.d, "width": cell.width}
 
     def run(self, cell, grid, shard_options):
         rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, cell.width, 3])
@@ -53,22 +39,7 @@ class Width(Study):
             "multi-task": (trained.W, trained.b),
             "random": (initial_layer(cell.width, cell.d, rng, config.init_scale), None),
         }
-        return probe_records(
-            cell,
-            grid,
-            layers,
-            tasks,
-            config,
-            grid.n_new,
-            lambda n_new, name, accuracy: {
-                "d": cell.d,
-                "width": cell.width,
-                "n_new": n_new,
-                "features": name,
-                "seed": cell.seed,
-                "accuracy": accuracy,
-            },
-        )
+        return self.probe(cell, grid, config, tasks, layers)
 
     def claims(self, records, grid):
         if not records or len(grid.width_d) < 2:
@@ -129,10 +100,7 @@ class Width(Study):
         ax.set_title("Neuron complexity against d")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(stage("width.png"), dpi=120, format="png")
-        plt.close(fig)
-        return ["width.png"]
+        return [saved(fig, plt, stage, "width.png")]
 
 
 WIDTH = Width()
