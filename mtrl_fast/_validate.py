@@ -157,6 +157,12 @@ def _writable(array):
     return array if array is None or array.flags.writeable else array.copy()
 
 
+def check_requests(first_layer: bool, gram: bool) -> None:
+    """What a step is asked to compute must fit together: the Gram matrix needs the first layer."""
+    if gram and not first_layer:
+        raise ValueError("gram=True needs first_layer=True: D^T D comes from the first layer's back-propagation")
+
+
 def check_problem(X, W, b, A, Y=_NOT_GIVEN, loss=None, check_finite=True, y_name="Y"):
     """Validate the arguments of ``forward`` / ``loss_and_grad`` / ``backward`` and return them
     C-ordered.

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _kernels as kernels
 from . import _profile
-from ._validate import Problem, check_problem
+from ._validate import Problem, check_problem, check_requests
 from .gradients import Gradients
 from .losses import SHARED, loss_id
 
@@ -249,8 +249,7 @@ def loss_and_grad(
     stacked ``(T n, d)`` rows go through in blocks of at most 64 MiB of pre-activations, with
     the loss, head gradients and masking fused into one pass per block.
     """
-    if gram and not first_layer:
-        raise ValueError("gram=True needs first_layer=True: D^T D comes from the first layer's back-propagation")
+    check_requests(first_layer, gram)
     p = _profile.timed_call("checks", check_problem, X, W, b, A, Y, loss=loss, check_finite=check_finite)
     return _step(p, loss_id(loss), 1.0 / (p.T * p.n), first_layer=bool(first_layer), gram=bool(gram))
 

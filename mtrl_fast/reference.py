@@ -8,7 +8,7 @@ for every task. Depends on NumPy alone (the kernels never run here).
 import numpy as np
 
 from . import losses
-from ._validate import Problem, check_problem
+from ._validate import Problem, check_problem, check_requests
 from .gradients import Gradients
 from .losses import SHARED
 
@@ -86,12 +86,11 @@ def loss_and_grad(
     gram: bool = False,
 ) -> tuple[float, Gradients]:
     """Same contract as ``mtrl_fast.loss_and_grad``: ``forward``, the mean loss, ``backward``."""
+    check_requests(first_layer, gram)
     p = check_problem(X, W, b, A, Y, loss=loss, check_finite=check_finite)
     F = forward(p.X, p.W, p.b, p.A, check_finite=False).astype(np.float64)
     scale = 1.0 / (p.T * p.n)
     value = losses.value(loss, F, p.Y).sum() * scale
     dF = (losses.slope(loss, F, p.Y) * scale).astype(p.X.dtype)
-    if gram and not first_layer:
-        raise ValueError("gram=True needs first_layer=True: D^T D comes from the first layer's back-propagation")
     grads = backward(p.X, p.W, p.b, p.A, dF, check_finite=False, gram=gram)
     return value, grads if first_layer else Gradients(W=None, b=None, A=grads.A)

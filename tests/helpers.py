@@ -13,6 +13,19 @@ from mtrl_fast import losses
 # One tolerance per dtype, relative to the largest entry of the reference result.
 RTOL = {np.float32: 2e-5, np.float64: 1e-12}
 
+#: Step sizes ``(n, d, m, T)`` every kernel is checked at: edge sizes, then ordinary ones, then
+#: chunking cases (many tasks per parallel chunk; tasks spanning several chunks).
+SIZES = [
+    (1, 1, 1, 1),
+    (1, 5, 4, 3),
+    (6, 1, 4, 3),
+    (6, 5, 1, 3),
+    (6, 5, 4, 1),
+    (37, 19, 23, 7),
+    (1, 8, 16, 600),
+    (700, 9, 17, 3),
+]
+
 
 def make_problem(layout="shared", dtype=np.float64, n=5, d=4, m=3, T=2, bias=True, seed=0, labels="sign"):
     """Inputs whose pre-activations and outputs are exact in float32 and never zero.

@@ -4,21 +4,8 @@ import numpy as np
 import pytest
 
 import mtrl_fast
-from helpers import RTOL, assert_close, assert_grads_close, make_problem
+from helpers import RTOL, SIZES, assert_close, assert_grads_close, make_problem
 from mtrl_fast import Gradients, ops, reference
-
-SIZES = [
-    # (n, d, m, T): edge sizes, then ordinary ones, then chunking cases (many tasks per
-    # parallel chunk; tasks spanning several chunks).
-    (1, 1, 1, 1),
-    (1, 5, 4, 3),
-    (6, 1, 4, 3),
-    (6, 5, 1, 3),
-    (6, 5, 4, 1),
-    (37, 19, 23, 7),
-    (1, 8, 16, 600),
-    (700, 9, 17, 3),
-]
 
 
 def _labels_for(loss):

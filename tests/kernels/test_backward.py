@@ -7,19 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mtrl_fast
-from helpers import assert_close, make_problem
+from helpers import SIZES, assert_close, make_problem
 from mtrl_fast import losses, reference
-
-SIZES = [
-    (1, 1, 1, 1),
-    (1, 5, 4, 3),
-    (6, 1, 4, 3),
-    (6, 5, 1, 3),
-    (6, 5, 4, 1),
-    (37, 19, 23, 7),
-    (1, 8, 16, 600),
-    (700, 9, 17, 3),
-]
 
 
 def _upstream(T, n, dtype, seed=0):
