@@ -37,9 +37,9 @@ def main():
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     mtrl_fast.set_num_threads(args.threads)
-    from mtrl_fast._info import _cpu_name, blas_in_use
+    from mtrl_fast._info import blas_in_use, cpu_name
 
-    print(f"# {_cpu_name()}, torch {torch.__version__}, NumPy's BLAS {blas_in_use()}, {args.threads} threads")
+    print(f"# {cpu_name()}, torch {torch.__version__}, NumPy's BLAS {blas_in_use()}, {args.threads} threads")
     print(f"{'shape':<34} {'plain ms':>9} {'ours/torch ms':>14} {'ours/numpy ms':>14} {'x torch':>8} {'x numpy':>8}")
     for shape in SHAPES:
         med = _medians(shape, args.repeat, mt, torch, mtrl_fast)

@@ -19,9 +19,10 @@ from . import (
 )
 from ._info import config_info, show_config
 from ._runtime import get_num_threads, num_threads, set_num_threads
+from .gemms import gemm, get_gemm, set_gemm
 from .gradients import Gradients
 from .losses import DTYPES, LAYOUTS, LOSSES
-from .ops import backward, forward, gemm, get_gemm, loss_and_grad, set_gemm
+from .ops import backward, forward, loss_and_grad
 from .rounds import alternating_round
 
 __version__ = "0.3.0"

@@ -20,7 +20,7 @@ _OPTIONAL = ("scipy", "matplotlib", "torch", "jax", "dask", "distributed")
 BLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
             return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
@@ -100,7 +100,7 @@ def config_info() -> dict[str, Any]:
     info.update(
         {
             "platform": platform.platform(),
-            "cpu": _cpu_name(),
+            "cpu": cpu_name(),
             "cores": os.cpu_count(),
             "threading_layer": _runtime.threading_layer(),
             "num_threads": numba.get_num_threads(),
@@ -116,13 +116,24 @@ def config_info() -> dict[str, Any]:
 
 
 def _gemm_line() -> str:
-    """The GEMM the products run on, and those available (``mtrl_fast.set_gemm``)."""
-    from importlib.util import find_spec
+    """The GEMM the products run on, and those installed (``mtrl_fast.set_gemm``)."""
+    from . import gemms
 
-    from . import ops
+    return (
+        f"{gemms.get_gemm()} (installed: {', '.join(gemms.available())}; "
+        f"mtrl_fast.torch's ops: {gemms.torch_ops_gemm()})"
+    )
 
-    available = [name for name in ops.GEMMS if name != "torch" or find_spec("torch") is not None]
-    return f"{ops.get_gemm()} (available: {', '.join(available)}; mtrl_fast.torch's ops: torch)"
+
+def gemm_timings_lines(timings: dict[str, Any]) -> list[str]:
+    """``"auto"``'s timings (``gemms.auto_timings``) as lines: the rate of each provider at each
+    product class, and the choice per dtype."""
+    lines = [f"timed {timings['measured']} in {timings['seconds']} s; kept in {timings.get('path') or 'memory only'}"]
+    for dtype, by_provider in timings["rates"].items():
+        lines.append(f"{dtype}: chose {timings['choice'][dtype]}")
+        for name, rates in by_provider.items():
+            lines.append(f"  {name:>6}: " + ", ".join(f"{cls} {rate:.0f}" for cls, rate in rates.items()) + " GFLOP/s")
+    return lines
 
 
 def show_config(file: TextIO | None = None) -> dict[str, Any]:

@@ -188,8 +188,16 @@ def _shapes(text):
 
 def _cmd_info(args):
     import mtrl_fast
+    from mtrl_fast import gemms
+    from mtrl_fast._info import gemm_timings_lines
 
     mtrl_fast.show_config()
+    timings = gemms.auto_timings(retime=args.time_gemm, measure=args.time_gemm)
+    if timings is None:
+        print(f"{'gemm auto':>20}: not timed on this machine yet (mtrl-fast info --time-gemm)")
+    else:
+        for k, line in enumerate(gemm_timings_lines(timings)):
+            print(f"{'gemm auto' if k == 0 else '':>20}{':' if k == 0 else ' '} {line}")
     return 0
 
 
@@ -302,6 +310,11 @@ def build_parser():
 
     info = commands.add_parser(
         "info", parents=[common], help="versions, threading layer, BLAS: paste into a bug report"
+    )
+    info.add_argument(
+        "--time-gemm",
+        action="store_true",
+        help="time the GEMM providers for 'auto' now (again), and keep the result (see mtrl_fast.set_gemm)",
     )
     info.set_defaults(run=_cmd_info)
 

@@ -1,16 +1,12 @@
 """The public step: validate, then run the layout's BLAS products and fused passes."""
 
-import importlib.util
-import os
-import threading
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
 
 from . import _kernels as kernels
-from . import _profile
+from . import _profile, gemms
 from ._validate import Problem, check_problem, check_requests
 from .gradients import Gradients
 from .losses import SHARED, loss_id
@@ -27,78 +23,10 @@ BLOCK_BYTES = 64 * 2**20
 BLOCK_MIN_BYTES = 4 * 2**20
 
 
-def _torch_matmul(left: np.ndarray, right: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``left @ right`` by PyTorch's matmul on the arrays' own memory (no copies)."""
-    import torch
-
-    with warnings.catch_warnings():  # read-only inputs: PyTorch warns, and only reads them here
-        warnings.simplefilter("ignore", UserWarning)
-        operands = torch.from_numpy(left), torch.from_numpy(right)
-    if out is None:
-        return torch.matmul(*operands).numpy()
-    torch.matmul(*operands, out=torch.from_numpy(out))
-    return out
-
-
-#: Where a step's matrix products can run: NumPy's BLAS (the default), or PyTorch's matmul, the
-#: BLAS that a PyTorch user's own code runs on (``mtrl_fast.torch``'s ops use it).
-GEMMS: dict[str, Callable[..., np.ndarray]] = {"numpy": np.matmul, "torch": _torch_matmul}
-_gemm = threading.local()
-
-
-def _check_gemm(name: str) -> str:
-    if name not in GEMMS:
-        raise ValueError(f"gemm must be one of {tuple(GEMMS)}; got {name!r}")
-    if name == "torch" and importlib.util.find_spec("torch") is None:
-        raise ValueError("gemm 'torch' needs PyTorch, which is not installed: pip install 'mtrl_fast[torch]'")
-    return name
-
-
-def _gemm_from_environment() -> str:
-    try:
-        return _check_gemm(os.environ.get("MTRL_FAST_GEMM") or "numpy")
-    except ValueError as error:
-        raise ValueError(f"MTRL_FAST_GEMM: {error}") from None
-
-
-_default_gemm = _gemm_from_environment()
-
-
-def set_gemm(name: str) -> None:
-    """Run every step's matrix products on ``name``'s GEMM from now on (every Python thread
-    without a :func:`gemm` block of its own).
-
-    Parameters
-    ----------
-    name : {"numpy", "torch"}
-        NumPy's BLAS (the default; ``MTRL_FAST_GEMM`` sets it at import), or PyTorch's matmul on
-        the same memory. Results are bitwise repeatable for one provider and thread count; two
-        providers differ in the last bits of the products.
-    """
-    global _default_gemm
-    _default_gemm = _check_gemm(name)
-
-
-def get_gemm() -> str:
-    """The GEMM this Python thread's steps run their products on (see :func:`set_gemm`)."""
-    return getattr(_gemm, "name", None) or _default_gemm
-
-
-@contextmanager
-def gemm(name: str) -> Iterator[None]:
-    """Run this Python thread's products on ``name``'s GEMM inside the block (see :func:`set_gemm`)."""
-    previous = getattr(_gemm, "name", None)
-    _gemm.name = _check_gemm(name)
-    try:
-        yield
-    finally:
-        _gemm.name = previous
-
-
 def _product(left: np.ndarray, right: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Every BLAS product of a step goes through here, on the GEMM in force (:func:`get_gemm`), so
-    that the step's recorder (``_profile``) sees each, with its operands."""
-    multiply = GEMMS[get_gemm()]
+    """Every BLAS product of a step goes through here, on the GEMM in force (``gemms.get_gemm``),
+    so that the step's recorder (``_profile``) sees each, with its operands."""
+    multiply = gemms.matmul(gemms.resolve(gemms.get_gemm(), left.dtype))
     if _profile.log() is None:
         return multiply(left, right, out=out)
     label = f"product {left.shape} @ {right.shape}"

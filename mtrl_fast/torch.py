@@ -29,7 +29,7 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from . import losses, ops
+from . import gemms, losses, ops
 from ._validate import ArrayMeta, check_shapes
 from .losses import loss_id
 
@@ -179,7 +179,7 @@ def _graph_wanted(*tensors: Optional[torch.Tensor]) -> bool:
 def _on_torch_gemm() -> Any:
     """The ops' products run on PyTorch's matmul, the BLAS of the user's own PyTorch code, unless a
     ``mtrl_fast.gemm(...)`` block in this thread asks for another."""
-    return ops.gemm(getattr(ops._gemm, "name", None) or "torch")
+    return gemms.gemm(gemms.torch_ops_gemm())
 
 
 @torch.library.custom_op("mtrl_fast::forward", mutates_args=())

@@ -1,0 +1,383 @@
+"""Where a step's matrix products run: the GEMM providers, the choice among them, and ``"auto"``.
+
+A step spends most of its time in a few large products, so the library behind them decides its
+speed: NumPy's BLAS (the default, always there), PyTorch's matmul (the BLAS of a PyTorch user's
+own code; ``mtrl_fast.torch``'s ops use it), or Intel MKL (the ``mkl`` extra). ``"auto"`` times
+the installed providers once per machine on the step's product shapes, keeps the result on disk,
+and runs each dtype's products on the fastest. Every provider runs on the arrays' own memory.
+"""
+
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+
+from . import _info, _mkl
+
+Matmul = Callable[..., np.ndarray]
+
+
+def _torch_matmul(left: np.ndarray, right: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``left @ right`` by PyTorch's matmul on the arrays' own memory (no copies)."""
+    import torch
+
+    with warnings.catch_warnings():  # read-only inputs: PyTorch warns, and only reads them here
+        warnings.simplefilter("ignore", UserWarning)
+        operands = torch.from_numpy(left), torch.from_numpy(right)
+    if out is None:
+        return torch.matmul(*operands).numpy()
+    torch.matmul(*operands, out=torch.from_numpy(out))
+    return out
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One GEMM: its name, the distribution and extra that bring it, and how to load it."""
+
+    name: str
+    about: str
+    distribution: str
+    extra: str | None
+    load: Callable[[], Matmul]
+
+    def missing(self) -> str | None:
+        """Why it cannot run here (a sentence naming the extra), or ``None`` when it can."""
+        if self.extra is None or _installed(self.distribution):
+            return None
+        return f"gemm {self.name!r} needs {self.about}, which is not installed: pip install 'mtrl_fast[{self.extra}]'"
+
+
+def _installed(distribution: str) -> bool:
+    if distribution == "torch":  # found by its module: PyTorch may be a build without metadata
+        return importlib.util.find_spec("torch") is not None
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+#: The providers, by name. ``"auto"`` is not one: it chooses among them.
+PROVIDERS: dict[str, Provider] = {
+    provider.name: provider
+    for provider in (
+        Provider("numpy", "NumPy's BLAS", "numpy", None, lambda: np.matmul),
+        Provider("torch", "PyTorch", "torch", "torch", lambda: _torch_matmul),
+        Provider("mkl", "Intel MKL", "mkl", "mkl", _mkl.load),
+    )
+}
+#: The setting that chooses among ``PROVIDERS`` (``set_gemm``, ``gemm``, ``MTRL_FAST_GEMM`` take either).
+AUTO = "auto"
+
+_loaded: dict[str, Matmul] = {}
+_load_lock = threading.Lock()
+
+
+def available() -> list[str]:
+    """The providers installed here, in ``PROVIDERS``'s order."""
+    return [name for name, provider in PROVIDERS.items() if provider.missing() is None]
+
+
+def _check(name: str) -> str:
+    choices = (*PROVIDERS, AUTO)
+    if name not in choices:
+        raise ValueError(f"gemm must be one of {choices}; got {name!r}")
+    missing = PROVIDERS[name].missing() if name in PROVIDERS else None
+    if missing is not None:
+        raise ValueError(missing)
+    return name
+
+
+def matmul(name: str) -> Matmul:
+    """The provider's ``matmul(left, right, out=None)``, loaded at its first use."""
+    found = _loaded.get(name)
+    if found is None:
+        with _load_lock:
+            found = _loaded.get(name) or PROVIDERS[_check(name)].load()
+            _loaded[name] = found
+    return found
+
+
+# --- the setting: process default, per-thread block ---------------------------------------------
+
+_thread = threading.local()
+
+
+def _from_environment() -> str | None:
+    chosen = os.environ.get("MTRL_FAST_GEMM")
+    if not chosen:
+        return None
+    try:
+        return _check(chosen)
+    except ValueError as error:
+        raise ValueError(f"MTRL_FAST_GEMM: {error}") from None
+
+
+# ``None``: nobody chose; NumPy's calls then run on "numpy" and mtrl_fast.torch's on "torch".
+_default: str | None = _from_environment()
+
+
+def set_gemm(name: str) -> None:
+    """Run every step's matrix products on ``name`` from now on (in every Python thread without a
+    :func:`gemm` block of its own, and in ``mtrl_fast.torch``'s ops).
+
+    Parameters
+    ----------
+    name : {"numpy", "torch", "mkl", "auto"}
+        NumPy's BLAS (the default; ``MTRL_FAST_GEMM`` sets the choice at import), PyTorch's
+        matmul, Intel MKL (``pip install 'mtrl_fast[mkl]'``), or ``"auto"``: the fastest of the
+        installed providers for each dtype, timed once per machine (see :func:`auto_timings`).
+
+    Raises
+    ------
+    ValueError
+        An unknown name, or a provider that is not installed (the message names its extra).
+
+    Notes
+    -----
+    Results are bitwise repeatable for one provider and thread count; two providers differ in
+    the last bits of the products.
+    """
+    global _default
+    _default = _check(name)
+
+
+def get_gemm() -> str:
+    """The GEMM setting of this Python thread's NumPy calls (see :func:`set_gemm`); ``"auto"``
+    stays ``"auto"`` (:func:`resolve` names the provider it picks for a dtype)."""
+    return getattr(_thread, "name", None) or _default or "numpy"
+
+
+def torch_ops_gemm() -> str:
+    """The setting ``mtrl_fast.torch``'s ops run on: a choice made (a block, ``set_gemm``,
+    ``MTRL_FAST_GEMM``), else PyTorch's own matmul."""
+    return getattr(_thread, "name", None) or _default or "torch"
+
+
+@contextmanager
+def gemm(name: str) -> Iterator[None]:
+    """Run this Python thread's products on ``name`` inside the block (see :func:`set_gemm`).
+
+    Parameters
+    ----------
+    name : {"numpy", "torch", "mkl", "auto"}
+
+    Examples
+    --------
+    >>> import mtrl_fast
+    >>> with mtrl_fast.gemm("numpy"):
+    ...     mtrl_fast.get_gemm()
+    'numpy'
+    """
+    previous = getattr(_thread, "name", None)
+    _thread.name = _check(name)
+    try:
+        yield
+    finally:
+        _thread.name = previous
+
+
+def resolve(setting: str, dtype: np.dtype[Any] | type) -> str:
+    """The provider that ``setting`` runs ``dtype``'s products on (``"auto"``'s choice, or itself)."""
+    if setting != AUTO:
+        return setting
+    timings = _auto
+    if timings is None or timings["key"]["threads"] != numba.get_num_threads():  # the cheap check first
+        timings = auto_timings()
+        assert timings is not None
+    return str(timings["choice"][np.dtype(dtype).name])
+
+
+# --- "auto": time once per machine, keep the result on disk -------------------------------------
+
+#: The step's product classes, as ``(name, M, K, N, left transposed, right transposed)`` at one
+#: representative size (n = 4096 rows, d = 1024, width m = 256, T = 256 tasks): the inputs'
+#: product ``X W^T``, the first layer's gradient ``D^T X``, the outputs ``A H^T`` and the heads'
+#: gradient ``R H``. A provider's time for one step's products is their sum.
+PRODUCT_CLASSES = (
+    ("X W^T", 4096, 1024, 256, False, True),
+    ("D^T X", 256, 4096, 1024, True, False),
+    ("A H^T", 256, 256, 4096, False, True),
+    ("R H", 256, 4096, 256, False, False),
+)
+#: Another provider replaces NumPy's BLAS only when it is at least this much faster: closer
+#: rates are within a shared machine's noise.
+MIN_GAIN = 1.03
+TIMING_REPEATS = 5
+_auto: dict[str, Any] | None = None
+_auto_lock = threading.Lock()
+
+
+def cache_dir() -> str:
+    """Where ``"auto"`` keeps its timings: ``MTRL_FAST_CACHE_DIR``, else ``$XDG_CACHE_HOME/mtrl_fast``
+    (``~/.cache/mtrl_fast``)."""
+    chosen = os.environ.get("MTRL_FAST_CACHE_DIR")
+    if chosen:
+        return chosen
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "mtrl_fast")
+
+
+def machine_key() -> dict[str, Any]:
+    """What the timings depend on: the CPU, the kernels' thread count and each provider's version.
+    Another key (a new PyTorch, fewer threads) is timed anew."""
+    return {**_static_key(), "threads": numba.get_num_threads()}
+
+
+@functools.cache
+def _static_key() -> dict[str, Any]:
+    return {
+        "cpu": _info.cpu_name(),
+        "cpu_flags": _cpu_flags(),
+        "cores": os.cpu_count(),
+        "versions": {name: _version(PROVIDERS[name].distribution) for name in available()},
+        "classes": [list(c) for c in PRODUCT_CLASSES],
+    }
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_flags() -> str:
+    """A digest of what the CPU can run: VMs often show one model name for several generations."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return hashlib.sha256(flags.encode()).hexdigest()[:16]
+
+
+def _cache_path(key: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return os.path.join(cache_dir(), f"gemm-auto-{digest}.json")
+
+
+def auto_timings(*, retime: bool = False, measure: bool = True) -> dict[str, Any] | None:
+    """``"auto"``'s timings on this machine, and its choice per dtype: read from the cache, or
+    measured now (a second or two) and stored there.
+
+    Parameters
+    ----------
+    retime : bool, default False
+        Time the providers again even where the cache has this machine's timings.
+    measure : bool, default True
+        ``False``: only read them; ``None`` where this machine has none yet.
+
+    Returns
+    -------
+    dict or None
+        ``rates[dtype][provider][product class]`` in GFLOP/s, ``choice[dtype]`` (the provider
+        whose products of one step took least time), ``key`` (see :func:`machine_key`),
+        ``measured`` (when), ``seconds`` (how long the timing took) and ``path`` (the cache
+        file, or ``None`` where none could be written).
+    """
+    global _auto
+    with _auto_lock:
+        key = machine_key()
+        if _auto is not None and _auto["key"] == key and not retime:
+            return _auto
+        path = _cache_path(key)
+        record = None if retime else _read(path, key)
+        if record is None:
+            if not measure:
+                return None
+            record = _time_providers(key)
+            record["path"] = _write(path, record)
+        _auto = record
+        return record
+
+
+def _read(path: str, key: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as file:
+            record = json.load(file)
+    except (OSError, ValueError):
+        return None
+    if (
+        not isinstance(record, dict)
+        or record.get("key") != key
+        or set(record.get("choice", ())) != {"float32", "float64"}
+    ):
+        return None
+    if not all(name in available() for name in record["choice"].values()):
+        return None
+    record["path"] = path
+    return record
+
+
+def _write(path: str, record: dict[str, Any]) -> str | None:
+    """Store atomically (a whole file or none, whichever process writes last); ``None`` where the
+    folder cannot be written (the choice then lives in this process only)."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), suffix=".tmp", delete=False) as file:
+            json.dump({k: v for k, v in record.items() if k != "path"}, file, indent=1)
+        os.replace(file.name, path)
+    except OSError as error:
+        warnings.warn(
+            f"mtrl_fast: cannot keep the GEMM timings in {cache_dir()!r} ({error})", RuntimeWarning, stacklevel=3
+        )
+        return None
+    return path
+
+
+def _time_providers(key: dict[str, Any]) -> dict[str, Any]:
+    print("mtrl_fast: timing the GEMM providers for 'auto' (once per machine) ...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    rng = np.random.default_rng(0)
+    names = available()
+    rates: dict[str, dict[str, dict[str, float]]] = {}
+    choice: dict[str, str] = {}
+    for dtype in (np.float32, np.float64):
+        operands = [_operands(rng, dtype, *shape) for shape in PRODUCT_CLASSES]
+        seconds: dict[str, list[list[float]]] = {name: [[] for _ in PRODUCT_CLASSES] for name in names}
+        for repeat in range(TIMING_REPEATS + 1):
+            for name in names[repeat % len(names) :] + names[: repeat % len(names)]:  # rotated
+                multiply = matmul(name)
+                for k, (left, right, out) in enumerate(operands):
+                    start = time.perf_counter()
+                    multiply(left, right, out=out)
+                    if repeat:  # the first round warms each provider up
+                        seconds[name][k].append(time.perf_counter() - start)
+        medians = {name: [float(np.median(times)) for times in seconds[name]] for name in names}
+        rates[np.dtype(dtype).name] = {
+            name: {c[0]: round(2e-9 * c[1] * c[2] * c[3] / t, 1) for c, t in zip(PRODUCT_CLASSES, medians[name])}
+            for name in names
+        }
+        total = {name: sum(medians[name]) for name in names}
+        fastest = min(names, key=total.__getitem__)
+        choice[np.dtype(dtype).name] = fastest if total["numpy"] >= MIN_GAIN * total[fastest] else "numpy"
+    return {
+        "key": key,
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(time.perf_counter() - started, 2),
+        "rates": rates,
+        "choice": choice,
+    }
+
+
+def _operands(
+    rng: np.random.Generator, dtype: type, name: str, M: int, K: int, N: int, left_t: bool, right_t: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    left: np.ndarray = rng.standard_normal((K, M) if left_t else (M, K)).astype(dtype)
+    right: np.ndarray = rng.standard_normal((N, K) if right_t else (K, N)).astype(dtype)
+    return (left.T if left_t else left), (right.T if right_t else right), np.empty((M, N), dtype=dtype)
