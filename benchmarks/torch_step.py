@@ -1,6 +1,6 @@
 """A PyTorch training step (zero_grad, loss, backward, SGD) through mtrl_fast.torch against plain
-PyTorch autograd, with our products on PyTorch's GEMM (the default) and on NumPy's: medians of
-alternating runs in one process, the ratio plain / ours for each.
+PyTorch autograd, with our products on each installed GEMM provider (PyTorch's, the ops' default;
+NumPy's; MKL's): medians of alternating runs in one process, the ratio plain / ours for each.
 
     python benchmarks/torch_step.py [--repeat 15] [--threads 2] [--import-torch-first]
 """
@@ -33,6 +33,7 @@ def main():
 
     import mtrl_fast
     import mtrl_fast.torch as mt
+    from mtrl_fast import gemms
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -40,19 +41,29 @@ def main():
     from mtrl_fast._info import blas_in_use, cpu_name
 
     print(f"# {cpu_name()}, torch {torch.__version__}, NumPy's BLAS {blas_in_use()}, {args.threads} threads")
-    print(f"{'shape':<34} {'plain ms':>9} {'ours/torch ms':>14} {'ours/numpy ms':>14} {'x torch':>8} {'x numpy':>8}")
+    providers = gemms.available()
+    print(
+        f"{'shape':<34} {'plain ms':>9} "
+        + " ".join(f"{'ours/' + name + ' ms':>14}" for name in providers)
+        + " "
+        + " ".join(f"{'x ' + name:>8}" for name in providers)
+    )
     for shape in SHAPES:
-        med = _medians(shape, args.repeat, mt, torch, mtrl_fast)
+        med = _medians(shape, args.repeat, mt, torch, providers)
         layout, *sizes = shape
         print(
-            f"{layout + ' ' + str(tuple(sizes)):<34} {med['plain']:9.2f} {med['torch']:14.2f} {med['numpy']:14.2f} "
-            f"{med['plain'] / med['torch']:7.2f}x {med['plain'] / med['numpy']:7.2f}x",
+            f"{layout + ' ' + str(tuple(sizes)):<34} {med['plain']:9.2f} "
+            + " ".join(f"{med[name]:14.2f}" for name in providers)
+            + " "
+            + " ".join(f"{med['plain'] / med[name]:7.2f}x" for name in providers),
             flush=True,
         )
 
 
-def _medians(shape, repeat, mt, torch, mtrl_fast):
+def _medians(shape, repeat, mt, torch, providers):
     """Median milliseconds of the plain step and of ours on each GEMM, timed alternately."""
+    from mtrl_fast import gemms
+
     layout, n, d, m, T = shape
     X = torch.randn(n, d) if layout == "shared" else torch.randn(T, n, d)
     Y = torch.sign(torch.randn(T, n))
@@ -73,11 +84,14 @@ def _medians(shape, repeat, mt, torch, mtrl_fast):
         mt._plain_losses("logistic", mt._plain_forward(X, W, b, A), Y).mean().backward()
         opt_plain.step()
 
-    def on_numpy():
-        with mtrl_fast.gemm("numpy"):
-            ours()
+    def on(provider):
+        def run():
+            with gemms.gemm(provider):
+                ours()
 
-    runs = {"plain": reference, "torch": ours, "numpy": on_numpy}
+        return run
+
+    runs = {"plain": reference, **{name: on(name) for name in providers}}
     times = {name: [] for name in runs}
     for function in runs.values():
         function()  # warm up

@@ -100,6 +100,16 @@ def choices(allowed):
     return parse
 
 
+def gemm_name(text):
+    """A GEMM setting (``mtrl_fast.set_gemm``) whose provider is installed."""
+    from . import gemms
+
+    try:
+        return gemms.check(text.strip())
+    except ValueError as error:
+        _fail(str(error))
+
+
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 

@@ -160,6 +160,7 @@ def _cmd_bench(args):
         log=lambda text: print(text, file=sys.stderr),
         native_blas=args.native_blas,
         workload="round" if args.round else "step",
+        gemm=args.gemm,
     )
     print(write_outputs(rows, env, points, args.out))
     print(f"\nwritten: {args.out}/bench.json, bench.csv, table.txt, throughput-*.png")
@@ -387,6 +388,12 @@ def build_parser():
         "--native-blas",
         action="store_true",
         help="run the backends without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE: this CPU's own kernels",
+    )
+    bench.add_argument(
+        "--gemm",
+        type=types.gemm_name,
+        help="the GEMM our step and our framework ops run their products on: numpy, torch, mkl or auto "
+        "(default: MTRL_FAST_GEMM, else NumPy's BLAS, and PyTorch's matmul in mtrl_fast.torch's ops)",
     )
     bench.add_argument("--out", type=types.output_folder, default="bench-results")
     bench.add_argument("--no-progress", action="store_true")

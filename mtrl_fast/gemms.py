@@ -92,7 +92,8 @@ def available() -> list[str]:
     return [name for name, provider in PROVIDERS.items() if provider.missing() is None]
 
 
-def _check(name: str) -> str:
+def check(name: str) -> str:
+    """``name`` if it is a provider installed here or ``"auto"``; else ``ValueError`` saying why."""
     choices = (*PROVIDERS, AUTO)
     if name not in choices:
         raise ValueError(f"gemm must be one of {choices}; got {name!r}")
@@ -107,7 +108,7 @@ def matmul(name: str) -> Matmul:
     found = _loaded.get(name)
     if found is None:
         with _load_lock:
-            found = _loaded.get(name) or PROVIDERS[_check(name)].load()
+            found = _loaded.get(name) or PROVIDERS[check(name)].load()
             _loaded[name] = found
     return found
 
@@ -122,7 +123,7 @@ def _from_environment() -> str | None:
     if not chosen:
         return None
     try:
-        return _check(chosen)
+        return check(chosen)
     except ValueError as error:
         raise ValueError(f"MTRL_FAST_GEMM: {error}") from None
 
@@ -153,7 +154,7 @@ def set_gemm(name: str) -> None:
     the last bits of the products.
     """
     global _default
-    _default = _check(name)
+    _default = check(name)
 
 
 def get_gemm() -> str:
@@ -184,7 +185,7 @@ def gemm(name: str) -> Iterator[None]:
     'numpy'
     """
     previous = getattr(_thread, "name", None)
-    _thread.name = _check(name)
+    _thread.name = check(name)
     try:
         yield
     finally:

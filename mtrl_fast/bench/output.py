@@ -48,8 +48,10 @@ def format_table(rows, env):
         f"BLAS {env['blas']}, Numba layer {env['threading_layer']}",
         "# " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
         *([f"# WARNING: {env['blas_pins']}"] if env.get("blas_pins") else []),
-        f"{'shape':<42} {'backend':<10} {'median ms':>10} {'IQR ms':>15} {'GFLOP/s':>8} {'/GEMM':>6} "
-        f"{'vs best peer':>12} {'peak MB':>8} {'/inputs':>7}",
+        "# /GEMM: our step over its own products on the GEMM it ran them on (gemm); /limit: each step over "
+        "the same products on the fastest GEMM measured in this run (limit by)",
+        f"{'shape':<42} {'backend':<10} {'median ms':>10} {'IQR ms':>15} {'GFLOP/s':>8} {'gemm':>6} {'/GEMM':>6} "
+        f"{'/limit':>6} {'limit by':>8} {'vs best peer':>12} {'peak MB':>8} {'/inputs':>7}",
     ]
     for row in rows:
         shape = f"{row['layout']} n={row['n']} d={row['d']} m={row['m']} T={row['T']} {row['dtype']}"
@@ -59,11 +61,13 @@ def format_table(rows, env):
         speedup = f"{row['speedup_over_best_peer']:.2f}x" if row.get("speedup_over_best_peer") else ""
         peak = "" if row["peak_bytes"] is None else f"{row['peak_bytes'] / 2**20:8.1f}"
         ratio = "" if row["peak_over_inputs"] is None else f"{row['peak_over_inputs']:7.2f}"
-        over_gemm = "" if math.isnan(row["over_gemm"]) else f"{row['over_gemm']:6.2f}"  # no GEMMs for a round
+        over_gemm, over_limit = (  # no GEMMs for a round
+            "" if math.isnan(row[key]) else f"{row[key]:6.2f}" for key in ("over_gemm", "over_limit")
+        )
         lines.append(
             f"{shape:<42} {row['backend']:<10} {row['median_s'] * 1e3:10.2f} "
-            f"{row['q25_s'] * 1e3:7.2f}-{row['q75_s'] * 1e3:<7.2f} {row['gflops']:8.1f} "
-            f"{over_gemm:>6} {speedup:>12} {peak:>8} {ratio:>7}"
+            f"{row['q25_s'] * 1e3:7.2f}-{row['q75_s'] * 1e3:<7.2f} {row['gflops']:8.1f} {row['gemm'] or '':>6} "
+            f"{over_gemm:>6} {over_limit:>6} {row['limit_gemm'] or '':>8} {speedup:>12} {peak:>8} {ratio:>7}"
         )
     speedups = [r["speedup_over_best_peer"] for r in rows if r.get("speedup_over_best_peer")]
     if speedups:

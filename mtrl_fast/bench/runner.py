@@ -5,8 +5,10 @@ other), on the same seeded inputs. Before any timing every backend's result is c
 the NumPy reference (or, where the reference's task-by-task loop would take too long, against
 the NumPy peer, which the test suite checks against the reference). Rounds alternate between
 the backends (``timing``); the table reports the median over rounds. The step's own matrix
-products (``workload.step_products``) are timed in the same rounds: a step's time over theirs
-says how much the step spends beyond BLAS.
+products (``workload.step_products``) are timed in the same rounds on every installed GEMM
+provider (``mtrl_fast.gemms``): a step's time over those on the provider it ran on says how much
+it spends beyond BLAS, and every backend's time over those on the fastest provider says how far
+it is from the machine's limit.
 """
 
 import gc
@@ -48,7 +50,7 @@ def _reset_peak_rss():
 
 def _worker(conn, name, threads):
     """Serve one backend: set up a point, check its result, time rounds, measure peak memory."""
-    from .. import set_num_threads
+    from .. import gemms, set_num_threads
     from .backends import get
 
     backend = get(name)
@@ -71,12 +73,15 @@ def _worker(conn, name, threads):
                 value, grads = step.result()
                 state.update(point=point, step=step, args=args, calls={"step": burst_calls(step.run)})
                 if name == OURS and not for_memory and workload == "step":
-                    state["gemm"] = step_products(args, loss)[0]
-                    state["calls"]["gemm"] = burst_calls(state["gemm"])
+                    for provider in gemms.available():
+                        state[provider] = step_products(args, loss, provider)[0]
+                        state["calls"][provider] = burst_calls(state[provider])
                 conn.send(("ok", (value, tuple(None if g is None else np.asarray(g) for g in grads))))
             elif command == "time":
-                run = state["gemm"] if payload == "gemm" else state["step"].run
+                run = state[payload] if payload else state["step"].run
                 conn.send(("ok", time_burst(run, state["calls"][payload or "step"])))
+            elif command == "gemms":  # the installed providers, and the one our step runs on
+                conn.send(("ok", (gemms.available(), gemms.resolve(gemms.get_gemm(), np.dtype(payload)))))
             elif command == "peakmem":
                 gc.collect()
                 before = _rss_bytes("VmRSS")
@@ -121,7 +126,7 @@ class _Worker:
     freed memory for reuse, which hides a step's allocations from the peak); they only measure
     memory, since that allocator setting slows every step a little."""
 
-    def __init__(self, name, threads, for_memory=False, native_blas=False, target=_worker):
+    def __init__(self, name, threads, for_memory=False, native_blas=False, target=_worker, gemm=None):
         self.name = name
         context = get_context("spawn")  # fork is unsafe once OpenMP or XLA threads exist
         self.conn, child = context.Pipe()
@@ -132,6 +137,8 @@ class _Worker:
         if native_blas:
             # OpenBLAS reads these when it loads in the child: without them it picks this CPU's kernels.
             changes.update({pin: None for pin in BLAS_PINS})
+        if gemm is not None and name not in PEERS:
+            changes["MTRL_FAST_GEMM"] = gemm
         if name in PEERS:
             # A peer runs with its users' OpenMP setting, not the PASSIVE that importing
             # mtrl_fast sets: PyTorch's own step is faster with libgomp's default spinning.
@@ -170,16 +177,28 @@ def _reference_flops(point):
 
 
 def _expected(point, loss, numpy_result, workload="step"):
-    """The result every backend must agree with, and what produced it."""
-    if _reference_flops(point) <= REFERENCE_FLOP_BUDGET or numpy_result is None:
+    """The result every backend must agree with, and what produced it: the reference, or past
+    ``REFERENCE_FLOP_BUDGET`` the NumPy peer (run here when it is not among the backends: the
+    reference's task-by-task loop would take too long there, and in the shared layout hold every
+    task's copy of the inputs)."""
+    from .backends import round_step
+
+    if _reference_flops(point) <= REFERENCE_FLOP_BUDGET:
         from ..reference import loss_and_grad
-        from .backends import round_step
 
         if workload == "round":
             value, grads = round_step(loss_and_grad, *point.inputs(), loss).run()
         else:
             value, grads = loss_and_grad(*point.inputs(), loss, check_finite=False)
         return (value, tuple(grads)), "reference"
+    if numpy_result is None:
+        from .backends import get
+
+        numpy_peer = get("numpy")
+        step = (numpy_peer.prepare_round if workload == "round" else numpy_peer.prepare)(*point.inputs(), loss)
+        step.run()
+        value, grads = step.result()
+        numpy_result = (value, tuple(None if g is None else np.asarray(g) for g in grads))
     return numpy_result, "numpy"
 
 
@@ -228,14 +247,19 @@ def run_benchmarks(
     measure_memory=True,
     native_blas=False,
     workload="step",
+    gemm=None,
 ):
     """Time every backend on every point; returns a list of row dicts (one per point and backend).
 
     Row keys: the point's fields, ``backend``, ``median_s``, ``q25_s``, ``q75_s``, ``gflops``,
-    ``gemm_s`` (the step's own products, measured alongside), ``over_gemm``, ``peak_bytes``,
-    ``peak_over_inputs``, ``speedup_over_best_peer`` (ours only), ``checked_against``, ``note``.
-    ``workload`` is ``"step"`` (one ``loss_and_grad`` step) or ``"round"`` (a training round,
-    ``workload.ROUND``: then there are no GEMM times, and ``gflops`` counts the round's FLOPs).
+    ``gemm`` (the provider our step ran its products on), ``gemm_s`` (those products on it,
+    measured alongside), ``over_gemm``, ``provider_s`` (the same products on each installed
+    provider), ``limit_gemm`` and ``limit_s`` (the fastest of them: the machine's limit for this
+    step), ``over_limit`` (every backend's time over it), ``peak_bytes``, ``peak_over_inputs``,
+    ``speedup_over_best_peer`` (ours only), ``checked_against``, ``note``. ``workload`` is
+    ``"step"`` (one ``loss_and_grad`` step) or ``"round"`` (a training round, ``workload.ROUND``:
+    then there are no GEMM times, and ``gflops`` counts the round's FLOPs). ``gemm`` is the GEMM
+    setting (``mtrl_fast.set_gemm``) of our step and our framework ops; ``None`` keeps their defaults.
     With ``native_blas`` the backends' processes run without ``OPENBLAS_CORETYPE`` and
     ``OPENBLAS_L2_SIZE``, so OpenBLAS picks this CPU's own kernels. ``peak_bytes`` is the bytes of the step's NumPy inputs and parameters plus what one warm step
     adds to resident memory at its peak (outputs and every temporary); buffers a backend keeps
@@ -253,9 +277,14 @@ def run_benchmarks(
             log(f"skipping {name}: {why}")
     if OURS not in names:
         names.insert(0, OURS)  # the GEMM times come from our worker
-    workers = {name: _Worker(name, threads, native_blas=native_blas) for name in names}
+    if gemm == "auto":  # timed here once, at the workers' thread count; they read the cache
+        from .. import gemms, num_threads
+
+        with num_threads(threads):
+            gemms.auto_timings()
+    workers = {name: _Worker(name, threads, native_blas=native_blas, gemm=gemm) for name in names}
     memory_workers = (
-        {name: _Worker(name, threads, for_memory=True, native_blas=native_blas) for name in names}
+        {name: _Worker(name, threads, for_memory=True, native_blas=native_blas, gemm=gemm) for name in names}
         if measure_memory
         else {}
     )
@@ -277,15 +306,21 @@ def run_benchmarks(
                     del results[name]
             timed = [name for name in workers if name in results]
             samples = {name: [] for name in timed}
-            gemm = []
+            providers, own = workers[OURS].ask("gemms", point.dtype)
+            if OURS not in results or workload != "step":
+                providers = []
+            products = {provider: [] for provider in providers}
             for round_index in range(repeat):
                 for name in rotated(timed, round_index):
                     time.sleep(SETTLE_S)
                     samples[name].append(workers[name].ask("time"))
-                if OURS in results and workload == "step":
+                for provider in rotated(providers, round_index):
                     time.sleep(SETTLE_S)
-                    gemm.append(workers[OURS].ask("time", "gemm"))
-            gemm_s = float(np.median(gemm)) if gemm else float("nan")
+                    products[provider].append(workers[OURS].ask("time", provider))
+            provider_s = {provider: float(np.median(times)) for provider, times in products.items()}
+            gemm_s = provider_s.get(own, float("nan"))
+            limit_gemm = min(provider_s, key=provider_s.__getitem__) if provider_s else None
+            limit_s = provider_s[limit_gemm] if limit_gemm else float("nan")
             for name in workers:
                 row = dict(asdict(point), backend=name, checked_against=checked_against, note=notes.get(name, ""))
                 if name in samples:
@@ -298,9 +333,14 @@ def run_benchmarks(
                         median_s=float(np.median(times)),
                         q25_s=float(np.percentile(times, 25)),
                         q75_s=float(np.percentile(times, 75)),
+                        gemm=own if name == OURS else None,
                         gemm_s=gemm_s,
+                        provider_s=provider_s,
+                        limit_gemm=limit_gemm,
+                        limit_s=limit_s,
                         gflops=point.workload_flops(workload) / float(np.median(times)) / 1e9,
-                        over_gemm=float(np.median(times)) / gemm_s,
+                        over_gemm=float(np.median(times)) / gemm_s if name == OURS else float("nan"),
+                        over_limit=float(np.median(times)) / limit_s,
                         peak_bytes=peak,
                         peak_over_inputs=None if peak is None else peak / point.input_bytes(),
                     )

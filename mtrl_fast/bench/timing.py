@@ -46,7 +46,7 @@ def rotated(names, round_index):
     """``names`` started at ``round_index`` (modulo their count): each round another goes first, so
     that drift and the first-in-round penalty hit all alike."""
     names = list(names)
-    shift = round_index % len(names)
+    shift = round_index % max(1, len(names))
     return names[shift:] + names[:shift]
 
 

@@ -148,8 +148,9 @@ def make_grid(layouts=(SHARED, PER_TASK), ds=None, ms=None, Ts=None, dtypes=("fl
     return points
 
 
-def step_products(args, loss="logistic") -> tuple[Callable[[], None], list]:
-    """The matrix products one ``loss_and_grad`` step runs, as a callable that reruns them.
+def step_products(args, loss="logistic", gemm=None) -> tuple[Callable[[], None], list]:
+    """The matrix products one ``loss_and_grad`` step runs, as a callable that reruns them on
+    ``gemm`` (a provider of ``mtrl_fast.gemms``; by default the one the step runs on).
 
     The list is recorded from a real step (``mtrl_fast.ops.record_products``), so it is what the
     step runs at these shapes, thin-task fusion and per-task blocks included. Outputs go to
@@ -163,10 +164,11 @@ def step_products(args, loss="logistic") -> tuple[Callable[[], None], list]:
     shapes : list of ((int, int), (int, int))
         The operands' shapes, in order.
     """
-    from .. import loss_and_grad
+    from .. import gemms, loss_and_grad
     from ..ops import record_products
 
     X, Y, W, b, A = args
+    multiply = gemms.matmul(gemm or gemms.resolve(gemms.get_gemm(), X.dtype))
     with record_products() as recorded:
         loss_and_grad(X, Y, W, b, A, loss, check_finite=False)
     outputs: dict[tuple[int, int], np.ndarray] = {}
@@ -178,6 +180,6 @@ def step_products(args, loss="logistic") -> tuple[Callable[[], None], list]:
 
     def run():
         for left, right, out in products:
-            np.matmul(left, right, out=out)
+            multiply(left, right, out=out)
 
     return run, [(left.shape, right.shape) for left, right, _ in products]

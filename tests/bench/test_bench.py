@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import run_python
+from mtrl_fast import gemms
 from mtrl_fast.bench import output, runner, timing, workload
 from mtrl_fast.bench.workload import Point
 
@@ -86,6 +87,11 @@ def test_run_and_write(tmp_path):
         assert row["peak_bytes"] is None or row["peak_bytes"] > 0
     ours = [r for r in rows if r["backend"] == "mtrl_fast"]
     assert all(r["speedup_over_best_peer"] > 0 for r in ours)  # numpy is a peer; reference is not
+    for row in rows:  # the limit: the step's products on the fastest provider, timed in this run
+        assert set(row["provider_s"]) == set(gemms.available())
+        assert row["limit_s"] == min(row["provider_s"].values()) == row["provider_s"][row["limit_gemm"]]
+        assert row["over_limit"] == pytest.approx(row["median_s"] / row["limit_s"])
+    assert all(r["gemm"] == "numpy" and r["gemm_s"] == r["provider_s"]["numpy"] for r in ours)
     env = output.environment(["mtrl_fast", "numpy"])
     table = output.write_outputs(rows, env, points, tmp_path)
     assert "speedup over the best peer" in table and env["cpu"] in table
@@ -93,6 +99,23 @@ def test_run_and_write(tmp_path):
     assert len(saved["rows"]) == 9
     assert (tmp_path / "bench.csv").read_text().startswith("layout,n,d,m,T,dtype,backend")
     assert (tmp_path / "throughput-shared-d.png").is_file()
+
+
+def test_our_step_runs_on_the_gemm_asked_and_big_points_are_checked_against_the_numpy_peer(monkeypatch):
+    monkeypatch.setattr(runner, "REFERENCE_FLOP_BUDGET", 0)  # as at a point too big for the reference
+    chosen = gemms.available()[-1]
+    rows = runner.run_benchmarks(
+        [Point("shared", 64, 16, 8, 3)],
+        ["mtrl_fast"],
+        threads=1,
+        repeat=2,
+        progress=False,
+        measure_memory=False,
+        gemm=chosen,
+    )
+    (row,) = rows
+    assert row["note"] == "" and row["checked_against"] == "numpy"
+    assert row["gemm"] == chosen and row["over_gemm"] == pytest.approx(row["median_s"] / row["provider_s"][chosen])
 
 
 def test_rounds_are_checked_timed_and_counted(tmp_path):
