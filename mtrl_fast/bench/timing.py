@@ -25,9 +25,12 @@ def burst_calls(run: Callable[[], object]) -> int:
 
 
 def time_burst(run: Callable[[], object], calls: int) -> float:
-    """Median seconds of ``calls`` back-to-back calls, after one untimed call when ``calls > 1``."""
-    if calls > 1:
-        run()
+    """Median seconds of ``calls`` back-to-back calls, after one untimed call: even a slow call
+    (a burst of one) is timed as the second of a loop. After an idle spell, thread pools that
+    sleep between parallel regions (GNU OpenMP under the passive policy, which MKL and PyTorch
+    run on) woke slowly for tens of milliseconds on a 2-core VM: a per-task step's products took
+    48-50 ms on PyTorch's and MKL's GEMM as a lone call, 31 ms inside a loop."""
+    run()
     times = []
     for _ in range(calls):
         start = time.perf_counter()
