@@ -206,11 +206,13 @@ def _agrees(result, expected, dtype):
     """Whether a backend's result matches, in relative Frobenius norm per gradient.
 
     In float32 a pre-activation within rounding of zero can land on either side of the ReLU
-    kink depending on the BLAS (seen with PyTorch's MKL at n = 2048, d = 1024): that sample's
-    whole term moves one entry of a gradient by ~1e-2 of the largest entry, but the gradient as
-    a whole by far less. The norm test accepts such flips and still catches a wrong formula.
+    kink depending on the BLAS: that sample's whole term moves the gradient. Seen with PyTorch's
+    MKL at n = 2048, d = 1024, and with MKL's and PyTorch's GEMM at the per-task (128, 1024, 512,
+    16), where 8 of 10^6 pre-activations lie within 1e-5 of zero and the flips move ``grads.W`` by
+    1.8e-3 in relative norm (NumPy's BLAS: 3e-7). The norm test accepts a few such flips and still
+    catches a wrong formula, which is off by order one.
     """
-    tolerance = 1e-3 if dtype == "float32" else 1e-9
+    tolerance = 5e-3 if dtype == "float32" else 1e-9
     value, grads = result
     want_value, want_grads = expected
     if not abs(value - want_value) <= tolerance * max(1.0, abs(want_value)):
