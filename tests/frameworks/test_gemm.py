@@ -288,3 +288,20 @@ def test_info_shows_the_providers_the_timings_and_the_choice(timing_cache, capsy
     assert f"float32: chose {chosen['float32']}" in shown and f"float64: chose {chosen['float64']}" in shown
     for name in INSTALLED:
         assert f"{name:>6}: X W^T " in shown
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_each_provider_from_several_python_threads_at_once(provider):
+    from concurrent.futures import ThreadPoolExecutor
+
+    problems = [make_problem("per-task", np.float32, n=40, d=16, m=8, T=5, seed=seed) for seed in range(8)]
+
+    def step(problem):
+        with mtrl_fast.gemm(provider):  # per thread: each worker thread sets its own
+            return mtrl_fast.loss_and_grad(*problem)
+
+    alone = [step(problem) for problem in problems]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(step, problems))
+    for (value, grads), (again, regrads) in zip(alone, together):
+        assert value == again and all(np.array_equal(g, h) for g, h in zip(grads, regrads))

@@ -1,6 +1,8 @@
 """What the annotations tell a user's type checker: mypy checks this file in CI (it is not a test
 that pytest runs). Each ``assert_type`` fails the check when an annotation says something else."""
 
+from typing import Any
+
 import numpy as np
 from typing_extensions import assert_type
 
@@ -23,3 +25,6 @@ assert_type(reference.loss_and_grad(X, Y, W, None, A), tuple[float, Gradients])
 assert_type(mtrl_fast.alternating_round((X, Y), (X, Y), W, None, A), float)
 assert_type(mtrl_fast.get_num_threads(), int)
 assert_type(mtrl_fast.num_threads(1).__enter__(), int)
+assert_type(mtrl_fast.get_gemm(), str)
+assert_type(mtrl_fast.gemms.available(), list[str])
+assert_type(mtrl_fast.gemms.auto_timings(measure=False), dict[str, Any] | None)
