@@ -205,19 +205,25 @@ def resolve(setting: str, dtype: np.dtype[Any] | type) -> str:
 
 # --- "auto": time once per machine, keep the result on disk -------------------------------------
 
-#: The step's product classes, as ``(name, M, K, N, left transposed, right transposed)`` at one
-#: representative size (n = 4096 rows, d = 1024, width m = 256, T = 256 tasks): the inputs'
-#: product ``X W^T``, the first layer's gradient ``D^T X``, the outputs ``A H^T`` and the heads'
-#: gradient ``R H``. A provider's time for one step's products is their sum.
+#: The step's product classes, as ``(name, M, K, N, left transposed, right transposed)``: at a
+#: large step (n = 4096 rows, d = 1024, width m = 256, T = 256 tasks) the inputs' product
+#: ``X W^T``, the first layer's gradient ``D^T X``, the outputs ``A H^T`` and the heads' gradient
+#: ``R H``; at a small one (n = 1024, d = m = 256) its two largest products, where another BLAS
+#: can lose although it wins at the large ones (MKL: 260 GFLOP/s against OpenBLAS's 294).
 PRODUCT_CLASSES = (
     ("X W^T", 4096, 1024, 256, False, True),
     ("D^T X", 256, 4096, 1024, True, False),
     ("A H^T", 256, 256, 4096, False, True),
     ("R H", 256, 4096, 256, False, False),
+    ("small X W^T", 1024, 256, 256, False, True),
+    ("small D^T X", 256, 1024, 256, True, False),
 )
-#: Another provider replaces NumPy's BLAS only when it is at least this much faster: closer
-#: rates are within a shared machine's noise.
+#: Another provider replaces NumPy's BLAS only when its products of a step take at least this
+#: much less time (closer rates are within a shared machine's noise) ...
 MIN_GAIN = 1.03
+#: ... and it is not slower than NumPy's BLAS by more than this at any class: "auto" never makes
+#: a step's product slower than the default.
+MAX_CLASS_LOSS = 1.03
 TIMING_REPEATS = 5
 _auto: dict[str, Any] | None = None
 _auto_lock = threading.Lock()
@@ -287,7 +293,8 @@ def auto_timings(*, retime: bool = False, measure: bool = True) -> dict[str, Any
     -------
     dict or None
         ``rates[dtype][provider][product class]`` in GFLOP/s, ``choice[dtype]`` (the provider
-        whose products of one step took least time), ``key`` (see :func:`machine_key`),
+        whose products of one step took least time, and no class much longer than on NumPy's
+        BLAS: see ``MIN_GAIN`` and ``MAX_CLASS_LOSS``), ``key`` (see :func:`machine_key`),
         ``measured`` (when), ``seconds`` (how long the timing took) and ``path`` (the cache
         file, or ``None`` where none could be written).
     """
@@ -364,9 +371,7 @@ def _time_providers(key: dict[str, Any]) -> dict[str, Any]:
             name: {c[0]: round(2e-9 * c[1] * c[2] * c[3] / t, 1) for c, t in zip(PRODUCT_CLASSES, medians[name])}
             for name in names
         }
-        total = {name: sum(medians[name]) for name in names}
-        fastest = min(names, key=total.__getitem__)
-        choice[np.dtype(dtype).name] = fastest if total["numpy"] >= MIN_GAIN * total[fastest] else "numpy"
+        choice[np.dtype(dtype).name] = _choose(medians)
     return {
         "key": key,
         "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -374,6 +379,16 @@ def _time_providers(key: dict[str, Any]) -> dict[str, Any]:
         "rates": rates,
         "choice": choice,
     }
+
+
+def _choose(medians: dict[str, list[float]]) -> str:
+    """The provider whose products of a step take least time (the sum over the classes), where it
+    beats NumPy's BLAS by ``MIN_GAIN`` and loses to it by no more than ``MAX_CLASS_LOSS`` at any
+    class; else ``"numpy"``."""
+    default = medians["numpy"]
+    eligible = [name for name, times in medians.items() if all(t <= MAX_CLASS_LOSS * d for t, d in zip(times, default))]
+    fastest = min(eligible, key=lambda name: sum(medians[name]))
+    return fastest if sum(default) >= MIN_GAIN * sum(medians[fastest]) else "numpy"
 
 
 def _operands(

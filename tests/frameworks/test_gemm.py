@@ -207,6 +207,19 @@ def test_auto_picks_the_fastest_and_keeps_numpy_within_the_noise(timing_cache, m
     assert gemms.auto_timings(retime=True)["choice"] == {"float32": "numpy", "float64": "numpy"}
 
 
+def test_auto_keeps_numpy_where_the_faster_provider_loses_at_one_class(timing_cache, monkeypatch, fresh_static_key):
+    def slow_on_tall_products(left, right, out=None):
+        if left.shape[0] == 64:  # the "tall" class only
+            time.sleep(0.004)
+        return np.matmul(left, right, out=out)
+
+    # "mixed" is far faster in total (numpy pays 3 ms at both classes) but slower at "tall".
+    _fake_providers(monkeypatch, numpy=lambda: _slow(0.003), mixed=lambda: slow_on_tall_products)
+    assert gemms.auto_timings()["choice"] == {"float32": "numpy", "float64": "numpy"}
+    assert gemms._choose({"numpy": [1.0, 1.0], "mixed": [0.1, 1.02]}) == "mixed"  # within MAX_CLASS_LOSS
+    assert gemms._choose({"numpy": [1.0, 1.0], "mixed": [0.1, 1.1]}) == "numpy"
+
+
 def test_auto_times_once_and_keeps_the_result_on_disk(timing_cache, capsys):
     assert gemms.auto_timings(measure=False) is None
     timings = gemms.auto_timings()
