@@ -28,7 +28,8 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-def _installed_version(name: str) -> str | None:
+def installed_version(name: str) -> str | None:
+    """The distribution's version from its metadata (nothing is imported), or ``None``."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -96,7 +97,7 @@ def config_info() -> dict[str, Any]:
         "numba": numba.__version__,
         "llvmlite": llvmlite.__version__,
     }
-    info.update({name: version for name in _OPTIONAL if (version := _installed_version(name))})
+    info.update({name: version for name in _OPTIONAL if (version := installed_version(name))})
     info.update(
         {
             "platform": platform.platform(),

@@ -44,9 +44,8 @@ if USER_BLAS_TIMEOUT is None and os.environ.get("MTRL_FAST_SET_WAIT_POLICY", "1"
     os.environ["OPENBLAS_THREAD_TIMEOUT"] = BLAS_TIMEOUT
 
 # Intel MKL (the ``mkl`` GEMM provider) brings its own OpenMP runtime, whose idle workers spin
-# for 200 ms after each product unless a wait policy says otherwise: with the policy unset, a
-# (128, 256, 256, 32) per-task step took 4.5-8.5 ms on Intel's runtime against 4.5 ms on GNU's.
-# MKL's GNU threading layer runs its products on the libgomp pool Numba's kernels already use,
+# after each product unless a wait policy says otherwise, a second pool contending with ours
+# (docs/threads.md has the measurement). MKL's GNU threading layer runs its products on the libgomp pool Numba's kernels already use,
 # under the wait policy above. The user's MKL_THREADING_LAYER is respected.
 #: The threading layer mtrl_fast asks MKL for when it loads it (``None``: MKL's own choice).
 MKL_THREADING_LAYER = None if "MKL_THREADING_LAYER" in os.environ else "GNU"

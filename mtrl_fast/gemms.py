@@ -9,7 +9,6 @@ and runs each dtype's products on the fastest. Every provider runs on the arrays
 
 import functools
 import hashlib
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -64,11 +63,7 @@ class Provider:
 def _installed(distribution: str) -> bool:
     if distribution == "torch":  # found by its module: PyTorch may be a build without metadata
         return importlib.util.find_spec("torch") is not None
-    try:
-        importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
+    return _info.installed_version(distribution) is not None
 
 
 #: The providers, by name. ``"auto"`` is not one: it chooses among them.
@@ -209,7 +204,7 @@ def resolve(setting: str, dtype: np.dtype[Any] | type) -> str:
 #: large step (n = 4096 rows, d = 1024, width m = 256, T = 256 tasks) the inputs' product
 #: ``X W^T``, the first layer's gradient ``D^T X``, the outputs ``A H^T`` and the heads' gradient
 #: ``R H``; at a small one (n = 1024, d = m = 256) its two largest products, where another BLAS
-#: can lose although it wins at the large ones (MKL: 260 GFLOP/s against OpenBLAS's 294).
+#: can lose although it wins at the large ones (docs/performance.md has the rates).
 PRODUCT_CLASSES = (
     ("X W^T", 4096, 1024, 256, False, True),
     ("D^T X", 256, 4096, 1024, True, False),
@@ -251,16 +246,9 @@ def _static_key() -> dict[str, Any]:
         "cpu": _info.cpu_name(),
         "cpu_flags": _cpu_flags(),
         "cores": os.cpu_count(),
-        "versions": {name: _version(PROVIDERS[name].distribution) for name in available()},
+        "versions": {name: _info.installed_version(PROVIDERS[name].distribution) for name in available()},
         "classes": [list(c) for c in PRODUCT_CLASSES],
     }
-
-
-def _version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def _cpu_flags() -> str:
@@ -280,7 +268,7 @@ def _cache_path(key: dict[str, Any]) -> str:
 
 def auto_timings(*, retime: bool = False, measure: bool = True) -> dict[str, Any] | None:
     """``"auto"``'s timings on this machine, and its choice per dtype: read from the cache, or
-    measured now (a second or two) and stored there.
+    measured now (a few seconds) and stored there.
 
     Parameters
     ----------

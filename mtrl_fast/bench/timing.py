@@ -28,8 +28,7 @@ def time_burst(run: Callable[[], object], calls: int) -> float:
     """Median seconds of ``calls`` back-to-back calls, after one untimed call: even a slow call
     (a burst of one) is timed as the second of a loop. After an idle spell, thread pools that
     sleep between parallel regions (GNU OpenMP under the passive policy, which MKL and PyTorch
-    run on) woke slowly for tens of milliseconds on a 2-core VM: a per-task step's products took
-    48-50 ms on PyTorch's and MKL's GEMM as a lone call, 31 ms inside a loop."""
+    run on) can wake slowly for tens of milliseconds (docs/benchmarks.md has the measurement)."""
     run()
     times = []
     for _ in range(calls):
