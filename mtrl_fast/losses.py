@@ -56,7 +56,7 @@ TABLE = (
     Loss("squared", False, lambda ops, f, y: 0.5 * (f - y) ** 2, lambda f, y: f - y),
     Loss("logistic", True, lambda ops, f, y: ops.softplus(-y * f), _logistic_slope, cost=(8, 24)),
     Loss("hinge", True, lambda ops, f, y: ops.relu(1.0 - y * f), lambda f, y: np.where(y * f < 1.0, -y, 0.0)),
-    Loss("correlation", True, lambda ops, f, y: -y * f, lambda f, y: -y + 0.0 * f),
+    Loss("correlation", True, lambda ops, f, y: -y * f, lambda f, y: np.zeros_like(f) - y),
 )
 
 #: Loss names in kernel order.

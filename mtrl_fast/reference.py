@@ -17,6 +17,12 @@ def _task_inputs(p: Problem, t: int) -> np.ndarray:
     return p.X if p.layout == SHARED else p.X[t]
 
 
+def _relu_slope(Z: np.ndarray) -> np.ndarray:
+    """The ReLU's derivative, 1 where ``Z > 0`` and 0 elsewhere, but NaN where ``Z`` is NaN: a NaN
+    reaches every gradient it touches, as through any other function."""
+    return np.where(np.isnan(Z), Z, Z > 0).astype(Z.dtype)
+
+
 def _pre_activations(p: Problem, t: int) -> np.ndarray:
     Z = _task_inputs(p, t) @ p.W.T
     if p.b is not None:
@@ -59,7 +65,7 @@ def backward(
         Z = _pre_activations(p, t)
         H = np.maximum(Z, 0)
         gA[t] = p.Y[t] @ H
-        D = np.outer(p.Y[t], p.A[t]) * (Z > 0)
+        D = np.outer(p.Y[t], p.A[t]) * _relu_slope(Z)
         gW += D.T @ _task_inputs(p, t)
         gb += D.sum(axis=0)
         D64 = D.astype(np.float64)

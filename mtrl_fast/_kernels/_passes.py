@@ -26,6 +26,12 @@ _SUM_STRETCH = 256
 _LOSS_ROWS = 64  # per-task rows whose loss is evaluated in one vectorised run (_SUM_STRETCH or less)
 
 
+# _MASK_NOTE: the ReLU's slope masks with ``0 * h`` rather than ``0`` where ``h = relu(z)`` is not
+# positive: the same zero for a finite ``h``, but NaN where ``z`` (and so ``h``) is NaN, so that a NaN
+# in the inputs or parameters reaches every gradient it touches instead of becoming a zero row. The
+# fastmath set keeps NaNs (no ``nnan``), so LLVM may not fold ``0 * h`` to ``0``.
+
+
 def chunk_count(rows):
     """Number of row chunks for a parallel pass over ``rows`` rows."""
     return max(1, min(_MAX_CHUNKS, rows // _MIN_CHUNK_ROWS))
@@ -101,7 +107,7 @@ def relu_mask_colsum(G, H, gb, chunks):
             h_row = H[i]
             row_dot = zero  # one row in the arrays' precision, then float64 (see _SUM_STRETCH)
             for c in range(m):
-                g = g_row[c] if h_row[c] > zero else zero
+                g = g_row[c] if h_row[c] > zero else zero * h_row[c]  # see _MASK_NOTE
                 g_row[c] = g
                 column_sums[c] += g
                 row_dot += g * h_row[c]
@@ -141,7 +147,7 @@ def masked_task_sum(R, A, H, D, gb, chunks):
                 for c in range(m):
                     d_row[c] += r * a_row[c]
             for c in range(m):
-                g = d_row[c] if h_row[c] > zero else zero
+                g = d_row[c] if h_row[c] > zero else zero * h_row[c]  # see _MASK_NOTE
                 d_row[c] = g
                 column_sums[c] += g
         partial[k] = column_sums
@@ -235,7 +241,7 @@ def per_task_backward_block(Z, Y, A, b, row0, n, loss, scale, gA, gb, chunks):
                 for c in range(m):
                     h = z_row[c]
                     head[c] += r * h
-                    back = r * a_row[c] if h > zero else zero
+                    back = r * a_row[c] if h > zero else zero * h  # see _MASK_NOTE
                     z_row[c] = back
                     gb_sums[c] += back
         gb_partial[k] = gb_sums
