@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ._validate import check_problem
 from .gradients import Gradients
 from .ops import loss_and_grad
 
@@ -51,7 +52,15 @@ def alternating_round(
     -------
     float
         The objective at the first-layer step, before it is taken.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As ``loss_and_grad`` for either batch (a NaN or Inf included), a parameter that is not a
+        writeable ndarray, or a step setting out of range. Every check runs before anything is
+        updated: a refused call leaves ``W``, ``b`` and ``A`` as they were.
     """
+    _check_round(head_batch, layer_batch, W, b, A, loss, head_steps, (head_lr, lr, weight_decay))
     X, Y = head_batch
     step_heads(X, Y, W, b, A, loss=loss, steps=head_steps, lr=head_lr, step=step)
     X, Y = layer_batch
@@ -59,6 +68,38 @@ def alternating_round(
     assert grads.W is not None  # a first-layer step computes it
     update_first_layer(W, b, grads.W, grads.b, lr=lr, weight_decay=weight_decay)
     return float(value)
+
+
+def _check_round(
+    head_batch: tuple[np.ndarray, np.ndarray],
+    layer_batch: tuple[np.ndarray, np.ndarray],
+    W: np.ndarray,
+    b: np.ndarray | None,
+    A: np.ndarray,
+    loss: str,
+    head_steps: int,
+    rates: tuple[float, float, float],
+) -> None:
+    """Everything ``alternating_round`` could refuse halfway, refused before the first update."""
+    for name, value in (("W", W), ("b", b), ("A", A)):
+        if value is None and name == "b":
+            continue
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"{name} is updated in place and must be a NumPy array; got {type(value).__name__}")
+        if not value.flags.writeable:
+            raise ValueError(f"{name} is updated in place and must be writeable; got a read-only array")
+    for name, batch in (("head_batch", head_batch), ("layer_batch", layer_batch)):
+        if not isinstance(batch, tuple | list) or len(batch) != 2:
+            raise TypeError(f"{name} must be a pair (X, Y)")
+        try:
+            check_problem(batch[0], W, b, A, batch[1], loss=loss)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{name}: {error}") from None
+    if isinstance(head_steps, bool) or not isinstance(head_steps, int | np.integer) or head_steps < 0:
+        raise ValueError(f"head_steps must be a non-negative integer; got {head_steps!r}")
+    for name, rate in zip(("head_lr", "lr", "weight_decay"), rates):
+        if not np.isfinite(rate):
+            raise ValueError(f"{name} must be finite; got {rate!r}")
 
 
 def step_heads(

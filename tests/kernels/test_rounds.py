@@ -44,3 +44,45 @@ def test_alternating_round_is_head_steps_then_a_first_layer_step(layout, bias):
     if bias:
         np.testing.assert_allclose(b1, b - 0.5 * grads.b, rtol=1e-12, atol=1e-15)
     assert value == pytest.approx(expected_value, rel=1e-12)
+
+
+def _nan_at_the_end(array):
+    array = array.copy()
+    array.flat[-1] = np.nan
+    return array
+
+
+def _read_only(array):
+    array = array.copy()
+    array.flags.writeable = False
+    return array
+
+
+REFUSED_ROUNDS = {
+    "NaN in the head batch's X": lambda X, Y, W, b, A: (((_nan_at_the_end(X), Y), (X, Y), W, b, A), {}),
+    "NaN in the layer batch's X": lambda X, Y, W, b, A: (((X, Y), (_nan_at_the_end(X), Y), W, b, A), {}),
+    "Inf in the layer batch's Y": lambda X, Y, W, b, A: (((X, Y), (X, np.full_like(Y, np.inf)), W, b, A), {}),
+    "a label outside -1, +1": lambda X, Y, W, b, A: (((X, Y), (X, 2 * Y), W, b, A), {"loss": "logistic"}),
+    "a layer batch of the wrong width": lambda X, Y, W, b, A: (((X, Y), (X[..., :-1], Y), W, b, A), {}),
+    "a read-only W": lambda X, Y, W, b, A: (((X, Y), (X, Y), _read_only(W), b, A), {}),
+    "a read-only A": lambda X, Y, W, b, A: (((X, Y), (X, Y), W, b, _read_only(A)), {}),
+    "a read-only b": lambda X, Y, W, b, A: (((X, Y), (X, Y), W, _read_only(b), A), {}),
+    "a list for A": lambda X, Y, W, b, A: (((X, Y), (X, Y), W, b, A.tolist()), {}),
+    "negative head steps": lambda X, Y, W, b, A: (((X, Y), (X, Y), W, b, A), {"head_steps": -1}),
+    "a NaN step size": lambda X, Y, W, b, A: (((X, Y), (X, Y), W, b, A), {"lr": float("nan")}),
+    "an unknown loss": lambda X, Y, W, b, A: (((X, Y), (X, Y), W, b, A), {"loss": "hinges"}),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_ROUNDS)
+def test_a_refused_round_applies_nothing(layout, case):
+    """Every check runs before the first update: the parameters are bit for bit as they were."""
+    X, Y, W, b, A = make_problem(layout, np.float64, n=8, d=5, m=4, T=3)
+    A += 0.25  # nonzero heads, so that a head step would change them
+    args, settings = REFUSED_ROUNDS[case](X, Y, W, b, A)
+    params = args[2:]
+    before = [np.array(p, copy=True) for p in params]
+    with pytest.raises((ValueError, TypeError)):
+        mtrl_fast.alternating_round(*args, **settings)
+    for p, original in zip(params, before):
+        np.testing.assert_array_equal(np.asarray(p), original, strict=True)
