@@ -143,7 +143,8 @@ def check_shapes(X, W, b, A, Y=_NOT_GIVEN, y_name="Y", convert=True):
     else:
         Y = _as_array(y_name, Y, "(T, n)", convert)
         if np.dtype(Y.dtype).kind in "iu":
-            Y = Y.astype(dtype)
+            # Integer labels compute in the float dtype; a metadata-only check just accepts them.
+            Y = Y.astype(dtype) if convert else ArrayMeta(tuple(Y.shape), len(Y.shape), dtype)
         elif Y.dtype != dtype:
             raise TypeError(f"{y_name} must have dtype {dtype} (like X) or an integer dtype; got {Y.dtype}")
         _check_shape(y_name, Y, (T, n), "(T, n) with T = A.shape[0] and n = X.shape[-2]")

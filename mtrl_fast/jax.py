@@ -193,8 +193,8 @@ def loss(
     ----------
     X : Array, shape (n, d) or (T, n, d)
     Y : Array, shape (T, n)
-        Targets in X's dtype; -1 or +1 for the classification losses (checked when ``Y`` is
-        concrete, not when it is a tracer under ``jit``).
+        Targets in X's dtype, or integers (converted to it); -1 or +1 for the classification
+        losses (checked when ``Y`` is concrete, not when it is a tracer under ``jit``).
     W, b, A : Array
         Parameters as in :func:`forward`.
     loss : str
@@ -207,6 +207,8 @@ def loss(
     Array, shape ()
     """
     loss_id(loss)
+    if hasattr(X, "dtype") and hasattr(Y, "dtype") and np.dtype(Y.dtype).kind in "iu":
+        Y = jnp.asarray(Y).astype(jax.dtypes.canonicalize_dtype(np.dtype(X.dtype)))  # as the NumPy API takes them
     _check(X, W, b, A, Y, loss=loss, check_finite=check_finite)
     if loss not in _LOSS_FUNCTIONS:
         _LOSS_FUNCTIONS[loss] = _make_loss(loss)

@@ -66,15 +66,15 @@ def _meta(tensor: Optional[torch.Tensor]) -> Optional[ArrayMeta]:
     return None if tensor is None else ArrayMeta(tuple(tensor.shape), tensor.dim(), _NUMPY_DTYPES[tensor.dtype])
 
 
-def _refuse_forward_mode(function: str, params: Sequence[Optional[torch.Tensor]]) -> None:
+def _refuse_forward_mode(function: str, tensors: Sequence[Optional[torch.Tensor]]) -> None:
     """Forward-mode AD would see no tangent come out of the op (the kernels are reverse-mode only),
     and ``torch.func``'s grad cannot enter a custom op's autograd: refuse both by name rather than
-    return a zero."""
+    return a zero. A tangent on any input counts, the data's and the upstream gradient's too."""
     stack = torch._C._functorch.get_interpreter_stack() or ()
     keys = {interpreter.key() for interpreter in stack}
     TransformType = torch._C._functorch.TransformType
     if TransformType.Jvp in keys or any(
-        t is not None and forward_ad.unpack_dual(t).tangent is not None for t in params
+        t is not None and forward_ad.unpack_dual(t).tangent is not None for t in tensors
     ):
         raise RuntimeError(
             f"mtrl_fast.torch.{function} has no forward-mode derivative (torch.func.jvp, jacfwd, "
@@ -104,7 +104,7 @@ def _check(
             _check_tensor(name, tensor, allow_grad)
     if torch.compiler.is_compiling():
         return  # tracing sees fake tensors; the op checks shapes and values when it runs
-    _refuse_forward_mode(function, (W, b, A))
+    _refuse_forward_mode(function, (X, W, b, A, Y))
     if Y is None:
         check_shapes(_meta(X), _meta(W), _meta(b), _meta(A), convert=False)
     else:
@@ -224,6 +224,8 @@ def _forward_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
 def _forward_backward(ctx: Any, dF: torch.Tensor, *unused: Any) -> Tuple[Any, ...]:
     # The backward is an operator too, so that tracing (opcheck, torch.compile) sees no NumPy.
     X, W, b, A = ctx.saved_tensors
+    if not torch.compiler.is_compiling():
+        _refuse_forward_mode("forward", (dF,))  # a dual upstream gradient would lose its tangent
     with torch.no_grad():  # its derivatives, where wanted, come from the twin below
         gW, gb, gA = _backward_op(X, W, b, A, dF)
     gb = gb if ctx.has_bias else None

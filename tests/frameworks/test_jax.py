@@ -112,3 +112,25 @@ def test_float64_numpy_inputs_without_x64_compute_in_float32():
     assert value.dtype == jnp.float32 and grads.dtype == jnp.float32
     want = mtrl_fast.loss_and_grad(*(a.astype(np.float32) for a in (X, Y, W, b, A)))[1].W
     np.testing.assert_allclose(grads, want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int8"])
+def test_integer_labels_are_taken_as_the_numpy_api_takes_them(dtype):
+    """Before: ``AttributeError: 'ArrayMeta' object has no attribute 'astype'``."""
+    X, Y, W, b, A = _arrays("shared")
+    Y_int = Y.astype(dtype)
+    assert mj.loss(X, Y_int, W, b, A) == mj.loss(X, Y, W, b, A)
+    got = jax.jit(jax.grad(lambda W: mj.loss(X, Y_int, W, b, A)))(W)
+    np.testing.assert_array_equal(got, jax.grad(lambda W: mj.loss(X, Y, W, b, A))(W))
+    with pytest.raises(ValueError, match="labels -1 or \\+1"):
+        mj.loss(X, (2 * Y).astype(dtype), W, b, A)
+
+
+@pytest.mark.parametrize("loss", mtrl_fast.LOSSES)
+def test_a_nan_in_W_reaches_its_gradients_under_jit(loss):
+    """Before: under jit (no check of tracers) a NaN row of W gave a zero row of W's gradient."""
+    X, Y, W, b, A = _arrays("per-task", loss=loss)
+    W = W.at[1, 0].set(jnp.nan)
+    value, (gW, gb, gA) = jax.jit(jax.value_and_grad(lambda *p: mj.loss(X, Y, *p, loss), argnums=(0, 1, 2)))(W, b, A)
+    assert np.isnan(value)
+    assert np.isnan(gW[1]).all() and np.isnan(gb[1]) and np.isnan(gA[:, 1]).all()

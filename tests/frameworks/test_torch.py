@@ -308,14 +308,27 @@ def test_unsupported_transforms_are_refused_by_name(transform, words, function):
         assert word in str(raised.value)
 
 
-def test_forward_ad_is_refused():
+@pytest.mark.parametrize(
+    "function, dual_input",
+    [("loss", name) for name in ("X", "Y", "W", "b", "A")] + [("forward", name) for name in ("X", "W", "b", "A", "dF")],
+)
+def test_forward_ad_is_refused_for_every_input(function, dual_input):
+    """Before: a tangent on X, Y or an upstream gradient dF went through unseen: a zero tangent."""
     import torch.autograd.forward_ad as forward_ad
 
     X, Y, W, b, A = _tensors("shared")
-    with forward_ad.dual_level():
-        dual = forward_ad.make_dual(A.detach(), torch.ones_like(A))
-        with pytest.raises(RuntimeError, match="no forward-mode derivative"):
-            mt.loss(X, Y, W.detach(), b.detach(), dual)
+    inputs = {"X": X, "Y": Y, "W": W.detach(), "b": b.detach(), "A": A.detach()}
+    with forward_ad.dual_level(), pytest.raises(RuntimeError, match="no forward-mode derivative"):
+        if dual_input != "dF":
+            inputs[dual_input] = forward_ad.make_dual(inputs[dual_input], torch.ones_like(inputs[dual_input]))
+        if function == "loss":
+            mt.loss(inputs["X"], inputs["Y"], inputs["W"], inputs["b"], inputs["A"])
+        elif dual_input != "dF":
+            mt.forward(inputs["X"], inputs["W"], inputs["b"], inputs["A"])
+        else:
+            F = mt.forward(X, W, b, A)
+            dF = forward_ad.make_dual(torch.ones_like(F), torch.ones_like(F))
+            torch.autograd.grad(F, W, dF)
 
 
 def test_vmap_runs_each_element(layout):
@@ -360,3 +373,21 @@ def test_values_are_checked_inside_the_op(function):
         else (lambda X_: mt.forward(X_, W, b, A, check_finite=False))
     )
     assert not torch.isfinite(call_unchecked(bad_X)).all()
+
+
+@pytest.mark.parametrize("loss", mtrl_fast.LOSSES)
+@pytest.mark.parametrize("where", ["W", "b", "A", "X"])
+def test_a_nan_reaches_every_gradient_it_touches(where, loss):
+    """Before: a NaN row of W gave a zero row of W's gradient (the mask read ``NaN > 0`` as false)."""
+    X, Y, W, b, A = _tensors("shared", loss=loss)
+    with torch.no_grad():
+        {"W": W[1], "b": b[1:2], "A": A[:, 1], "X": X[2]}[where][0] = float("nan")
+    value = mt.loss(X, Y, W, b, A, loss, check_finite=False)
+    gW, gb, gA = torch.autograd.grad(value, (W, b, A))
+    assert torch.isnan(value)
+    if where in ("W", "b"):
+        assert torch.isnan(gW[1]).all() and torch.isnan(gb[1]) and torch.isnan(gA[:, 1]).all()
+    elif where == "X":
+        assert torch.isnan(gW).all()
+    else:  # the NaN head reaches its neuron's row through the back-propagated D = (R^T A) * mask
+        assert torch.isnan(gW[1]).all() and torch.isnan(gb[1])
