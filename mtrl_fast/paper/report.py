@@ -21,9 +21,21 @@ def claims(results, grid):
     Returns
     -------
     list of dict
-        Keys ``claim``, ``measured`` (text), ``threshold`` (text) and ``holds`` (bool).
+        Keys ``claim``, ``measured`` (text), ``threshold`` (text), ``holds`` (bool, or ``None``
+        for a claim the grid cannot test, whose ``measured`` gives the reason) and ``verdict``
+        (one of :data:`VERDICTS`).
     """
-    return [row for name in grid.studies for row in STUDIES[name].claims(results.get(name, []), grid)]
+    rows = [row for name in grid.studies for row in STUDIES[name].claims(results.get(name, []), grid)]
+    return [{**row, "verdict": verdict(row)} for row in rows]
+
+
+#: A claim's verdict: it holds, it fails, or the grid cannot test it.
+VERDICTS = ("holds", "FAILS", "not evaluated")
+
+
+def verdict(row):
+    """``row``'s verdict, from its ``holds``."""
+    return VERDICTS[2] if row["holds"] is None else VERDICTS[0] if row["holds"] else VERDICTS[1]
 
 
 def _csv(records, fields):
@@ -50,7 +62,7 @@ def claims_table(rows):
     """The claims as a Markdown table."""
     return markdown_table(
         ["claim", "measured", "threshold", "verdict"],
-        [[r["claim"], r["measured"], r["threshold"], "holds" if r["holds"] else "FAILS"] for r in rows],
+        [[r["claim"], r["measured"], r["threshold"], verdict(r)] for r in rows],
     )
 
 
@@ -119,7 +131,8 @@ def profile_table(timing):
 
 
 def write_outputs(results, grid, out, profile=None):
-    """Write results.json, one CSV per study (``recovery.csv``, ...), the figures and report.md into ``out``.
+    """Write results.json, one CSV per study (``recovery.csv``, ...), ``claims.csv``, the figures and
+    report.md into ``out``.
 
     All or nothing: the files are written as a new set and published together only when every
     one was written (``store.output_set``), so a failure (a full disk, a stop) leaves the
@@ -140,6 +153,7 @@ def write_outputs(results, grid, out, profile=None):
         stage("results.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
         for name in grid.studies:
             stage(f"{name}.csv").write_text(_csv(results.get(name, []), tuple(STUDIES[name].fields)), encoding="utf-8")
+        stage("claims.csv").write_text(_csv(rows, ("claim", "measured", "threshold", "verdict")), encoding="utf-8")
         figures = _figures(results, grid, stage)
         stage("report.md").write_text(_report(results, grid, rows, figures, profile), encoding="utf-8")
     return rows

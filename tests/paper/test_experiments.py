@@ -10,6 +10,7 @@ from mtrl_fast import cli
 from mtrl_fast._progress import Progress
 from mtrl_fast.paper import experiments, report
 from mtrl_fast.paper.experiments import Grid, plan, reproduce, run_grid
+from mtrl_fast.paper.studies import STUDIES
 from mtrl_fast.paper.train import GROUP_TASKS, PretrainConfig, task_bytes, task_shards
 
 TINY = Grid(
@@ -44,7 +45,12 @@ def test_reproduce_writes_every_output(tmp_path):
     assert (tmp_path / "recovery.csv").read_text().splitlines()[0].startswith("d,r,T,seed,subspace_distance")
     text = (tmp_path / "report.md").read_text()
     assert "## The paper's claims" in text and "![recovery.png](recovery.png)" in text
-    assert len(rows) == 6 and all(isinstance(r["holds"], bool) for r in rows)
+    assert len(rows) == 6 and all(isinstance(r["holds"], bool) or r["holds"] is None for r in rows)
+    # TINY stops at T = 6: the many-task claim is reported as not evaluated, with the reason, not failed
+    (many,) = [r for r in rows if r["claim"].startswith("Many tasks")]
+    assert many["verdict"] == "not evaluated" and "at least 100" in many["measured"]
+    assert [r["verdict"] for r in document["claims"]] == [r["verdict"] for r in rows]
+    assert (tmp_path / "claims.csv").read_text().splitlines()[0] == "claim,measured,threshold,verdict"
     assert "label agreement" in rows[-1]["claim"]
 
 
@@ -123,7 +129,9 @@ def test_records_are_bitwise_the_same_whatever_jobs_and_memory_budget_for_equal_
 
 
 def test_claims_verdicts_follow_the_numbers():
-    grid = replace(TINY, tasks=(1, 10, 100), d=(8,), downstream_d=(8, 12), n_new=(100,))
+    grid = replace(
+        TINY, tasks=(1, 10, 100), d=(8,), downstream_d=(8, 12), n_new=(100,), studies=("recovery", "downstream")
+    )
 
     def recovery(distances, energy):
         return [
@@ -292,3 +300,71 @@ def test_the_at_scale_claim_covers_only_the_d_whose_records_reach_t_1000():
     assert "d=8: 0.200 -> 0.0600 at T = 1000" in at_scale["measured"]
     assert "d=12" not in at_scale["measured"]
     assert at_scale["holds"]
+
+
+def _verdicts(rows):
+    return {row["claim"].split(" (")[0]: (row["verdict"], row["measured"]) for row in rows}
+
+
+def test_a_claim_is_judged_only_on_the_cells_it_is_about():
+    """Before: with no T = 1 in the grid, the single-task claim was judged at T = 3000 and failed,
+    and the trend and mechanism claims vanished with fewer than three task counts."""
+    grid = replace(TINY, d=(8,), tasks=(100, 3000), studies=("recovery", "mechanism"))
+    records = [{"d": 8, "T": T, "seed": 0, "subspace_distance": 3 / T, "energy_outside": 0.01} for T in grid.tasks]
+    rows = report.claims({"recovery": records, "mechanism": []}, grid)
+    verdicts = _verdicts(rows)
+    assert verdicts["One task cannot learn all r = 2 directions"] == (
+        "not evaluated",
+        "not evaluated: needs T = 1 in the grid; got T = 100, 3000",
+    )
+    assert verdicts["Many tasks recover span(M)"][0] == "holds"
+    assert verdicts["Subspace distance falls as T grows"] == (
+        "not evaluated",
+        "not evaluated: needs three task counts; got 2 (T = 100, 3000)",
+    )
+    assert verdicts["Multi-task pretraining aligns the features with cross-task label agreement"][0] == "not evaluated"
+    assert "FAILS" not in report.claims_table(rows) and "not evaluated" in report.claims_table(rows)
+
+
+def test_every_studys_claims_are_accounted_for_on_a_thin_grid():
+    """A grid too thin for a claim reports it as not evaluated: no study returns fewer rows."""
+    thin = replace(TINY, d=(8,), tasks=(6,), downstream_d=(8,), width_d=(8,), studies=tuple(STUDIES))
+    rows = report.claims({name: [] for name in STUDIES}, thin)
+    full = report.claims(
+        {name: [] for name in STUDIES}, replace(thin, tasks=(1, 3, 100), downstream_d=(8, 12), width_d=(8, 12))
+    )
+    assert len(rows) == len(full) >= 7
+    assert all(row["verdict"] == "not evaluated" for row in rows), [r for r in rows if r["verdict"] != "not evaluated"]
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_strict_fails_on_an_unevaluated_claim_unless_allowed(tmp_path, capsys, allow):
+    argv = [
+        "reproduce",
+        "--d",
+        "8",
+        "--r",
+        "2",
+        "--tasks",
+        "2,3",
+        "--seeds",
+        "1",
+        "--studies",
+        "recovery",
+        "--width",
+        "8",
+        "--samples-per-task",
+        "20",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+        "--strict",
+    ]
+    code = cli.main(argv + (["--allow-unevaluated"] if allow else []))
+    out, err = capsys.readouterr()
+    assert "not evaluated: needs T = 1 in the grid" in out
+    if allow:
+        assert "not evaluated" not in err
+        assert code == (1 if "FAILS" in out else 0)
+    else:
+        assert code == 1 and "--allow-unevaluated" in err

@@ -76,7 +76,8 @@ class Study:
 
     def claims(self, records, grid):
         """The paper's claims that the study's records test: ``claim``, ``measured``,
-        ``threshold`` and a computed ``holds``."""
+        ``threshold`` and a computed ``holds``; a claim the grid cannot test is a
+        :func:`not_evaluated` row (``holds`` None, with the reason), never left out."""
         return []
 
     def tables(self, records, grid):
@@ -86,6 +87,17 @@ class Study:
     def figures(self, records, grid, plt, stage):
         """Write the study's figures to ``stage(name)`` with ``plt``; returns their names."""
         return []
+
+
+def not_evaluated(claim, threshold, reason):
+    """A claim the grid cannot test: reported with its reason, never dropped nor judged on other cells.
+    ``holds`` is ``None``; ``mtrl-fast reproduce --strict`` fails on it unless told to allow it."""
+    return {"claim": claim, "measured": f"not evaluated: {reason}", "threshold": threshold, "holds": None}
+
+
+def grid_values(values):
+    """``values`` as the claims' reasons quote them: ``1, 100``."""
+    return ", ".join(str(v) for v in values)
 
 
 def mean(records, value, **where):

@@ -4,7 +4,7 @@ and oracle features, on fresh tasks with ``n_new`` samples."""
 import numpy as np
 
 from ..train import initial_layer, oracle_layer, pretrain
-from ._common import Cell, ProbeStudy, family, log_axis, markdown_table, mean, nearest, saved
+from ._common import Cell, ProbeStudy, family, log_axis, markdown_table, mean, nearest, not_evaluated, saved
 
 FEATURES = ("multi-task", "single-task", "random", "oracle")
 
@@ -34,11 +34,25 @@ class Downstream(ProbeStudy):
         return self.probe(cell, grid, config, tasks, layers)
 
     def claims(self, records, grid):
-        if not records:
-            return []
-        rows = []
+        if not grid.downstream_d:
+            return [
+                not_evaluated(
+                    "Multi-task features beat random ones downstream", ">= +10 points", "no downstream d in the grid"
+                )
+            ]
         d_mid = nearest(grid.downstream_d, 200)
         n_mid = nearest(grid.n_new, 100)
+        d_lo, d_hi = min(grid.downstream_d), max(grid.downstream_d)
+        across_claim = (
+            f"Multi-task features lose less accuracy than random ones as d grows ({d_lo} -> {d_hi}, n_new = {n_mid})"
+        )
+        if not records:
+            beat = f"Multi-task features beat random ones downstream (d = {d_mid}, n_new = {n_mid})"
+            return [
+                not_evaluated(beat, ">= +10 points", "no cell of the study finished"),
+                not_evaluated(across_claim, "multi-task change > random change", "no cell of the study finished"),
+            ]
+        rows = []
         multi = mean(records, "accuracy", d=d_mid, n_new=n_mid, features="multi-task")
         random = mean(records, "accuracy", d=d_mid, n_new=n_mid, features="random")
         rows.append(
@@ -49,9 +63,9 @@ class Downstream(ProbeStudy):
                 "holds": multi - random >= 0.10,
             }
         )
-        d_lo, d_hi = min(grid.downstream_d), max(grid.downstream_d)
-        if d_lo == d_hi:  # the claims across d need two of them
-            return rows
+        if d_lo == d_hi:
+            reason = f"needs two downstream d; got d = {d_lo}"
+            return rows + [not_evaluated(across_claim, "multi-task change > random change", reason)]
         change = {
             name: mean(records, "accuracy", d=d_hi, n_new=n_mid, features=name)
             - mean(records, "accuracy", d=d_lo, n_new=n_mid, features=name)
@@ -59,8 +73,7 @@ class Downstream(ProbeStudy):
         }
         rows.append(
             {
-                "claim": f"Multi-task features lose less accuracy than random ones as d grows "
-                f"({d_lo} -> {d_hi}, n_new = {n_mid})",
+                "claim": across_claim,
                 "measured": f"accuracy change: multi-task {100 * change['multi-task']:+.1f} points, "
                 f"random {100 * change['random']:+.1f}",
                 "threshold": "multi-task change > random change",

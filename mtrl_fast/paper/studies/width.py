@@ -6,7 +6,18 @@ from dataclasses import replace
 import numpy as np
 
 from ..train import initial_layer, pretrain
-from ._common import Cell, ProbeStudy, family, log_axis, markdown_table, mean, nearest, saved
+from ._common import (
+    Cell,
+    ProbeStudy,
+    family,
+    grid_values,
+    log_axis,
+    markdown_table,
+    mean,
+    nearest,
+    not_evaluated,
+    saved,
+)
 
 FEATURES = ("multi-task", "random")
 #: The claim: at every width, multi-task features' accuracy at the largest ``d`` is within this of
@@ -42,10 +53,17 @@ class Width(ProbeStudy):
         return self.probe(cell, grid, config, tasks, layers)
 
     def claims(self, records, grid):
-        if not records or len(grid.width_d) < 2:
-            return []
         n_mid = nearest(grid.n_new, 100)
         d_lo, d_hi = min(grid.width_d), max(grid.width_d)
+        claim = (
+            "The neurons good features need do not grow with d: multi-task accuracy against the width is "
+            f"the same curve at d = {d_lo} and {d_hi} (n_new = {n_mid})"
+        )
+        threshold = f"within {100 * SAME_CURVE:.0f} points at every width"
+        if len(grid.width_d) < 2:
+            return [not_evaluated(claim, threshold, f"needs two d; got --width-d {grid_values(grid.width_d)}")]
+        if not records:
+            return [not_evaluated(claim, threshold, "no cell of the study finished")]
         accuracy = {
             (d, m, name): mean(records, "accuracy", d=d, width=m, n_new=n_mid, features=name)
             for d in (d_lo, d_hi)
@@ -54,15 +72,17 @@ class Width(ProbeStudy):
         }
         gaps = {m: accuracy[d_hi, m, "multi-task"] - accuracy[d_lo, m, "multi-task"] for m in grid.widths}
         widest = max(grid.widths)
+        measured = (
+            "accuracy change at m = "
+            + ", ".join(f"{m}: {100 * gap:+.1f}" for m, gap in gaps.items())
+            + f" points (random features at m = {widest}: {100 * accuracy[d_lo, widest, 'random']:.1f}% -> "
+            f"{100 * accuracy[d_hi, widest, 'random']:.1f}%)"
+        )
         return [
             {
-                "claim": "The neurons good features need do not grow with d: multi-task accuracy against the width is "
-                f"the same curve at d = {d_lo} and {d_hi} (n_new = {n_mid})",
-                "measured": "accuracy change at m = "
-                + ", ".join(f"{m}: {100 * gap:+.1f}" for m, gap in gaps.items())
-                + f" points (random features at m = {widest}: {100 * accuracy[d_lo, widest, 'random']:.1f}% -> "
-                f"{100 * accuracy[d_hi, widest, 'random']:.1f}%)",
-                "threshold": f"within {100 * SAME_CURVE:.0f} points at every width",
+                "claim": claim,
+                "measured": measured,
+                "threshold": threshold,
                 "holds": all(abs(gap) <= SAME_CURVE for gap in gaps.values()),
             }
         ]
