@@ -4,9 +4,13 @@
 
 A cell is ``pretrain`` on ``T`` tasks at dimension ``d`` with the paper's defaults (one round,
 ``n = 5 d``, width 256, a 1 GiB memory budget), sampling included, as ``mtrl-fast reproduce`` runs
-it. The ref's package is exported as the perf gate does; one worker process imports it, another
+it. The ref's package is exported as the perf gate does; one worker process imports it, others
 the working tree's, each with ``--threads`` threads. After an untimed warm-up cell each, runs
-alternate between them; the script prints each run and the ratio of the medians.
+alternate between them; the script prints each run and the ratios of the medians.
+
+Like for like: both sides draw every input in all ``d`` coordinates (the full sampler; a release
+before the reduced sampler knows no other). The working tree also runs a second, labelled row on
+the exact reduced sampler, which draws ``r + width`` coordinates a sample where that is fewer.
 """
 
 import argparse
@@ -27,12 +31,18 @@ from mtrl_fast.paper.metrics import subspace_distance
 from mtrl_fast.paper.train import PretrainConfig, pretrain
 
 d, T, threads = (int(v) for v in sys.argv[1:4])
+sampler = sys.argv[4]
 mtrl_fast.set_num_threads(threads)
 family = make_task_family(d, 5, T, np.random.default_rng(0))
+try:
+    config = PretrainConfig(sampler=sampler)
+except TypeError:  # a release before the reduced sampler: it draws every coordinate
+    assert sampler == "full", "this release has no reduced sampler"
+    config = PretrainConfig()
 
 def cell(seed, family=family):
     start = time.perf_counter()
-    trained = pretrain(family, PretrainConfig(), np.random.default_rng(seed), memory_budget=2**30)
+    trained = pretrain(family, config, np.random.default_rng(seed), memory_budget=2**30)
     return time.perf_counter() - start, subspace_distance(trained.W, family.M)
 
 cell(99, make_task_family(d, 5, min(T, 32), np.random.default_rng(1)))  # compile, load the cache
@@ -51,21 +61,23 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     commit = resolve(args.base)
+    reduced = 5 + 256 < args.d  # the reduced sampler's basis, r + width coordinates, is smaller than d
     with tempfile.TemporaryDirectory() as folder:
-        sides = {
-            "base": Worker(export(commit, Path(folder)), WORKER, (args.d, args.T, args.threads)),
-            "working tree": Worker(ROOT, WORKER, (args.d, args.T, args.threads)),
-        }
+        base_tree = export(commit, Path(folder))
+        rows = [("base full", base_tree, "full"), ("tree full", ROOT, "full")]
+        rows += [("tree reduced", ROOT, "reduced")] if reduced else []
+        sides = {label: Worker(tree, WORKER, (args.d, args.T, args.threads, sampler)) for label, tree, sampler in rows}
         print(
             f"cell d = {args.d}, T = {args.T}, {args.threads} threads: working tree "
-            f"{sides['working tree'].hello['version']} against {args.base} ({sides['base'].hello['version']})",
+            f"{sides['tree full'].hello['version']} against {args.base} ({sides['base full'].hello['version']}); "
+            f"coordinates drawn per sample: full {args.d}" + (f", reduced {min(args.d, 5 + 256)}" if reduced else ""),
             flush=True,
         )
         times = {side: [] for side in sides}
         try:
             for round_index in range(args.repeat):
-                order = list(sides) if round_index % 2 == 0 else list(sides)[::-1]
-                for side in order:
+                shift = round_index % len(sides)
+                for side in list(sides)[shift:] + list(sides)[:shift]:
                     seconds, distance = json.loads(sides[side].ask(round_index))
                     times[side].append(seconds)
                     print(
@@ -75,8 +87,12 @@ def main(argv=None):
         finally:
             for side in sides.values():
                 side.close()
-    base, new = np.median(times["base"]), np.median(times["working tree"])
-    print(f"median: base {base:.2f} s, working tree {new:.2f} s: the working tree is {base / new:.2f}x as fast")
+    medians = {side: float(np.median(seconds)) for side, seconds in times.items()}
+    base = medians["base full"]
+    print(
+        "median: "
+        + ", ".join(f"{side} {seconds:.2f} s ({base / seconds:.2f}x the base)" for side, seconds in medians.items())
+    )
     return 0
 
 

@@ -78,7 +78,7 @@ def _cmd_bench_cell(args):
     import numpy as np
 
     from mtrl_fast.bench.backends import get
-    from mtrl_fast.bench.cell import CELL_BACKENDS, CellSpec, run_cell_benchmark
+    from mtrl_fast.bench.cell import CELL_BACKENDS, CellSpec, agreement_tolerance, run_cell_benchmark
     from mtrl_fast.bench.output import environment
 
     d, T = args.cell
@@ -106,17 +106,21 @@ def _cmd_bench_cell(args):
         native_blas=args.native_blas,
         log=lambda text: print(text, file=sys.stderr),
     )
-    ours = np.median(results[OURS]["seconds"]) if OURS in results else None
+    like_for_like = f"{OURS} full"
+    ours = np.median(results[like_for_like]["seconds"]) if like_for_like in results else None
     lines = [
         f"# {env['date']}  {env['cpu']}, {env['cores']} cores, {threads} threads, BLAS {env['blas']}",
         "# " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
-        f"{'implementation':<16} {'median s':>9} {'min s':>8} {'distance':>9} {'ours faster by':>15}",
+        f"# the distances agree within {agreement_tolerance(results):.4f} (the seeds' spread, measured)",
+        f"{'implementation':<18} {'sampler':<8} {'coords':>6} {'GFLOP':>8} {'median s':>9} {'min s':>8} "
+        f"{'distance':>9} {'/ ours full':>12}",
     ]
     for name, result in results.items():
         median = np.median(result["seconds"])
         lines.append(
-            f"{name:<16} {median:9.2f} {min(result['seconds']):8.2f} {np.mean(result['distance']):9.4f} "
-            f"{'' if ours is None else f'{median / ours:14.2f}x':>15}"
+            f"{name:<18} {result['sampler']:<8} {result['coordinates']:>6} {result['flops'] / 1e9:8.1f} "
+            f"{median:9.2f} {min(result['seconds']):8.2f} {np.mean(result['distance']):9.4f} "
+            f"{'' if ours is None else f'{median / ours:11.2f}x':>12}"
         )
     table = "\n".join(lines)
     print(table)

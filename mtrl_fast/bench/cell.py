@@ -8,6 +8,12 @@ three start from the same ``M``, task vectors and first layer; each draws its ow
 with its compiled sampler, PyTorch with ``torch.randn``, JAX with ``jax.random.normal``), so their
 subspace distances agree within seed noise, which is checked before anything is timed.
 
+Ours runs twice, labelled by sampler: on the full sampler, which draws all ``d`` coordinates of
+every input as the peers do (the like-for-like row), and, where it is smaller, on the exact reduced
+sampler, which draws ``r + width`` coordinates a sample and the rest of the first layer's gradient
+from its conditional law (same distribution of every reported quantity, less work). Each row names
+its sampler, the coordinates it draws per sample and the FLOPs of its products.
+
 Each implementation runs in a process of its own with the same thread count; runs alternate
 between them, and the table reports medians.
 """
@@ -24,6 +30,36 @@ from .backends import FRAMEWORKS, OURS
 CELL_BACKENDS = (OURS, *FRAMEWORKS)
 #: Tasks the peers draw and step at once (a user bounds memory the same way).
 CHUNK = 50
+#: Runs of ours (timed ones included) whose subspace distances measure the seed-to-seed spread that
+#: the agreement check allows: at least this many, so that a single timed run still has a spread.
+SPREAD_RUNS = 6
+#: The agreement check's allowance: this many standard errors of the difference of two means.
+AGREEMENT_SE = 4.0
+#: The least allowance, for cells whose distance barely varies (T = 1 sits at 1.0).
+AGREEMENT_FLOOR = 0.02
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the cell table: an implementation (a backend) on a sampler."""
+
+    name: str
+    backend: str
+    sampler: str  # "full": every coordinate drawn, as the peers draw; "reduced": our exact reduction
+
+
+def rows_for(backends, spec):
+    """The table's rows for ``backends``: ours on the full sampler and, where it draws fewer
+    coordinates, on the reduced one; each peer as its users write it (full)."""
+    rows = []
+    for backend in backends:
+        if backend == OURS:
+            rows.append(Row(f"{OURS} full", OURS, "full"))
+            if spec.reduced_dimension < spec.d:
+                rows.append(Row(f"{OURS} reduced", OURS, "reduced"))
+        else:
+            rows.append(Row(backend, backend, "full"))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -40,6 +76,22 @@ class CellSpec:
     def n(self):
         return 5 * self.d  # the paper's default samples per task and phase
 
+    @property
+    def reduced_dimension(self):
+        """Coordinates the reduced sampler draws per sample: a basis of ``span(M) + span(W^T)``."""
+        return min(self.d, self.r + self.width)
+
+    def coordinates(self, sampler):
+        """Coordinates drawn per sample on ``sampler``."""
+        return self.d if sampler == "full" else self.reduced_dimension
+
+    def flops(self, sampler):
+        """FLOPs of the cell's products on ``sampler``, with ``k`` coordinates a sample: per phase,
+        the labels' ``X M`` (``2 T n k r``) and ``X W^T`` (``2 T n k m``); the first-layer phase adds
+        ``D^T X`` (``2 T n k m``)."""
+        k = self.coordinates(sampler)
+        return 2 * self.T * self.n * k * (2 * self.r + 3 * self.width)
+
     def problem(self):
         """``(M, V, W0)``: the ground truth, the task vectors and the first layer, in float64."""
         from mtrl_fast.paper.tasks import make_task_family
@@ -50,24 +102,24 @@ class CellSpec:
         return family.M, family.V, initial_layer(self.width, self.d, rng, dtype="float64")
 
 
-def _config(spec):
+def _config(spec, sampler="full"):
     from mtrl_fast.paper.train import PretrainConfig
 
-    return PretrainConfig(width=spec.width)
+    return PretrainConfig(width=spec.width, sampler=sampler)
 
 
 def _chunks(T):
     return [(first, min(CHUNK, T - first)) for first in range(0, T, CHUNK)]
 
 
-def run_ours(spec, M, V, W0, seed):
+def run_ours(spec, M, V, W0, seed, sampler="full"):
     from mtrl_fast.paper.tasks import TaskFamily
     from mtrl_fast.paper.train import pretrain
 
-    return pretrain(TaskFamily(M=M, V=V), _config(spec), np.random.default_rng(seed), W0=W0).W
+    return pretrain(TaskFamily(M=M, V=V), _config(spec, sampler), np.random.default_rng(seed), W0=W0).W
 
 
-def run_torch(spec, M, V, W0, seed):
+def run_torch(spec, M, V, W0, seed, sampler="full"):
     import torch
 
     from mtrl_fast.torch import _plain_losses
@@ -137,7 +189,7 @@ def _jax_chunk(spec):
     return chunk
 
 
-def run_jax(spec, M, V, W0, seed):
+def run_jax(spec, M, V, W0, seed, sampler="full"):
     import jax
     import jax.numpy as jnp
 
@@ -163,8 +215,8 @@ RUNNERS = {OURS: run_ours, "torch": run_torch, "jax": run_jax}
 
 
 def _worker(conn, name, threads):
-    """Serve one implementation: each request runs a cell (a fresh seed) and answers its time and
-    its subspace distance."""
+    """Serve one implementation: each request runs a cell (a seed, a sampler) and answers its time
+    and its subspace distance."""
     from .. import set_num_threads
     from ..paper.metrics import subspace_distance
     from .backends import get
@@ -177,10 +229,10 @@ def _worker(conn, name, threads):
             conn.send(("ok", None))
             return
         try:
-            spec, seed = payload
+            spec, seed, sampler = payload
             M, V, W0 = spec.problem()
             start = time.perf_counter()
-            W = RUNNERS[name](spec, M, V, W0, seed)
+            W = RUNNERS[name](spec, M, V, W0, seed, sampler)
             seconds = time.perf_counter() - start
             conn.send(("ok", (seconds, subspace_distance(W, M))))
         except Exception as error:  # reported to the parent
@@ -188,27 +240,45 @@ def _worker(conn, name, threads):
 
 
 def run_cell_benchmark(spec, names=CELL_BACKENDS, threads=2, repeat=3, log=print, native_blas=False):
-    """Time the cell in each implementation: ``{name: {"seconds": [...], "distance": [...]}}``.
+    """Time the cell in each implementation: ``{row: {"sampler", "coordinates", "flops",
+    "seconds": [...], "distance": [...]}}``, one row per :func:`rows_for`.
 
-    A first run of each (compilation, JIT tracing) is untimed; then ``repeat`` rounds alternate
-    between the implementations, each run on a new seed. Raises ``RuntimeError`` when a peer's
-    mean distance strays from ours by more than the seeds' spread allows.
+    A first run of each row (compilation, JIT tracing) is untimed; then ``repeat`` rounds alternate
+    between the rows, each run on a new seed. Ours then runs on further seeds, untimed, until
+    :data:`SPREAD_RUNS` distances measure the seed-to-seed spread (kept as ``"spread"``). Raises
+    ``RuntimeError`` when a peer's mean distance strays from ours by more than that spread allows
+    (:func:`check_agreement`).
     """
     from .runner import _Worker
 
+    rows = rows_for(names, spec)
     workers = {name: _Worker(name, threads, native_blas=native_blas, target=_worker) for name in names}
-    results = {name: {"seconds": [], "distance": []} for name in names}
+    results = {
+        row.name: {
+            "sampler": row.sampler,
+            "coordinates": spec.coordinates(row.sampler),
+            "flops": spec.flops(row.sampler),
+            "seconds": [],
+            "distance": [],
+        }
+        for row in rows
+    }
     try:
-        for name, worker in workers.items():
-            worker.ask("run", (spec, 10_000))  # warm: compile, trace, touch pages
-            log(f"  {name}: warmed up")
+        for row in rows:
+            workers[row.backend].ask("run", (spec, 10_000, row.sampler))  # warm: compile, trace, touch pages
+            log(f"  {row.name}: warmed up")
         for round_index in range(repeat):
-            order = names[round_index % len(names) :] + names[: round_index % len(names)]
-            for name in order:
-                seconds, distance = workers[name].ask("run", (spec, round_index))
-                results[name]["seconds"].append(seconds)
-                results[name]["distance"].append(distance)
-                log(f"  round {round_index + 1}/{repeat} {name}: {seconds:.2f} s, distance {distance:.4f}")
+            for row in rows[round_index % len(rows) :] + rows[: round_index % len(rows)]:
+                seconds, distance = workers[row.backend].ask("run", (spec, round_index, row.sampler))
+                results[row.name]["seconds"].append(seconds)
+                results[row.name]["distance"].append(distance)
+                log(f"  round {round_index + 1}/{repeat} {row.name}: {seconds:.2f} s, distance {distance:.4f}")
+        ours = next((row for row in reversed(rows) if row.backend == OURS), None)  # the cheaper sampler
+        if ours is not None and len(rows) > 1:
+            spread = results[ours.name].setdefault("spread", [])
+            for seed in range(repeat, max(repeat, SPREAD_RUNS)):
+                spread.append(workers[OURS].ask("run", (spec, 20_000 + seed, ours.sampler))[1])
+            log(f"  the distance's spread over {repeat + len(spread)} seeds of {ours.name}: {np.std(spread):.4f}")
     finally:
         for worker in workers.values():
             worker.close()
@@ -216,18 +286,36 @@ def run_cell_benchmark(spec, names=CELL_BACKENDS, threads=2, repeat=3, log=print
     return results
 
 
+def agreement_tolerance(results):
+    """How far two rows' mean distances may lie apart: :data:`AGREEMENT_SE` standard errors of the
+    difference of two means over the seeds, the seed-to-seed standard deviation ``s`` pooled over
+    every row's distances and the untimed ``"spread"`` runs (``s sqrt(1/n_1 + 1/n_2)`` for the
+    rows' run counts), and at least :data:`AGREEMENT_FLOOR`. The distance's spread depends on
+    ``d`` and ``T`` (at T = 16 a draw moves it by 0.05, at T = 1000 by a few thousandths), so it is
+    measured on the cell at hand, not assumed."""
+    deviations = []
+    for result in results.values():
+        distances = np.asarray(result["distance"] + result.get("spread", []))
+        deviations.append(distances - distances.mean())
+    pooled = np.concatenate(deviations)
+    s = float(np.sqrt(np.sum(pooled**2) / max(1, len(pooled) - len(deviations))))
+    counts = [len(result["distance"]) for result in results.values()]
+    return max(AGREEMENT_SE * s * np.sqrt(2.0 / max(1, min(counts))), AGREEMENT_FLOOR)
+
+
 def check_agreement(results, reference=OURS):
-    """Raise ``RuntimeError`` unless every implementation's mean subspace distance is within four
-    standard errors (pooled over the implementations' seeds, at least 10% of the mean) of ours."""
-    if reference not in results:
+    """Raise ``RuntimeError`` unless every row's mean subspace distance is within
+    :func:`agreement_tolerance` of the reference's (ours: its first row)."""
+    base = next((name for name in results if name.split(" ")[0] == reference), None)
+    if base is None:
         return
-    ours = np.asarray(results[reference]["distance"])
-    spread = np.concatenate([np.asarray(r["distance"]) - np.mean(r["distance"]) for r in results.values()])
-    tolerance = max(4 * np.std(spread) / np.sqrt(max(1, len(ours))), 0.1 * abs(ours.mean()))
+    ours = np.mean(results[base]["distance"])
+    tolerance = agreement_tolerance(results)
     for name, result in results.items():
-        gap = abs(np.mean(result["distance"]) - ours.mean())
+        gap = abs(np.mean(result["distance"]) - ours)
         if gap > tolerance:
             raise RuntimeError(
-                f"{name}'s subspace distance {np.mean(result['distance']):.4f} differs from ours "
-                f"{ours.mean():.4f} by more than {tolerance:.4f}: not the same computation"
+                f"{name}'s subspace distance {np.mean(result['distance']):.4f} differs from {base}'s "
+                f"{ours:.4f} by more than {tolerance:.4f} (the seeds' spread allows that much): not the same "
+                "computation"
             )
