@@ -1,11 +1,12 @@
 """The reduced sampler: the same distribution as the full one for every reported quantity, shown
-by the same tests rejecting two wrong variants; the conditional law of the part it draws from the
+by the same tests rejecting four wrong variants; the conditional law of the part it draws from the
 Gram matrix; its basis, its edge cases, and its shards."""
 
 import numpy as np
 import pytest
 from scipy.stats import ks_2samp
 
+from mtrl_fast import loss_and_grad
 from mtrl_fast.paper import train
 from mtrl_fast.paper.metrics import probe_accuracy
 from mtrl_fast.paper.reduction import joint_coordinates, outside_term, sampled_basis
@@ -17,29 +18,74 @@ from mtrl_fast.paper.train import PretrainConfig, pretrain
 # lr * weight_decay = 1 (so W after the round is -lr gW).
 D, R, WIDTH, T, N = 30, 3, 8, 20, 150
 SEEDS = 200
-QUANTITIES = ("subspace distance", "objective", "|gW|", "downstream accuracy")
+QUANTITIES = (
+    "subspace distance",
+    "objective",
+    "objective after the step",
+    "|gW|",
+    "outside share",
+    "outside coupling",
+    "downstream accuracy",
+)
+# Each sampler's seeds are its own (the full sampler's salt 0, the reduced one's 1): the two samples
+# are independent, as a two-sample test assumes. (Sharing the family, W0 and the sample seed, as
+# this test once did, correlated them at 0.3-0.9 per seed, and a two-sample test on dependent
+# samples is conservative: it let a diagonal Gram matrix through at p = 0.55.)
+FULL_SALT, REDUCED_SALT = 0, 1
+# Power: a two-sample Kolmogorov-Smirnov test over 200 and 200 seeds rejects at p < 1e-4 once the
+# two CDFs lie D = 2.15 sqrt(2 / 200) = 0.22 apart, which a location shift of 0.54 standard deviations
+# gives on average (D ~ 0.4 shift for normal-like quantities). The broken variants below move their
+# quantity by 1.1 (diagonal Gram: the outside coupling) to 60 standard deviations (measured), so each
+# is caught with room to spare; the correct sampler must keep every p above 0.01 / 7 (a 1% false
+# alarm over the seven quantities, Bonferroni).
+PASS_P = 0.01 / len(QUANTITIES)
+REJECT_P = 1e-4
 
 
-def _outcomes(sampler, seeds=SEEDS):
-    """Each seed's final subspace distance, objective, |gW| and downstream accuracy."""
+def _outcomes(sampler, salt, seeds=SEEDS):
+    """Each seed's quantities (see ``QUANTITIES``): the final subspace distance; the objective
+    before the first-layer step and after it (on fresh samples); ``|gW|``; the outside part of the
+    step, ``O = W (I - Q Q^T)`` with ``Q`` a basis of ``span(M) + span(W0^T)`` (``D^T X_perp``,
+    what the reduced sampler draws from the Gram matrix), as its share of ``|W|^2`` and as the
+    coupling of its rows ``|O O^T|_F / tr(O O^T)`` (which a diagonal Gram matrix loses); and the
+    downstream accuracy. Each is a function of ``(M, W0, W)``, whose joint law the two samplers
+    share."""
     rows = []
     for seed in range(seeds):
-        family = make_task_family(D, R, T, np.random.default_rng([seed, 1]))
+        family = make_task_family(D, R, T, np.random.default_rng([seed, 1, salt]))
         config = PretrainConfig(width=WIDTH, samples_per_task=N, sampler=sampler, dtype="float64")
-        trained = pretrain(family, config, np.random.default_rng([seed, 2]))
-        last = trained.history[-1]
-        probed, W = family, trained.W
-        if sampler == "reduced":  # as the studies probe: in the joint coordinates of M and the layer
-            M, (W,) = joint_coordinates(family.M, trained.W)
-            probed = family.in_coordinates(M)
-        accuracy = probe_accuracy(W, trained.b, probed, 20, np.random.default_rng([seed, 3]), n_test=200, new_tasks=2)
-        rows.append((last["subspace_distance"], last["loss"], np.linalg.norm(trained.W) / config.lr, accuracy))
+        rng = np.random.default_rng([seed, 2, salt])
+        W0 = train.initial_layer(WIDTH, D, rng, dtype="float64")
+        trained = pretrain(family, config, rng, W0=W0)
+        Q = np.linalg.qr(np.concatenate([family.M, W0.T], axis=1))[0]
+        outside = trained.W - (trained.W @ Q) @ Q.T
+        coupling = outside @ outside.T
+        # Fresh samples and probes in the joint coordinates of M and the layer: the same law for
+        # both samplers (as the studies probe under the reduced one).
+        M, (W,) = joint_coordinates(family.M, trained.W)
+        probed = family.in_coordinates(M)
+        X, Y = probed.sample_tasks(0, T, N, (seed, salt, 7, 0), "per-task", np.float64)
+        after, _ = loss_and_grad(X, Y, W, trained.b, trained.A, config.loss)
+        accuracy = probe_accuracy(
+            W, trained.b, probed, 20, np.random.default_rng([seed, 3, salt]), n_test=200, new_tasks=2
+        )
+        rows.append(
+            (
+                trained.history[-1]["subspace_distance"],
+                trained.history[-1]["loss"],
+                after,
+                np.linalg.norm(trained.W) / config.lr,
+                np.linalg.norm(outside) ** 2 / np.linalg.norm(trained.W) ** 2,
+                np.linalg.norm(coupling) / np.trace(coupling),
+                accuracy,
+            )
+        )
     return np.array(rows)
 
 
 @pytest.fixture(scope="module")
 def full():
-    return _outcomes("full")
+    return _outcomes("full", FULL_SALT)
 
 
 def _p_values(full, other):
@@ -47,8 +93,8 @@ def _p_values(full, other):
 
 
 def test_the_reduced_sampler_has_the_full_ones_distribution(full):
-    p = _p_values(full, _outcomes("reduced"))
-    assert min(p.values()) > 0.01, p
+    p = _p_values(full, _outcomes("reduced", REDUCED_SALT))
+    assert min(p.values()) > PASS_P, p
 
 
 def _without_the_outside_term(gram, Q, key):
@@ -59,11 +105,28 @@ def _identity_for_the_gram(gram, Q, key):
     return outside_term(np.eye(gram.shape[0]), Q, key)
 
 
-@pytest.mark.parametrize("broken", [_without_the_outside_term, _identity_for_the_gram])
-def test_the_same_test_rejects_a_wrong_reduction(full, broken, monkeypatch):
+def _diagonal_of_the_gram(gram, Q, key):
+    return outside_term(np.diag(np.diag(gram)), Q, key)
+
+
+def _gram_scaled_by_one_and_a_half(gram, Q, key):
+    return outside_term(1.5 * gram, Q, key)
+
+
+@pytest.mark.parametrize(
+    "broken, caught_by",
+    [
+        (_without_the_outside_term, ["subspace distance", "outside share", "downstream accuracy"]),
+        (_identity_for_the_gram, ["subspace distance", "|gW|", "outside share", "downstream accuracy"]),
+        (_diagonal_of_the_gram, ["outside coupling"]),
+        (_gram_scaled_by_one_and_a_half, ["subspace distance", "outside share"]),
+    ],
+    ids=["no outside term", "identity Gram", "diagonal Gram", "Gram x 1.5"],
+)
+def test_the_same_test_rejects_a_wrong_reduction(full, broken, caught_by, monkeypatch):
     monkeypatch.setattr(train, "outside_term", broken)
-    p = _p_values(full, _outcomes("reduced"))
-    assert p["subspace distance"] < 0.01 and p["downstream accuracy"] < 0.01, p
+    p = _p_values(full, _outcomes("reduced", REDUCED_SALT))
+    assert all(p[name] < REJECT_P for name in caught_by), p
 
 
 def _conditional_moments(draws, d, k):
