@@ -30,7 +30,7 @@ def test_outputs_are_all_or_nothing(tmp_path, monkeypatch):
     """A failure while writing the outputs (a full disk, say) leaves the previous complete set."""
     reproduce(TINY, tmp_path, progress=False)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and not p.name.startswith(".")}
-    assert set(before) == {"results.json", "report.md"} | {
+    assert set(before) == {"results.json", "report.md", "claims.csv"} | {
         f"{study}.{kind}" for study in ("recovery", "downstream", "mechanism") for kind in ("csv", "png")
     }
 
