@@ -8,7 +8,9 @@ exit status 2. Errors during a run are one line and exit status 1 (``--debug``, 
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from importlib import import_module
 
 from . import _cli_types as types
@@ -524,7 +526,26 @@ def _note_first_compilation():
         )
 
 
+def _stop_on_sigterm(number, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def main(argv=None):
+    # From here on SIGTERM stops a command as Ctrl-C does, with the message below and exit 143,
+    # whatever the command is doing (before this line, in the imports, it ends the process at once).
+    previous = (
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        if threading.current_thread() is threading.main_thread()
+        else None
+    )
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv):
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("MTRL_FAST_DEBUG", "") not in ("", "0")
     prog = f"mtrl-fast {args.command}"
@@ -534,7 +555,7 @@ def main(argv=None):
     except (MissingExtra, OptionError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as stop:  # SIGINT, or SIGTERM during a reproduction (see paper.experiments)
+    except KeyboardInterrupt as stop:  # SIGINT, or SIGTERM (see main)
         how = str(stop) or "SIGINT"
         resume = (
             f"; finished cells are kept in {args.out}: run the same command to resume"

@@ -13,6 +13,8 @@ from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from multiprocessing import get_context
 
+from .store import signals_deferred
+
 #: Seconds to wait for a Dask scheduler before giving up.
 CONNECT_TIMEOUT_S = 10
 #: Times a cell is resubmitted after its worker failed or died.
@@ -68,7 +70,12 @@ def process_pool(compute, cells, jobs):
         min(jobs, len(cells)), mp_context=get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)
     )
     try:
-        futures = {pool.submit(compute, cell): cell for cell in cells}
+        # The pool starts its workers as cells are submitted. A stop raised while a worker is being
+        # spawned would leave that child half-started and unknown to the pool: it would print a
+        # traceback (its start-up data cut short) after the run had stopped. So the stop waits for
+        # every worker to start whole, and then ends them all.
+        with signals_deferred():
+            futures = {pool.submit(compute, cell): cell for cell in cells}
         done = 0
         for future in as_completed(futures):
             yield futures[future], future.result()

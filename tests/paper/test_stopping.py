@@ -131,3 +131,105 @@ def test_a_killed_worker_stops_the_run_with_a_message(tmp_path):
     assert "a worker process died" in err and "run the same command again to resume" in err
     assert "Traceback" not in err
     assert _wait_gone(workers, 5) == []
+
+
+# A run stopped at a chosen moment: a driver runs the command in its own process and sends itself
+# SIGTERM exactly there (the moment a worker has been spawned but not yet handed its start-up data;
+# while the cells run; as a result is handed back; as the outputs are written; once the run returned).
+DRIVER = r"""
+import concurrent.futures, multiprocessing.util, os, signal, sys
+from mtrl_fast import cli
+from mtrl_fast.paper import experiments, report
+
+phase, out = sys.argv[1], sys.argv[2]
+grid = sys.argv[3:]
+
+def stop():
+    os.kill(os.getpid(), signal.SIGTERM)
+
+def after(function, when=lambda *args: True):
+    def wrapped(*args, **kwargs):
+        result = function(*args, **kwargs)
+        if when(*args):
+            stop()
+        return result
+    return wrapped
+
+if phase == "pool start-up":
+    spawned = multiprocessing.util.spawnv_passfds
+    def is_worker(path, args, fds):
+        return any(b"spawn_main" in (a if isinstance(a, bytes) else a.encode()) for a in args)
+    multiprocessing.util.spawnv_passfds = after(spawned, is_worker)
+elif phase == "a cell running":
+    waiting = concurrent.futures.as_completed
+    def as_completed(futures, timeout=None):
+        stop()
+        yield from waiting(futures, timeout)
+    concurrent.futures.as_completed = as_completed
+    import mtrl_fast.paper.engines as engines
+    engines.as_completed = as_completed
+elif phase == "a result handed back":
+    concurrent.futures.Future.result = after(concurrent.futures.Future.result)
+elif phase == "the final writes":
+    writing = report.write_outputs
+    def write_outputs(*args, **kwargs):
+        stop()  # handled at the next instruction: inside the writes
+        return writing(*args, **kwargs)
+    report.write_outputs = write_outputs
+elif phase == "after the run":
+    experiments.reproduce = after(experiments.reproduce)
+sys.exit(cli.main(["reproduce", "--out", out, "--no-progress", *grid]))
+"""
+PHASES = ["pool start-up", "a cell running", "a result handed back", "the final writes", "after the run"]
+SMALL_GRID = [
+    "--d",
+    "20,40",
+    "--tasks",
+    "1,5,20",
+    "--seeds",
+    "2",
+    "--downstream-d",
+    "20",
+    "--n-new",
+    "5",
+    "--width",
+    "16",
+    "--jobs",
+    "2",
+]
+
+
+def _session_members(sid):
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_a_stop_at_any_phase_of_a_pooled_run_is_clean(tmp_path, phase):
+    """Before: a SIGTERM while the pool started a worker left the child with its start-up data cut
+    short, and it printed ``EOFError: Ran out of input`` after the stop message."""
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, phase, str(out), *SMALL_GRID],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tempfile.gettempdir(),
+        start_new_session=True,
+    )
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 143, err
+    assert "stopped by SIGTERM" in err and "Traceback" not in err, err
+    deadline = time.monotonic() + 10
+    while _session_members(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _session_members(process.pid) == [], "processes of the run outlived it"
+    assert not list(tmp_path.glob("**/.*.tmp"))
