@@ -15,6 +15,8 @@ import pytest
 
 pytest.importorskip("distributed")  # skip only when the extra itself is missing
 
+pytestmark = pytest.mark.slow  # real schedulers and workers: tens of seconds in all
+
 # Cells of a second or two, so that a kill lands mid-run.
 GRID = [
     "--d",

@@ -92,6 +92,7 @@ def _p_values(full, other):
     return {name: ks_2samp(full[:, j], other[:, j]).pvalue for j, name in enumerate(QUANTITIES)}
 
 
+@pytest.mark.slow
 def test_the_reduced_sampler_has_the_full_ones_distribution(full):
     p = _p_values(full, _outcomes("reduced", REDUCED_SALT))
     assert min(p.values()) > PASS_P, p
@@ -123,6 +124,7 @@ def _gram_scaled_by_one_and_a_half(gram, Q, key):
     ],
     ids=["no outside term", "identity Gram", "diagonal Gram", "Gram x 1.5"],
 )
+@pytest.mark.slow
 def test_the_same_test_rejects_a_wrong_reduction(full, broken, caught_by, monkeypatch):
     monkeypatch.setattr(train, "outside_term", broken)
     p = _p_values(full, _outcomes("reduced", REDUCED_SALT))

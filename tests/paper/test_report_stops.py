@@ -7,7 +7,11 @@ import json
 import os
 import shutil
 
+import pytest
+
 from helpers import run_python
+
+pytestmark = pytest.mark.slow  # the command run again and again, a stop at each step: tens of seconds
 
 GRID = [
     "--d",

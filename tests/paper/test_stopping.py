@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+# Real runs stopped by real signals: tens of seconds in all, so they run in the slow step.
+pytestmark = [pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc"), pytest.mark.slow]
 
 # Cells of a few seconds each, so that a signal lands mid-run.
 GRID = [
