@@ -278,7 +278,8 @@ def run_cell_benchmark(spec, names=CELL_BACKENDS, threads=2, repeat=3, log=print
             spread = results[ours.name].setdefault("spread", [])
             for seed in range(repeat, max(repeat, SPREAD_RUNS)):
                 spread.append(workers[OURS].ask("run", (spec, 20_000 + seed, ours.sampler))[1])
-            log(f"  the distance's spread over {repeat + len(spread)} seeds of {ours.name}: {np.std(spread):.4f}")
+            distances = results[ours.name]["distance"] + spread
+            log(f"  the distance's spread over {len(distances)} seeds of {ours.name}: {np.std(distances):.4f}")
     finally:
         for worker in workers.values():
             worker.close()
