@@ -101,6 +101,15 @@ def wait_policy_warning() -> str | None:
     return None
 
 
+def openmp_workers_spin() -> bool:
+    """Whether GNU OpenMP's idle workers spin between parallel regions here: the passive policy is
+    not in force because libgomp was loaded first (PyTorch imported before mtrl_fast), or the user
+    chose another policy (``OMP_WAIT_POLICY``, ``MTRL_FAST_SET_WAIT_POLICY=0``)."""
+    if USER_WAIT_POLICY is not None:
+        return USER_WAIT_POLICY.strip().upper() != "PASSIVE"
+    return not SETS_WAIT_POLICY or _LIBGOMP_WAS_LOADED
+
+
 _WARNING = wait_policy_warning()
 if _WARNING is not None:
     warnings.warn(_WARNING, RuntimeWarning, stacklevel=2)

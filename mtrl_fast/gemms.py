@@ -25,7 +25,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from . import _info, _mkl
+from . import _info, _mkl, _runtime
 
 Matmul = Callable[..., np.ndarray]
 
@@ -160,8 +160,15 @@ def get_gemm() -> str:
 
 def torch_ops_gemm() -> str:
     """The setting ``mtrl_fast.torch``'s ops run on: a choice made (a block, ``set_gemm``,
-    ``MTRL_FAST_GEMM``), else PyTorch's own matmul."""
-    return getattr(_thread, "name", None) or _default or "torch"
+    ``MTRL_FAST_GEMM``); else, where GNU OpenMP's workers spin between parallel regions (PyTorch was
+    imported before mtrl_fast, so the passive wait policy is not in force), PyTorch's own matmul,
+    which runs on that same pool of threads, while NumPy's OpenBLAS would bring a second pool of
+    spinning threads to the same cores; else ``"auto"``, the fastest provider measured on this
+    machine (docs/performance.md has both measurements)."""
+    chosen = getattr(_thread, "name", None) or _default
+    if chosen is not None:
+        return chosen
+    return "torch" if _runtime.openmp_workers_spin() else AUTO
 
 
 @contextmanager

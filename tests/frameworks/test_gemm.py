@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import mtrl_fast
 from helpers import assert_grads_close, make_problem, run_python
-from mtrl_fast import gemms, ops, reference
+from mtrl_fast import _runtime, gemms, ops, reference
 
 INSTALLED = gemms.available()
 
@@ -113,14 +113,21 @@ def test_read_only_inputs_run_on_the_torch_gemm_without_a_warning(recwarn):
     assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
 
 
-def test_the_torch_ops_run_on_torch_unless_a_choice_was_made(monkeypatch):
+@pytest.mark.parametrize("spinning", [False, True], ids=["passive workers", "spinning workers"])
+def test_the_torch_ops_run_on_the_fastest_gemm_unless_a_choice_was_made(monkeypatch, timing_cache, spinning):
+    """Before: always on PyTorch's matmul, twice as slow as NumPy's OpenBLAS on an AMD EPYC."""
     torch = pytest.importorskip("torch")
     import mtrl_fast.torch as mt
 
     monkeypatch.setattr(gemms, "_default", None)
+    monkeypatch.setattr(_runtime, "openmp_workers_spin", lambda: spinning)
     seen = []
     real = ops._product
-    monkeypatch.setattr(ops, "_product", lambda *args, **kw: seen.append(gemms.get_gemm()) or real(*args, **kw))
+    monkeypatch.setattr(
+        ops,
+        "_product",
+        lambda left, *args, **kw: seen.append(gemms.resolve(gemms.get_gemm(), left.dtype)) or real(left, *args, **kw),
+    )
     X, Y, W, b, A = (torch.from_numpy(a) for a in make_problem("shared", np.float32, n=20, d=5, m=4, T=3))
     W.requires_grad_(True)
 
@@ -129,16 +136,29 @@ def test_the_torch_ops_run_on_torch_unless_a_choice_was_made(monkeypatch):
         mt.loss(X, Y, W, b, A, "logistic").backward()
         return set(seen)
 
-    assert products_ran_on() == {"torch"}
+    # Measured where OpenMP's workers sleep; PyTorch's own pool where they spin (see torch_ops_gemm).
+    assert products_ran_on() == {"torch" if spinning else gemms.resolve("auto", np.float32)}
     with mtrl_fast.gemm("numpy"):
         assert products_ran_on() == {"numpy"}
     mtrl_fast.set_gemm("numpy")  # a process-wide choice applies to the ops too
     assert products_ran_on() == {"numpy"}
 
 
+@pytest.mark.parametrize("torch_first", [False, True], ids=["mtrl_fast first", "torch first"])
+def test_the_ops_default_follows_the_import_order(torch_first):
+    pytest.importorskip("torch")
+    imports = "import torch, mtrl_fast.torch" if torch_first else "import mtrl_fast.torch, torch"
+    result = run_python(
+        f"import warnings; warnings.simplefilter('ignore')\n{imports}\n"
+        "from mtrl_fast import gemms, _runtime\nprint(_runtime.openmp_workers_spin(), gemms.torch_ops_gemm())"
+    )
+    assert result.stdout.split() == (["True", "torch"] if torch_first else ["False", "auto"]), result.stderr
+
+
 def test_set_gemm_and_bad_names(monkeypatch):
     monkeypatch.setattr(gemms, "_default", None)
-    assert mtrl_fast.get_gemm() == "numpy" and gemms.torch_ops_gemm() == "torch"
+    monkeypatch.setattr(_runtime, "openmp_workers_spin", lambda: False)
+    assert mtrl_fast.get_gemm() == "numpy" and gemms.torch_ops_gemm() == "auto"
     mtrl_fast.set_gemm(INSTALLED[-1])
     assert mtrl_fast.get_gemm() == INSTALLED[-1]
     with mtrl_fast.gemm("numpy"):
