@@ -540,30 +540,37 @@ def main(argv=None):
     )
     try:
         return _main(argv)
+    except KeyboardInterrupt as stop:  # while the arguments were parsed, before the command began
+        return _stopped(stop, "mtrl-fast", "")
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(stop, prog, resume):
+    """Say how the command was stopped; the exit status of a process ended by that signal."""
+    how = str(stop) or "SIGINT"
+    print(f"\n{prog}: stopped by {how}{resume}", file=sys.stderr)
+    return 143 if how == "SIGTERM" else 130
 
 
 def _main(argv):
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("MTRL_FAST_DEBUG", "") not in ("", "0")
     prog = f"mtrl-fast {args.command}"
-    _note_first_compilation()
     try:
+        _note_first_compilation()
         return args.run(args)
     except (MissingExtra, OptionError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:  # SIGINT, or SIGTERM (see main)
-        how = str(stop) or "SIGINT"
         resume = (
             f"; finished cells are kept in {args.out}: run the same command to resume"
             if args.command == "reproduce"
             else ""
         )
-        print(f"\n{prog}: stopped by {how}{resume}", file=sys.stderr)
-        return 143 if how == "SIGTERM" else 130
+        return _stopped(stop, prog, resume)
     except Exception as error:  # noqa: BLE001 - the one place that turns any failure into a message
         if debug:
             raise
