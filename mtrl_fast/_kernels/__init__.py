@@ -1,5 +1,6 @@
 """Numba kernels, private: jit machinery (``_jit``), vectorised math (``_math``), the losses as
-scalar kernels (``_losses``) and the fused passes of a step (``_passes``), each with its cost."""
+scalar kernels (``_losses``), the fused passes of a step (``_passes``), each with its cost, and the
+counter-based random numbers the samplers draw with (``_random``)."""
 
 from ._losses import CORRELATION, UPSTREAM, loss_cost
 from ._passes import (

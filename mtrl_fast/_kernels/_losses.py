@@ -49,7 +49,7 @@ def _loss_value_and_slope64(loss, f, y):
     if loss == UPSTREAM:
         return 0.0, y
     # CORRELATION, the last id: a fifth branch for ids outside the table kept the float64 loop from
-    # vectorising (the loss pass took 3.4x as long); ids are checked before any compiled code runs.
+    # vectorising; ids are checked before any compiled code runs.
     return -y * f, -y
 
 

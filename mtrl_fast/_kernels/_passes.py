@@ -1,6 +1,7 @@
 """The fused passes of a step: the elementwise and reduction work BLAS cannot do.
 
-``mtrl_fast.ops`` runs the big matrix products in NumPy's BLAS and these passes between them:
+``mtrl_fast.ops`` runs the big matrix products on a GEMM provider (``mtrl_fast.gemms``: NumPy's BLAS by
+default) and these passes between them:
 bias and ReLU, loss and its derivative, the head gradients and the masked back-propagation. Each
 pass declares its work (the ``cost`` beside its signature), which decides whether it runs in
 parallel.

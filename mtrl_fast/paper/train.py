@@ -313,7 +313,7 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
 
     Parameters
     ----------
-    family : mtrl_fast.tasks.TaskFamily
+    family : mtrl_fast.paper.tasks.TaskFamily
     config : PretrainConfig
     rng : numpy.random.Generator
         Draws the initial layer and the samples' seed.
