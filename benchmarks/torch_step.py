@@ -57,7 +57,7 @@ for layout, n, d, m, T in shapes:
     def reference():
         W, b, A = plain
         opt_plain.zero_grad()
-        mt._plain_losses("logistic", mt._plain_forward(X, W, b, A), Y).mean().backward()
+        mt.plain_losses("logistic", mt.plain_forward(X, W, b, A), Y).mean().backward()
         opt_plain.step()
 
     runs = {{"plain": reference, "ours": ours}}

@@ -150,7 +150,7 @@ def _make_loss(name: str) -> Callable[..., jax.Array]:
         # Nothing here may raise: the shapes were checked at trace time, and the labels are not
         # checked (``loss=None``), as the module says.
         p = check_problem(_host(X), _host(W), _host_or_none(b), _host(A), _host(Y), loss=None, check_finite=False)
-        value, grads = ops._step(p, code, 1.0 / (p.T * p.n))
+        value, grads = ops.fused_step(p, code, 1.0 / (p.T * p.n))
         return (np.asarray(value, dtype=p.X.dtype),) + tuple(grads)
 
     def call(X: Any, Y: Any, W: Any, b: Any, A: Any) -> Any:

@@ -179,7 +179,7 @@ def loss_and_grad(
     """
     check_requests(first_layer, gram)
     p = _profile.timed_call("checks", check_problem, X, W, b, A, Y, loss=loss, check_finite=check_finite)
-    return _step(p, loss_id(loss), 1.0 / (p.T * p.n), first_layer=bool(first_layer), gram=bool(gram))
+    return fused_step(p, loss_id(loss), 1.0 / (p.T * p.n), first_layer=bool(first_layer), gram=bool(gram))
 
 
 def backward(
@@ -231,10 +231,10 @@ def backward(
         A dtype other than float32/float64, or arrays of different dtypes.
     """
     p = _profile.timed_call("checks", check_problem, X, W, b, A, dF, check_finite=check_finite, y_name="dF")
-    return _step(p, kernels.UPSTREAM, 1.0, gram=bool(gram))[1]
+    return fused_step(p, kernels.UPSTREAM, 1.0, gram=bool(gram))[1]
 
 
-def _step(
+def fused_step(
     p: Problem, loss_code: int, scale: float, first_layer: bool = True, gram: bool = False
 ) -> tuple[float, Gradients]:
     """The fused step on checked inputs: ``(sum of losses * scale, Gradients)``.

@@ -121,9 +121,10 @@ def _numpy_or_none(tensor: Optional[torch.Tensor]) -> Optional[np.ndarray]:
 
 
 # --- plain PyTorch twins, for derivatives of derivatives -------------------------------------------
+# Package-internal (not in __all__): the benchmarks' PyTorch peers run the same formulas.
 
 
-def _plain_forward(X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor) -> torch.Tensor:
+def plain_forward(X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], A: torch.Tensor) -> torch.Tensor:
     """``F`` in plain PyTorch operations: differentiable to any order (our ops' backward recomputes
     through it when a graph of the gradient is asked for)."""
     Z = X @ W.T
@@ -137,7 +138,7 @@ def _plain_forward(X: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], 
 _TORCH_OPS = SimpleNamespace(softplus=torch.nn.functional.softplus, relu=torch.relu)
 
 
-def _plain_losses(name: str, F: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+def plain_losses(name: str, F: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     """Per-example losses ``loss(F, Y)`` in plain PyTorch: the loss table's formula
     (``mtrl_fast.losses``); raises for an unknown name."""
     result: torch.Tensor = losses.loss(name).formula(_TORCH_OPS, F, Y)
@@ -231,7 +232,7 @@ def _forward_backward(ctx: Any, dF: torch.Tensor, *unused: Any) -> Tuple[Any, ..
     gb = gb if ctx.has_bias else None
     if _graph_wanted(W, b, A, dF):
         with torch.enable_grad():
-            gW, gb, gA = _differentiable((gW, gb, gA), _plain_forward(X, W, b, A), (W, b, A), dF)
+            gW, gb, gA = _differentiable((gW, gb, gA), plain_forward(X, W, b, A), (W, b, A), dF)
     return None, gW, gb, gA, None
 
 
@@ -300,7 +301,7 @@ def _loss_backward(ctx: Any, d_value: torch.Tensor, *unused: Any) -> Tuple[Any, 
         # A gradient penalty, a Hessian: the saved gradients' own derivatives, through the twin.
         first = (W, b) if ctx.first_layer else (None, None)
         with torch.enable_grad():
-            value = _plain_losses(ctx.loss, _plain_forward(X, W, b, A), Y).mean()
+            value = plain_losses(ctx.loss, plain_forward(X, W, b, A), Y).mean()
             gW, gb, gA = _differentiable((gW, gb, gA), value, (*first, A))
     grads = [None if g is None else d_value * g for g in (gW, gb, gA)]
     return None, None, *grads, None, None, None

@@ -48,7 +48,7 @@ def _float_type(args):
     raise TypeError("a kernel needs a float32 or float64 array argument")
 
 
-class _LazyKernel:
+class LazyKernel:
     """A kernel compiled (or loaded from Numba's disk cache) on first call, for the float type of
     that call alone: ``signature_list`` has one entry per float type, in ``FLOAT_TYPES`` order (as
     :func:`signatures` makes it).
@@ -94,7 +94,7 @@ class Pass:
     """
 
     def __init__(self, py_func, signature, cost):
-        self.kernel = _LazyKernel(py_func, signatures(signature), dict(COMPILE_OPTIONS, nogil=True, parallel=True))
+        self.kernel = LazyKernel(py_func, signatures(signature), dict(COMPILE_OPTIONS, nogil=True, parallel=True))
         self.cost = cost
         self.__name__ = py_func.__name__
         self.__doc__ = py_func.__doc__

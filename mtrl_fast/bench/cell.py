@@ -122,7 +122,7 @@ def run_ours(spec, M, V, W0, seed, sampler="full"):
 def run_torch(spec, M, V, W0, seed, sampler="full"):
     import torch
 
-    from mtrl_fast.torch import _plain_losses
+    from mtrl_fast.torch import plain_losses
 
     config = _config(spec)
     torch.manual_seed(seed)
@@ -146,12 +146,12 @@ def run_torch(spec, M, V, W0, seed, sampler="full"):
             a = A[first : first + c].clone()
             for _ in range(config.head_steps):  # each task's head on its own mean loss
                 a.requires_grad_(True)
-                (g,) = torch.autograd.grad(_plain_losses(config.loss, outputs(X, W, a), Y).mean(dim=1).sum(), a)
+                (g,) = torch.autograd.grad(plain_losses(config.loss, outputs(X, W, a), Y).mean(dim=1).sum(), a)
                 a = (a - config.head_lr * g).detach()
             A[first : first + c] = a
             X, Y = data(c, v)
             Wr = W.clone().requires_grad_(True)
-            share = _plain_losses(config.loss, outputs(X, Wr, a), Y).sum() / (spec.T * spec.n)
+            share = plain_losses(config.loss, outputs(X, Wr, a), Y).sum() / (spec.T * spec.n)
             (g,) = torch.autograd.grad(share, Wr)
             gW += g
         W = (1 - config.lr * config.weight_decay) * W - config.lr * gW

@@ -15,7 +15,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from .._kernels._jit import _LazyKernel, signatures
+from .._kernels._jit import LazyKernel, signatures
 from .._kernels._math import fma
 from .._kernels._random import (
     derive_key,
@@ -148,7 +148,7 @@ def _shared(key, keys, row0, X, Y, Mp, V, B, noise):
 
 
 _PARALLEL: dict[str, Any] = dict(_OPTIONS, parallel=True)
-_per_task_kernel = _LazyKernel(
+_per_task_kernel = LazyKernel(
     _per_task,
     signatures(
         "(uint64[:, ::1], int64, {f}[:, :, ::1], {f}[:, ::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], "
@@ -156,7 +156,7 @@ _per_task_kernel = _LazyKernel(
     ),
     _PARALLEL,
 )
-_shared_kernel = _LazyKernel(
+_shared_kernel = LazyKernel(
     _shared,
     signatures(
         "(uint64[::1], uint64[:, ::1], int64, {f}[:, ::1], {f}[:, ::1], float64[:, ::1], float64[:, ::1], "

@@ -10,7 +10,7 @@ def _objective(name, loss, Xt, Yt):
     mtrl_fast.torch's loss op (``torch+ours``)."""
     import torch
 
-    from mtrl_fast.torch import _plain_losses
+    from mtrl_fast.torch import plain_losses
 
     def objective(Wt, bt, At):
         if name == "torch+ours":
@@ -22,7 +22,7 @@ def _objective(name, loss, Xt, Yt):
             Z = Z + bt
         H = torch.relu(Z)
         F = At @ H.T if Xt.ndim == 2 else torch.bmm(H, At.unsqueeze(-1)).squeeze(-1)
-        return _plain_losses(loss, F, Yt).mean()
+        return plain_losses(loss, F, Yt).mean()
 
     return objective
 
