@@ -81,7 +81,7 @@ def main():
     parser.add_argument("--order", choices=("both", *ORDERS), default="both")
     args = parser.parse_args()
     from mtrl_fast import _runtime, gemms
-    from mtrl_fast._info import blas_in_use, cpu_name
+    from mtrl_fast._platform import blas_in_use, cpu_name
 
     # The workers get the user's environment, not the one importing mtrl_fast here set up: with
     # torch imported first, the wait policy a user's process starts with is what is measured.

@@ -209,7 +209,7 @@ def _cmd_info(args):
 
 
 def _check_memory(need, what):
-    from mtrl_fast._info import available_memory  # not the paper's part: step needs no scipy
+    from mtrl_fast._platform import available_memory  # not the paper's part: step needs no scipy
 
     available = available_memory()
     if available is not None and need > available:

@@ -25,7 +25,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from . import _info, _mkl, _runtime
+from . import _mkl, _platform, _runtime
 
 Matmul = Callable[..., np.ndarray]
 
@@ -63,7 +63,7 @@ class Provider:
 def _installed(distribution: str) -> bool:
     if distribution == "torch":  # found by its module: PyTorch may be a build without metadata
         return importlib.util.find_spec("torch") is not None
-    return _info.installed_version(distribution) is not None
+    return _platform.installed_version(distribution) is not None
 
 
 #: The providers, by name. ``"auto"`` is not one: it chooses among them.
@@ -250,10 +250,10 @@ def machine_key() -> dict[str, Any]:
 @functools.cache
 def _static_key() -> dict[str, Any]:
     return {
-        "cpu": _info.cpu_name(),
+        "cpu": _platform.cpu_name(),
         "cpu_flags": _cpu_flags(),
         "cores": os.cpu_count(),
-        "versions": {name: _info.installed_version(PROVIDERS[name].distribution) for name in available()},
+        "versions": {name: _platform.installed_version(PROVIDERS[name].distribution) for name in available()},
         "classes": [list(c) for c in PRODUCT_CLASSES],
     }
 

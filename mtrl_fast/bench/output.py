@@ -14,7 +14,8 @@ import numpy as np
 
 def environment(backend_names):
     """What the table's numbers were measured on."""
-    from .._info import blas_in_use, config_info
+    from .._info import config_info
+    from .._platform import blas_in_use
     from .backends import get
 
     info = config_info()

@@ -20,7 +20,7 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from .._info import BLAS_PINS
+from .._platform import BLAS_PINS
 from .._progress import Progress
 from .._runtime import USER_BLAS_TIMEOUT, USER_WAIT_POLICY
 from .backends import OURS, PEERS
@@ -94,7 +94,7 @@ def _worker(conn, name, threads):
             elif command == "version":
                 conn.send(("ok", backend.version()))
             elif command == "blas":
-                from .._info import blas_in_use
+                from .._platform import blas_in_use
 
                 conn.send(("ok", "; ".join(blas_in_use())))
         except Exception as error:  # reported to the parent, which marks the backend failed

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._info import available_memory, blas_in_use
+from .._platform import available_memory, blas_in_use
 from .._progress import Progress
 from . import clock, engines, store
 from .sampling import normals
