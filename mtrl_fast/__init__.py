@@ -19,13 +19,12 @@ from . import (
 )
 from ._info import config_info, show_config
 from ._runtime import get_num_threads, num_threads, set_num_threads
+from ._version import __version__ as __version__
 from .gemms import gemm, get_gemm, set_gemm
 from .gradients import Gradients
 from .losses import DTYPES, LAYOUTS, LOSSES
 from .ops import backward, forward, loss_and_grad
 from .rounds import alternating_round
-
-__version__ = "0.3.0"
 
 __all__ = [
     "DTYPES",

@@ -23,7 +23,7 @@ def config_info() -> dict[str, Any]:
 
     Runs one tiny parallel kernel first, so that the threading layer in use is known.
     """
-    from . import __version__
+    from ._version import __version__
     from .ops import forward
 
     forward(np.ones((1, 1)), np.ones((1, 1)), None, np.ones((1, 1)))

@@ -25,7 +25,10 @@ from .._kernels._random import (
     unit_circle,
     unit_circle32,
 )
-from .tasks import _RELU_MEAN
+
+#: E[relu(g)] for g ~ N(0, 1): centres a unit-norm ReLU teacher neuron on Gaussian inputs (the
+#: compiled labels and ``tasks.TaskFamily.labels`` subtract the same constant).
+RELU_MEAN = 1.0 / np.sqrt(2.0 * np.pi)
 
 #: Rows one parallel work item draws, side by side in the vector lanes.
 ROW_BLOCK = 16
@@ -97,7 +100,7 @@ def _label(proj, v, B, noise, k0, k1, row):
             hidden = 0.0
             for k in range(proj.shape[0]):
                 hidden += B[h, k] * proj[k]
-            score += v[h] * (max(hidden, 0.0) - _RELU_MEAN)
+            score += v[h] * (max(hidden, 0.0) - RELU_MEAN)
     label = 1.0 if score >= 0.0 else -1.0
     if noise > 0.0:
         w0, _, _, _ = philox(np.uint64(0), np.uint64(row), np.uint64(FLIPS), np.uint64(0), k0, k1)

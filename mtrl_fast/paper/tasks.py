@@ -11,11 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..losses import LAYOUTS, PER_TASK
+from .sampling import RELU_MEAN, draw
 
 LABEL_KINDS = ("linear", "relu-teacher")
-
-# E[relu(g)] for g ~ N(0, 1): centres a unit-norm ReLU teacher neuron on Gaussian inputs.
-_RELU_MEAN = 1.0 / np.sqrt(2.0 * np.pi)
 
 
 def orthonormal_basis(d, r, rng):
@@ -74,7 +72,7 @@ class TaskFamily:
         inputs ``X (T, n, d)`` where task ``t`` labels ``X[t]``."""
         Z = X @ self.M  # (..., r): the only thing labels may depend on
         if self.kind == "relu-teacher":
-            Z = np.maximum(Z @ self.B.T, 0.0) - _RELU_MEAN
+            Z = np.maximum(Z @ self.B.T, 0.0) - RELU_MEAN
         scores = np.einsum("tnk,tk->tn", Z, self.V) if X.ndim == 3 else self.V @ Z.T
         return np.where(scores >= 0, 1.0, -1.0)  # sign(0) = +1
 
@@ -113,8 +111,6 @@ class TaskFamily:
         """
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
-        from .sampling import draw
-
         return draw(
             self.M,
             self.V[first : first + count],

@@ -1,0 +1,3 @@
+"""The package's version, in a leaf every module may import."""
+
+__version__ = "0.3.0"
