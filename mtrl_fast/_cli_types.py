@@ -1,11 +1,15 @@
 """Value checks for the command line's options: each takes the option's text and returns its value,
-or raises ``argparse.ArgumentTypeError`` saying what it expected (argparse adds the option's name).
+or raises ``argparse.ArgumentTypeError`` saying what it expected (argparse adds the option's name);
+and the two errors a command raises for options that fail later (a missing extra, options that do
+not fit together).
 """
 
 import argparse
 import math
 import os
 from pathlib import Path
+
+from .losses import LAYOUTS
 
 
 def _fail(message):
@@ -162,3 +166,31 @@ def output_folder(text):
     if not os.access(existing, os.W_OK | os.X_OK):
         _fail(f"cannot write in {existing}: permission denied")
     return str(path)
+
+
+class MissingExtra(Exception):
+    """An optional part's dependencies are not installed."""
+
+
+class OptionError(Exception):
+    """Options that are each valid but do not work together (or do not fit this machine)."""
+
+
+def cell_size(text):
+    """``400,1000`` -> (d, T)."""
+    values = positive_ints(text)
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected D,T such as 400,1000, got {text!r}")
+    return values
+
+
+def shapes(text):
+    """``shared:1024,256,256,64;per-task:256,512,256,64`` -> [(layout, (n, d, m, T)), ...]"""
+    shapes = []
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        layout, _, sizes = item.partition(":")
+        values = positive_ints(sizes)
+        if layout not in LAYOUTS or len(values) != 4:
+            raise argparse.ArgumentTypeError(f"expected LAYOUT:n,d,m,T with LAYOUT one of {LAYOUTS}, got {item!r}")
+        shapes.append((layout, values))
+    return shapes
