@@ -291,9 +291,14 @@ def _loss_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
     ctx.first_layer = inputs[6] if len(inputs) > 6 else True
     ctx.save_for_backward(X, Y, W, b, A, gW, gb, gA)
     ctx.mark_non_differentiable(gW, gb, gA)
+    # The gradient outputs are never differentiated: autograd would otherwise fill a zero tensor of
+    # each one's shape for the backward, three parallel fills a step for nothing.
+    ctx.set_materialize_grads(False)
 
 
-def _loss_backward(ctx: Any, d_value: torch.Tensor, *unused: Any) -> Tuple[Any, ...]:
+def _loss_backward(ctx: Any, d_value: Optional[torch.Tensor], *unused: Any) -> Tuple[Any, ...]:
+    if d_value is None:  # nothing flows back through the value (grads are not materialized)
+        return (None,) * 8
     X, Y, W, b, A, gW, gb, gA = ctx.saved_tensors
     gW = gW if ctx.first_layer else None
     gb = gb if ctx.first_layer and ctx.has_bias else None

@@ -391,3 +391,26 @@ def test_a_nan_reaches_every_gradient_it_touches(where, loss):
         assert torch.isnan(gW).all()
     else:  # the NaN head reaches its neuron's row through the back-propagated D = (R^T A) * mask
         assert torch.isnan(gW[1]).all() and torch.isnan(gb[1])
+
+
+def test_a_backward_fills_no_zero_gradients():
+    """Before: autograd filled a zero tensor the shape of each gradient output of the loss op for the
+    backward (three parallel fills a step, which woke PyTorch's sleeping workers: 0.9 ms of a 2.5 ms
+    step at (1024, 256, 256, 64))."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    X, Y, W, b, A = _tensors("shared")
+    value = mt.loss(X, Y, W, b, A)
+    with Ops() as ops_seen:
+        value.backward()
+    assert not [op for op in ops_seen.seen if "zero" in op or "fill" in op], ops_seen.seen
+    assert W.grad is not None and b.grad is not None and A.grad is not None
