@@ -50,3 +50,12 @@ def recording() -> Iterator[list[Part]]:
         _state.log = previous
         if previous is not None:
             previous.extend(entries)
+
+
+def rotated(names: Any, round_index: int) -> list[Any]:
+    """``names`` started at ``round_index`` (modulo their count): each round of alternating timings
+    starts with another, so that drift and the first-in-round penalty hit all alike (the benchmarks'
+    rounds and ``"auto"``'s GEMM timing)."""
+    names = list(names)
+    shift = round_index % max(1, len(names))
+    return names[shift:] + names[:shift]

@@ -25,7 +25,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from . import _mkl, _platform, _runtime
+from . import _mkl, _platform, _profile, _runtime
 
 Matmul = Callable[..., np.ndarray]
 
@@ -354,7 +354,7 @@ def _time_providers(key: dict[str, Any]) -> dict[str, Any]:
         operands = [_operands(rng, dtype, *shape) for shape in PRODUCT_CLASSES]
         seconds: dict[str, list[list[float]]] = {name: [[] for _ in PRODUCT_CLASSES] for name in names}
         for repeat in range(TIMING_REPEATS + 1):
-            for name in names[repeat % len(names) :] + names[: repeat % len(names)]:  # rotated
+            for name in _profile.rotated(names, repeat):
                 multiply = matmul(name)
                 for k, (left, right, out) in enumerate(operands):
                     start = time.perf_counter()

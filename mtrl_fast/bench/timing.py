@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .._profile import rotated  # the one rotation, shared with the GEMM timing of "auto"
+
 BURST_S = 0.02
 BURST_MAX_CALLS = 20
 
@@ -42,14 +44,6 @@ def time_burst(run: Callable[[], object], calls: int) -> float:
 #: again: OpenMP and Eigen workers spin for a while after their last task, and OpenBLAS's for 2^28
 #: cycles (about 0.1 s) unless told otherwise, taking a core from whatever runs next.
 SETTLE_S = 0.15
-
-
-def rotated(names, round_index):
-    """``names`` started at ``round_index`` (modulo their count): each round another goes first, so
-    that drift and the first-in-round penalty hit all alike."""
-    names = list(names)
-    shift = round_index % max(1, len(names))
-    return names[shift:] + names[:shift]
 
 
 def alternating_samples(
