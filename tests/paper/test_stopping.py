@@ -43,17 +43,19 @@ def _alive(pid):
         return False
 
 
-def _children(pid):
-    found = []
+def _processes():
+    """``(pid, fields)`` of every process, ``fields`` its stat after the name: state, parent,
+    process group, session, ..."""
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                yield int(entry.name), (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
+
+
+def _children(pid):
+    return [child for child, fields in _processes() if int(fields[1]) == pid]
 
 
 def _command_line(pid):
@@ -201,16 +203,8 @@ SMALL_GRID = [
 
 
 def _session_members(sid):
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":
-                members.append(int(entry.name))
-    return members
+    """The live processes of session ``sid`` (a zombie has exited)."""
+    return [pid for pid, fields in _processes() if int(fields[3]) == sid and fields[0] != "Z"]
 
 
 @pytest.mark.parametrize("phase", PHASES)
