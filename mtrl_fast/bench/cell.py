@@ -25,6 +25,7 @@ from functools import cache
 import numpy as np
 
 from .backends import FRAMEWORKS, OURS
+from .timing import rotated
 
 #: The implementations, by backend name.
 CELL_BACKENDS = (OURS, *FRAMEWORKS)
@@ -268,7 +269,7 @@ def run_cell_benchmark(spec, names=CELL_BACKENDS, threads=2, repeat=3, log=print
             workers[row.backend].ask("run", (spec, 10_000, row.sampler))  # warm: compile, trace, touch pages
             log(f"  {row.name}: warmed up")
         for round_index in range(repeat):
-            for row in rows[round_index % len(rows) :] + rows[: round_index % len(rows)]:
+            for row in rotated(rows, round_index):
                 seconds, distance = workers[row.backend].ask("run", (spec, round_index, row.sampler))
                 results[row.name]["seconds"].append(seconds)
                 results[row.name]["distance"].append(distance)
