@@ -1,0 +1,28 @@
+"""asv: a PyTorch training step through ``mtrl_fast.torch`` against plain autograd, in both import
+orders (each point a process of its own with the user's environment: ``mtrl_fast.bench.torch_step``).
+The ops' default GEMM; the tracked value is plain autograd's time over ours (higher is better)."""
+
+from mtrl_fast.bench.torch_step import ORDERS, SHAPES
+
+POINTS = [SHAPES[1], SHAPES[3]]  # a shared and a per-task point that run in seconds
+
+
+class TorchStep:
+    params = [list(ORDERS), [f"{layout} {n},{d},{m},{T}" for layout, n, d, m, T in POINTS]]
+    param_names = ["imported first", "shape"]
+    timeout = 300
+
+    def setup(self, order, shape):
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            raise NotImplementedError("needs PyTorch (pip install 'mtrl_fast[torch]')")
+
+    def track_speedup_over_autograd(self, order, shape):
+        from mtrl_fast.bench.torch_step import measure
+
+        point = POINTS[[f"{layout} {n},{d},{m},{T}" for layout, n, d, m, T in POINTS].index(shape)]
+        _, (medians,) = measure(order, shapes=[point], repeat=5)
+        return medians["plain"] / medians["ours"]
+
+    track_speedup_over_autograd.unit = "x"

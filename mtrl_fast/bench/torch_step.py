@@ -1,0 +1,115 @@
+"""A PyTorch training step through ``mtrl_fast.torch`` against the same step in plain autograd, as a
+user's script runs it: one process per (import order, GEMM provider), with the user's environment.
+
+A provider's threads that spin after its products (OpenBLAS's for 0.1 s where NumPy was loaded
+before mtrl_fast) would slow whatever the same process times next, and the wait policy a process
+starts with depends on which of ``torch`` and ``mtrl_fast`` it imports first: so each pair is a
+process of its own, started without the environment that importing mtrl_fast here set up. In a
+process, plain and ours alternate in bursts of 3 steps (as a training loop calls them).
+``benchmarks/torch_step.py`` prints the table; the asv suite tracks the ratio in both orders.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from .. import _runtime
+
+#: ``(layout, n, d, m, T)``: the shared and per-task target points, then a held-out pair.
+SHAPES = [
+    ("shared", 4096, 1024, 512, 256),
+    ("shared", 2048, 512, 256, 128),
+    ("per-task", 256, 512, 256, 64),
+    ("per-task", 512, 256, 128, 32),
+]
+#: What a user's script imports first, by order.
+ORDERS = {"mtrl_fast": "import mtrl_fast.torch, torch", "torch": "import torch, mtrl_fast.torch"}
+#: The setting that leaves the ops their default (see ``mtrl_fast.gemms.torch_ops_gemm``).
+DEFAULT = "default"
+
+WORKER = r"""
+import json, statistics, sys, time, warnings
+warnings.simplefilter("ignore")  # the import-order warning: this run measures that order
+{imports}
+import torch
+import mtrl_fast
+import mtrl_fast.torch as mt
+from mtrl_fast import gemms
+
+provider, threads, repeat, shapes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+torch.manual_seed(0)
+torch.set_num_threads(threads)
+mtrl_fast.set_num_threads(threads)
+if provider != "default":
+    mtrl_fast.set_gemm(provider)
+print(json.dumps({{"gemm": gemms.torch_ops_gemm(), "resolved": gemms.resolve(gemms.torch_ops_gemm(), "float32")}}), flush=True)
+for layout, n, d, m, T in shapes:
+    X = torch.randn(n, d) if layout == "shared" else torch.randn(T, n, d)
+    Y = torch.sign(torch.randn(T, n))
+    model = mt.MultiTaskReLU(d=d, width=m, tasks=T)
+    params = list(model.parameters())
+    plain = [p.detach().clone().requires_grad_(True) for p in params]
+    opt_ours, opt_plain = torch.optim.SGD(params, lr=0.01), torch.optim.SGD(plain, lr=0.01)
+
+    def ours():
+        opt_ours.zero_grad()
+        model.loss(X, Y, "logistic").backward()
+        opt_ours.step()
+
+    def reference():
+        W, b, A = plain
+        opt_plain.zero_grad()
+        mt.plain_losses("logistic", mt.plain_forward(X, W, b, A), Y).mean().backward()
+        opt_plain.step()
+
+    runs = {{"plain": reference, "ours": ours}}
+    times = {{name: [] for name in runs}}
+    for function in runs.values():
+        function(), function()  # warm up
+    for _ in range(repeat):
+        for name, function in runs.items():
+            for _ in range(3):
+                start = time.perf_counter()
+                function()
+                times[name].append(time.perf_counter() - start)
+    print(json.dumps({{name: statistics.median(values) * 1e3 for name, values in times.items()}}), flush=True)
+"""
+
+
+def user_environment():
+    """This process's environment without what importing mtrl_fast set: the wait policy and
+    OpenBLAS's thread timeout are the user's own (or unset), as in a fresh script."""
+    env = dict(os.environ)
+    for name, user_value in (
+        ("OMP_WAIT_POLICY", _runtime.USER_WAIT_POLICY),
+        ("OPENBLAS_THREAD_TIMEOUT", _runtime.USER_BLAS_TIMEOUT),
+    ):
+        env.pop(name, None)
+        if user_value is not None:
+            env[name] = user_value
+    return env
+
+
+def measure(order, provider=DEFAULT, shapes=SHAPES, repeat=9, threads=2):
+    """Time the step in a process of its own: ``(setting, [{"plain": ms, "ours": ms}, ...])``, the
+    ops' GEMM setting and what it resolved to, then one dict of medians per shape."""
+    worker = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            WORKER.format(imports=ORDERS[order]),
+            provider,
+            str(threads),
+            str(repeat),
+            json.dumps(shapes),
+        ],
+        capture_output=True,
+        text=True,
+        env=user_environment(),
+        check=False,
+    )
+    if worker.returncode != 0:
+        raise RuntimeError(f"the torch step's worker failed: {worker.stderr.strip().splitlines()[-1:]}")
+    lines = worker.stdout.splitlines()
+    return json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
