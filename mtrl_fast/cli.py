@@ -19,7 +19,7 @@ from ._cli_types import MissingExtra, OptionError
 from .bench.backends import BACKENDS, OURS, PEERS  # plain names: no benchmark dependency
 from .losses import DTYPES, LAYOUTS, LOSSES, PER_TASK, SHARED
 
-#: ``paper.studies.STUDIES`` and ``paper.train.SAMPLERS``: the paper's modules load only when needed.
+#: ``paper.studies.STUDIES`` and ``paper.samplers.CHOICES``: the paper's modules load only when needed.
 STUDY_NAMES = ("recovery", "downstream", "mechanism", "width")
 SAMPLER_NAMES = ("auto", "full", "reduced")
 

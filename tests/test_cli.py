@@ -88,8 +88,8 @@ def test_a_bad_option_is_one_line_naming_it_with_exit_2(argv, option, words, tmp
 
 
 def test_the_sampler_and_study_names_are_the_papers():
+    from mtrl_fast.paper.samplers import CHOICES as SAMPLERS
     from mtrl_fast.paper.studies import STUDIES
-    from mtrl_fast.paper.train import SAMPLERS
 
     assert cli.SAMPLER_NAMES == SAMPLERS and cli.STUDY_NAMES == tuple(STUDIES)
 

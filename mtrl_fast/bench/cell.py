@@ -50,14 +50,19 @@ class Row:
 
 
 def rows_for(backends, spec):
-    """The table's rows for ``backends``: ours on the full sampler and, where it draws fewer
-    coordinates, on the reduced one; each peer as its users write it (full)."""
+    """The table's rows for ``backends``: ours on the full sampler and on every other sampler of
+    ``mtrl_fast.paper.samplers`` that draws fewer coordinates; each peer as its users write it
+    (full)."""
+    from mtrl_fast.paper.samplers import SAMPLERS
+
     rows = []
     for backend in backends:
         if backend == OURS:
-            rows.append(Row(f"{OURS} full", OURS, "full"))
-            if spec.reduced_dimension < spec.d:
-                rows.append(Row(f"{OURS} reduced", OURS, "reduced"))
+            rows += [
+                Row(f"{OURS} {name}", OURS, name)
+                for name in SAMPLERS
+                if name == "full" or spec.coordinates(name) < spec.d
+            ]
         else:
             rows.append(Row(backend, backend, "full"))
     return rows
@@ -77,14 +82,11 @@ class CellSpec:
     def n(self):
         return 5 * self.d  # the paper's default samples per task and phase
 
-    @property
-    def reduced_dimension(self):
-        """Coordinates the reduced sampler draws per sample: a basis of ``span(M) + span(W^T)``."""
-        return min(self.d, self.r + self.width)
-
     def coordinates(self, sampler):
-        """Coordinates drawn per sample on ``sampler``."""
-        return self.d if sampler == "full" else self.reduced_dimension
+        """Coordinates drawn per sample on ``sampler`` (a name in ``mtrl_fast.paper.samplers``)."""
+        from mtrl_fast.paper.samplers import SAMPLERS
+
+        return SAMPLERS[sampler].dimension(self.d, self.r, self.width)
 
     def flops(self, sampler):
         """FLOPs of the cell's products on ``sampler``, with ``k`` coordinates a sample: per phase,

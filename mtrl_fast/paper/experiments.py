@@ -167,13 +167,12 @@ def peak_bytes(cell, grid, memory_budget=None):
     shards = task_shards(study.tasks(cell, grid), config, cell.d, grid.r, memory_budget)
     largest_shard = max(count for _, count in shards)
     layers = study.probe_layers(cell, grid)
-    reduced = config.sampler_for(cell.d, grid.r) == "reduced"
-    probe_d = min(cell.d, grid.r + layers * config.width) if reduced else cell.d
+    sampler = config.sampler_at(cell.d, grid.r)
+    probe_d = sampler.probe_dimension(cell.d, grid.r, layers * config.width)
     probes = grid.n_test * probe_d * 8 * 2 if layers else 0
-    # Besides the shard: the layer and its gradient, and under the reduced sampler the bases (the
-    # round's and the probes') and the outside term's draws, in float64.
-    basis = 4 * (grid.r + 2 * config.width) * cell.d * 8 + 3 * probe_d * cell.d * 8 if reduced else 0
-    return largest_shard * task_bytes(config, cell.d, grid.r) + 8 * config.width * cell.d * 4 + basis + probes
+    # Besides the shard: the layer and its gradient, and what the sampler holds (bases, draws).
+    extra = sampler.extra_bytes(cell.d, grid.r, config.width, layers * config.width)
+    return largest_shard * task_bytes(config, cell.d, grid.r) + 8 * config.width * cell.d * 4 + extra + probes
 
 
 #: A cell holds at most this much by default: larger rounds are sharded. Shards of this size keep

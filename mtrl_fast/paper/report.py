@@ -10,6 +10,7 @@ import json
 from datetime import datetime, timezone
 
 from . import store
+from .samplers import SAMPLERS
 from .studies import STUDIES
 from .studies._common import markdown_table
 
@@ -112,14 +113,10 @@ def _report(results, grid, rows, figures, profile=None):
     return "\n".join(parts) + "\n"
 
 
-def _sampler_note(samplers):
-    if samplers == ["full"]:
-        return "every input drawn in all d coordinates"
-    return (
-        "the reduced sampler draws the inputs in a basis of span(M) + span(W^T) and the rest of the first "
-        "layer's gradient from its exact conditional law: every reported quantity has the full sampler's "
-        "distribution"
-    )
+def _sampler_note(names):
+    """What the report says of the samplers the cells ran: the note of the last of them in
+    ``SAMPLERS``'s order (the full sampler's alone, or the reduced one's, which relates it to the full)."""
+    return SAMPLERS[[name for name in SAMPLERS if name in names][-1]].note
 
 
 def profile_table(timing):

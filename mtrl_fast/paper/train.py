@@ -13,17 +13,8 @@ from .. import loss_and_grad, rounds
 from ..losses import DTYPES, LAYOUTS, PER_TASK, loss_id
 from . import clock
 from .metrics import energy_outside, subspace_distance
-from .reduction import OUTSIDE_PHASE, outside_term, sampled_basis
+from .samplers import AUTO, SAMPLERS, choose
 from .tasks import unit_vectors
-
-#: ``full``: every input drawn in all ``d`` coordinates. ``reduced``: only its coordinates in a
-#: basis of ``span(M) + span(W^T)``, and the rest of the first-layer gradient drawn from its exact
-#: conditional law (see :func:`pretrain`). ``auto`` picks per cell (:meth:`PretrainConfig.sampler_for`).
-SAMPLERS = ("auto", "full", "reduced")
-
-#: ``auto`` takes the reduced sampler when its basis has at most this fraction of ``d`` columns:
-#: measured, it then costs less than the full one (docs/performance.md, "Samplers").
-REDUCED_MAX_FRACTION = 2 / 3
 
 
 @dataclass(frozen=True)
@@ -58,7 +49,7 @@ class PretrainConfig:
         Norm of each initial row of ``W`` (rows uniform on the sphere).
     dtype : {"float32", "float64"}
     sampler : {"auto", "full", "reduced"}
-        How each round's samples are drawn (see :data:`SAMPLERS`); ``reduced`` needs the
+        How each round's samples are drawn (``mtrl_fast.paper.samplers``); ``reduced`` needs the
         per-task layout. The two give every reported quantity the same distribution, not the
         same draws.
     """
@@ -75,7 +66,7 @@ class PretrainConfig:
     bias: bool = False
     init_scale: float = 1.0
     dtype: str = "float32"
-    sampler: str = "auto"
+    sampler: str = AUTO
 
     def __post_init__(self):
         loss_id(self.loss)
@@ -93,30 +84,27 @@ class PretrainConfig:
             raise ValueError(f"layout must be one of {LAYOUTS}; got {self.layout!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}; got {self.dtype!r}")
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}; got {self.sampler!r}")
-        if self.sampler == "reduced" and self.layout != PER_TASK:
-            raise ValueError(
-                "the reduced sampler needs layout 'per-task': in the shared layout one X serves every "
-                "task, so its cost does not grow with T and the full sampler is the one to use"
-            )
+        if self.sampler != AUTO and self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {(AUTO, *SAMPLERS)}; got {self.sampler!r}")
+        if self.sampler in SAMPLERS and self.layout not in SAMPLERS[self.sampler].layouts:
+            raise ValueError(SAMPLERS[self.sampler].layout_error)
 
     def samples(self, d):
         """Samples per task per phase for input dimension ``d``."""
         return self.samples_per_task or 5 * d
 
+    def sampler_at(self, d, r):
+        """The sampler object a cell at ``(d, r)`` runs (``samplers.choose``: ``auto`` takes the
+        reduced one in the per-task layout where its basis is small enough against ``d``)."""
+        return choose(self.sampler, self.layout, d, r, self.width)
+
     def sampler_for(self, d, r):
-        """The sampler a cell at ``(d, r)`` runs: ``auto`` takes the reduced one in the per-task
-        layout when its basis, ``r + width`` columns at most, is at most
-        :data:`REDUCED_MAX_FRACTION` of ``d``."""
-        if self.sampler != "auto":
-            return self.sampler
-        cheaper = self.layout == PER_TASK and r + self.width <= REDUCED_MAX_FRACTION * d
-        return "reduced" if cheaper else "full"
+        """The name of the sampler a cell at ``(d, r)`` runs (see :meth:`sampler_at`)."""
+        return self.sampler_at(d, r).name
 
     def sampled_dimension(self, d, r):
         """Coordinates of each drawn input: ``d``, or the reduced basis's ``min(d, r + width)``."""
-        return min(d, r + self.width) if self.sampler_for(d, r) == "reduced" else d
+        return self.sampler_at(d, r).dimension(d, r, self.width)
 
     def to_dict(self):
         return asdict(self)
@@ -300,7 +288,7 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
     order, so results are bitwise the same whatever the shards (the memory budget) and wherever
     they run, for the same thread count.
 
-    The reduced sampler (``config.sampler_for(d, r) == "reduced"``) draws, each round, only the
+    The reduced sampler (``mtrl_fast.paper.samplers.Reduced``) draws, each round, only the
     coordinates ``c = Q^T x ~ N(0, I_k)`` of every input in an orthonormal basis ``Q (d, k)`` of
     ``span(M) + span(W^T)``, ``k <= r + m``. Labels, pre-activations, the objective, the heads'
     gradients and the pre-activations' gradients ``D`` depend on ``c`` alone; the rest of ``x``
@@ -340,20 +328,16 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
     A = np.zeros((family.T, config.width), dtype=dtype)
     seed = [int(k) for k in rng.integers(0, 2**32, size=2)]
     shards = task_shards(family.T, config, family.d, family.r, memory_budget)
-    reduced = config.sampler_for(family.d, family.r) == "reduced"
+    sampler = config.sampler_at(family.d, family.r)
     n = config.samples(family.d)
     history = []
     for round_index in range(config.rounds):
         key = seed + [round_index]
-        if reduced:
-            Q = sampled_basis(family.M, W)
-            drawn_family, drawn_W = family.in_coordinates(Q.T @ family.M), (W.astype(np.float64) @ Q).astype(dtype)
-        else:
-            drawn_family, drawn_W = family, W
-        work = partial(shard_round, drawn_family, config, key, n=n, gram=reduced)
+        drawn_family, drawn_W, basis = sampler.round_coordinates(family, W, dtype)
+        work = partial(shard_round, drawn_family, config, key, n=n, gram=sampler.needs_gram)
         results = map_shards(work, [((first, count), drawn_W, b, A[first : first + count]) for first, count in shards])
         value, gW, gb = 0.0, np.zeros_like(drawn_W), None if b is None else np.zeros_like(b)
-        DtD = np.zeros((config.width, config.width)) if reduced else None
+        DtD = np.zeros((config.width, config.width)) if sampler.needs_gram else None
         for (first, count), (heads, groups, parts) in zip(shards, results):
             clock.add_parts(parts)
             A[first : first + count] = heads
@@ -363,16 +347,12 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
                 gW += weight * group_gW
                 if b is not None:
                     gb += weight * group_gb
-                if reduced:
+                if DtD is not None:
                     DtD += float(weight) ** 2 * group_gram  # the groups' rows of D are disjoint
         diverged = FloatingPointError(f"training diverged in round {round_index}: lower lr or head_lr")
-        if reduced:
-            if not np.isfinite(DtD).all():
-                raise diverged
-            with clock.part("sampling"):
-                outside = outside_term(DtD, Q, key + [OUTSIDE_PHASE])
-            outside += gW.astype(np.float64) @ Q.T
-            gW = outside.astype(dtype)
+        if DtD is not None and not np.isfinite(DtD).all():
+            raise diverged
+        gW = sampler.first_layer_gradient(gW, DtD, basis, key)
         rounds.update_first_layer(W, b, gW, gb, lr=config.lr, weight_decay=config.weight_decay)
         if not np.isfinite(W).all():
             raise diverged

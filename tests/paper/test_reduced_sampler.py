@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import ks_2samp
 
 from mtrl_fast import loss_and_grad
-from mtrl_fast.paper import train
+from mtrl_fast.paper import samplers, train
 from mtrl_fast.paper.metrics import probe_accuracy
 from mtrl_fast.paper.reduction import joint_coordinates, outside_term, sampled_basis
 from mtrl_fast.paper.sampling import draw, normals
@@ -126,7 +126,7 @@ def _gram_scaled_by_one_and_a_half(gram, Q, key):
 )
 @pytest.mark.slow
 def test_the_same_test_rejects_a_wrong_reduction(full, broken, caught_by, monkeypatch):
-    monkeypatch.setattr(train, "outside_term", broken)
+    monkeypatch.setattr(samplers, "outside_term", broken)
     p = _p_values(full, _outcomes("reduced", REDUCED_SALT))
     assert all(p[name] < REJECT_P for name in caught_by), p
 
@@ -278,3 +278,25 @@ def test_coordinates_that_lose_part_of_span_M_are_refused():
         family.in_coordinates(np.ones((5, 2)))
     with pytest.raises(ValueError, match=r"\(k, r\) with r = 2"):
         family.in_coordinates(np.ones((5, 3)))
+
+
+def test_a_new_sampler_is_one_class_and_one_entry(monkeypatch):
+    """The registry is the one place a sampler lives: a new one (here the full sampler under
+    another name, drawing the same) trains, sizes its memory and names itself in the report."""
+    from mtrl_fast.paper import report
+
+    class Copy(samplers.Full):
+        name = "copy"
+        note = "the full sampler under another name"
+
+    monkeypatch.setitem(samplers.SAMPLERS, "copy", Copy())
+    family = make_task_family(30, 3, 6, np.random.default_rng(16))
+    runs = {
+        name: pretrain(family, PretrainConfig(width=8, samples_per_task=40, sampler=name), np.random.default_rng(17))
+        for name in ("full", "copy")
+    }
+    np.testing.assert_array_equal(runs["copy"].W, runs["full"].W)
+    assert PretrainConfig(sampler="copy").sampler_for(10**5, 5) == "copy"
+    assert report._sampler_note(["copy", "full"]) == "the full sampler under another name"
+    with pytest.raises(ValueError, match="sampler must be one of .*'copy'"):
+        PretrainConfig(sampler="exact")

@@ -5,7 +5,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..metrics import probe_accuracy
-from ..reduction import joint_coordinates
 from ..tasks import make_task_family
 
 
@@ -142,13 +141,9 @@ def family(grid, d, seed, T):
 
 
 def seen_by(cell, grid, config, task_family, layers):
-    """``(task_family, layers)`` as the cell measures them: under the reduced sampler in the joint
-    coordinates of ``M`` and all the layers (name -> ``(W, b)``), which carry ``M^T x`` and every
-    ``W x`` with their joint law; unchanged under the full sampler."""
-    if config.sampler_for(cell.d, grid.r) != "reduced":
-        return task_family, layers
-    M, reduced = joint_coordinates(task_family.M, *(W for W, _ in layers.values()))
-    return task_family.in_coordinates(M), {name: (W, b) for (name, (_, b)), W in zip(layers.items(), reduced)}
+    """``(task_family, layers)`` as the cell measures them, as its sampler says (under the reduced
+    sampler in the joint coordinates of ``M`` and all the layers, name -> ``(W, b)``)."""
+    return config.sampler_at(cell.d, grid.r).measured(task_family, layers)
 
 
 class ProbeStudy(Study):
