@@ -127,9 +127,9 @@ def test_the_frameworks_run_the_tables_formulas(framework):
     y = np.array([1.0, -1.0, 1.0, 1.0, -1.0, -1.0])
     if framework == "torch":
         torch = pytest.importorskip("torch")
-        from mtrl_fast.torch import _plain_losses
+        from mtrl_fast.torch import plain_losses
 
-        run = lambda name: _plain_losses(name, torch.tensor(f), torch.tensor(y)).numpy()  # noqa: E731
+        run = lambda name: plain_losses(name, torch.tensor(f), torch.tensor(y)).numpy()  # noqa: E731
     else:
         jnp = pytest.importorskip("jax.numpy")
         from mtrl_fast.bench.backends._jax import _loss
