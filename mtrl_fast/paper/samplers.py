@@ -27,6 +27,8 @@ class Full:
 
     name = "full"
     layouts: tuple[str, ...] = LAYOUTS
+    #: Why a layout outside ``layouts`` is refused (``PretrainConfig`` raises it).
+    layout_error = "this sampler does not run in that layout"
     needs_gram = False
     note = "every input drawn in all d coordinates"
 
@@ -35,7 +37,8 @@ class Full:
         return d
 
     def pays(self, layout, d, r, width):
-        """Whether ``auto`` takes this sampler for a cell (the full one is what it falls back to)."""
+        """Whether ``auto`` takes this sampler for a cell in one of its ``layouts`` (the full one is
+        what it falls back to)."""
         return True
 
     def round_coordinates(self, family, W, dtype):
@@ -82,7 +85,7 @@ class Reduced(Full):
         return min(d, r + width)
 
     def pays(self, layout, d, r, width):
-        return layout == PER_TASK and r + width <= REDUCED_MAX_FRACTION * d
+        return r + width <= REDUCED_MAX_FRACTION * d
 
     def round_coordinates(self, family, W, dtype):
         Q = sampled_basis(family.M, W)
