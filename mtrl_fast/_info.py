@@ -54,6 +54,7 @@ def config_info() -> dict[str, Any]:
             "wait_policy_warning": _runtime.wait_policy_warning(),
             "blas_pin_warning": blas_pin_warning(),
             "gemm": _gemm_line(),
+            "jax_op": _jax_op_line(),
             "blas": blas,
         }
     )
@@ -68,6 +69,16 @@ def _gemm_line() -> str:
         f"{gemms.get_gemm()} (installed: {', '.join(gemms.available())}; "
         f"mtrl_fast.torch's ops: {gemms.torch_ops_gemm()})"
     )
+
+
+def _jax_op_line() -> str | None:
+    """How ``mtrl_fast.jax``'s ops call the kernels (XLA's FFI custom call or the host callback);
+    ``None`` without JAX."""
+    if installed_version("jax") is None:
+        return None
+    from .jax import call_path
+
+    return call_path()
 
 
 def gemm_timings_lines(timings: dict[str, Any]) -> list[str]:

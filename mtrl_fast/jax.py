@@ -1,28 +1,37 @@
 """The kernels as differentiable JAX functions (``pip install "mtrl_fast[jax]"``).
 
-``forward`` and ``loss`` are ``jax.custom_vjp`` functions around ``jax.pure_callback``: they work
+``forward`` and ``loss`` are ``jax.custom_vjp`` functions around one call into the kernels: they work
 under ``jit``, ``grad``, ``value_and_grad`` and ``vmap``, in float32, and in float64 when
 ``jax_enable_x64`` is on. Gradients flow to ``W``, ``b`` and ``A``; ``X`` (and ``Y``) are taken as
 constants, as under ``jax.lax.stop_gradient``, so their cotangents are zero.
 
+The call is an XLA custom call (``jax.ffi.ffi_call``) wherever XLA's foreign-function interface runs
+at a version this package reads (``mtrl_fast._xla_ffi``): XLA hands the kernels its own buffers,
+without a host callback's dispatch and copies. Elsewhere, or with the environment variable
+``MTRL_FAST_JAX_CALLBACK=1``, it is ``jax.pure_callback`` (with one warning when the interface was
+expected but refused). :func:`call_path` says which, as does ``mtrl-fast info``.
+
 Shapes, dtypes and the loss name are checked when the function is traced, in the dtypes JAX
 computes in (with ``jax_enable_x64`` off, float64 inputs compute in float32). Values (finiteness,
-labels) are checked before the callback wherever they are concrete: in an eager call, and for
-arrays closed over under a transform. Tracers' values are not checked (under ``jit``, say): the
-callback itself never raises, since an exception inside a callback is undefined behaviour in
-JAX. ``vmap`` uses ``vmap_method="sequential"``: the batch runs as one host call per element,
-which costs the callback's overhead once per element.
+labels) are checked before the call wherever they are concrete: in an eager call, and for
+arrays closed over under a transform. Tracers' values are not checked (under ``jit``, say), on
+either path. ``vmap`` uses ``vmap_method="sequential"``: the batch runs as one call per element.
 
 ``loss`` runs the fused ``loss_and_grad`` once and keeps its gradients for the backward pass.
 """
 
-from collections.abc import Callable
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from functools import cache
 from typing import Any
 
 import numpy as np
 
-from . import ops
+from . import _xla_ffi, ops
+from ._kernels import UPSTREAM
 from ._validate import ArrayMeta, check_problem, check_shapes, require_finite, require_labels
+from .gradients import Gradients
 from .losses import loss_id
 
 try:
@@ -32,17 +41,10 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the installed extras
     raise ImportError("mtrl_fast.jax needs JAX, which is not installed: pip install 'mtrl_fast[jax]'") from error
 
-__all__ = ["forward", "loss"]
+__all__ = ["call_path", "forward", "loss"]
 
 _VMAP = "sequential"
-
-
-def _host(array: Any) -> np.ndarray:
-    return np.asarray(array)
-
-
-def _host_or_none(array: Any) -> np.ndarray | None:
-    return None if array is None else np.asarray(array)
+_FORCE_CALLBACK = "MTRL_FAST_JAX_CALLBACK"
 
 
 def _struct(shape: tuple[int, ...], dtype: Any) -> jax.ShapeDtypeStruct:
@@ -96,17 +98,97 @@ def _grad_structs(W: Any, b: Any, A: Any) -> tuple[Any, Any, Any]:
     return (_struct(W.shape, W.dtype), None if b is None else _struct(b.shape, b.dtype), _struct(A.shape, A.dtype))
 
 
-def _forward_host(X: Any, W: Any, b: Any, A: Any) -> np.ndarray:
-    return ops.forward(_host(X), _host(W), _host_or_none(b), _host(A), check_finite=False)
+class FFIFallbackWarning(RuntimeWarning):
+    """XLA's foreign-function interface was expected but refused: the ops run on ``jax.pure_callback``."""
 
 
-def _backward_host(X: Any, W: Any, b: Any, A: Any, dF: Any) -> tuple[Any, ...]:
-    return tuple(ops.backward(_host(X), _host(W), _host_or_none(b), _host(A), _host(dF), check_finite=False))
+def _ffi_refusal() -> str:
+    """Why the ops keep to the callback (``""``: they take the FFI custom call). Read when an op is
+    traced: the environment variable each time, XLA's interface once per process."""
+    forced = os.environ.get(_FORCE_CALLBACK, "")
+    if forced not in ("", "0"):
+        return f"{_FORCE_CALLBACK}={forced}"
+    return _probe_refusal()
+
+
+@cache
+def _probe_refusal() -> str:
+    _, reason = _xla_ffi.probe()
+    if reason:
+        warnings.warn(
+            f"mtrl_fast.jax runs its ops through jax.pure_callback, which costs more per call: {reason}",
+            FFIFallbackWarning,
+            stacklevel=5,
+        )
+    return reason
+
+
+def call_path() -> str:
+    """How the ops call the kernels: ``"ffi (XLA FFI API 0.3)"``, or ``"callback: <why>"``.
+
+    The first call probes XLA's foreign-function interface (a tiny custom call under ``jit``).
+    """
+    refusal = _ffi_refusal()
+    if refusal:
+        return f"callback: {refusal}"
+    version, _ = _xla_ffi.probe()
+    assert version is not None
+    return f"ffi (XLA FFI API {version[0]}.{version[1]})"
+
+
+#: What one call computes: ``fill(*operands, results)`` writes every result into ``results``, a list
+#: of arrays of the call's result structs (``None`` where a struct is ``None``).
+Fill = Callable[..., None]
+
+
+def _call(target: str, fill: Fill, structs: Sequence[Any], operands: Sequence[Any]) -> tuple[Any, ...]:
+    """``fill`` as one call from JAX: an FFI custom call named ``target`` (the results are XLA's own
+    buffers), or the host callback (the results are fresh arrays, which JAX then copies).
+
+    ``operands`` and ``structs`` may hold ``None`` (no bias, no bias gradient). The custom call
+    passes only the arrays, so its handler puts ``None`` back where they leave a gap; a target
+    name serves one pattern of gaps.
+    """
+    operand_gaps = tuple(k for k, value in enumerate(operands) if value is None)
+    result_gaps = tuple(k for k, struct in enumerate(structs) if struct is None)
+
+    if _ffi_refusal():
+
+        def host(*arrays: Any) -> tuple[Any, ...]:
+            results = [None if s is None else np.empty(s.shape, s.dtype) for s in structs]
+            fill(*(None if value is None else np.asarray(value) for value in arrays), results)
+            return tuple(results)
+
+        return tuple(jax.pure_callback(host, tuple(structs), *operands, vmap_method=_VMAP))
+
+    def work(arrays: list[np.ndarray], buffers: list[np.ndarray]) -> None:
+        fill(*_with_gaps(arrays, operand_gaps), _with_gaps(buffers, result_gaps))
+
+    name = target + "".join(f"_no{k}" for k in operand_gaps)
+    _xla_ffi.register(name, work)
+    present = [struct for struct in structs if struct is not None]
+    called = _xla_ffi.call(name, present, [value for value in operands if value is not None], _VMAP)
+    return tuple(_with_gaps(list(called), result_gaps))
+
+
+def _with_gaps(values: list[Any], gaps: tuple[int, ...]) -> list[Any]:
+    for k in gaps:
+        values.insert(k, None)
+    return values
+
+
+def _forward_fill(X: Any, W: Any, b: Any, A: Any, results: list[Any]) -> None:
+    results[0][...] = ops.forward(X, W, b, A, check_finite=False)
+
+
+def _backward_fill(X: Any, W: Any, b: Any, A: Any, dF: Any, results: list[Any]) -> None:
+    p = check_problem(X, W, b, A, dF, check_finite=False, y_name="dF")
+    ops.fused_step(p, UPSTREAM, 1.0, out=Gradients(*results))
 
 
 @jax.custom_vjp
 def _forward(X: Any, W: Any, b: Any, A: Any) -> Any:
-    return jax.pure_callback(_forward_host, _struct((A.shape[0], X.shape[-2]), X.dtype), X, W, b, A, vmap_method=_VMAP)
+    return _call("mtrl_fast_forward", _forward_fill, [_struct((A.shape[0], X.shape[-2]), X.dtype)], [X, W, b, A])[0]
 
 
 def _forward_fwd(X: Any, W: Any, b: Any, A: Any) -> tuple[Any, Any]:
@@ -115,7 +197,7 @@ def _forward_fwd(X: Any, W: Any, b: Any, A: Any) -> tuple[Any, Any]:
 
 def _forward_bwd(residuals: Any, dF: Any) -> tuple[Any, ...]:
     X, W, b, A = residuals
-    gW, gb, gA = jax.pure_callback(_backward_host, _grad_structs(W, b, A), X, W, b, A, dF, vmap_method=_VMAP)
+    gW, gb, gA = _call("mtrl_fast_backward", _backward_fill, _grad_structs(W, b, A), [X, W, b, A, dF])
     return jnp.zeros_like(X), gW, gb, gA
 
 
@@ -146,16 +228,16 @@ def forward(X: ArrayLike, W: ArrayLike, b: ArrayLike | None, A: ArrayLike, *, ch
 def _make_loss(name: str) -> Callable[..., jax.Array]:
     code = loss_id(name)
 
-    def value_and_grads_host(X: Any, Y: Any, W: Any, b: Any, A: Any) -> tuple[Any, ...]:
-        # Nothing here may raise: the shapes were checked at trace time, and the labels are not
-        # checked (``loss=None``), as the module says.
-        p = check_problem(_host(X), _host(W), _host_or_none(b), _host(A), _host(Y), loss=None, check_finite=False)
-        value, grads = ops.fused_step(p, code, 1.0 / (p.T * p.n))
-        return (np.asarray(value, dtype=p.X.dtype),) + tuple(grads)
+    def fill(X: Any, Y: Any, W: Any, b: Any, A: Any, results: list[Any]) -> None:
+        # Nothing here raises for the inputs the trace let through: the shapes were checked at
+        # trace time, and the labels are not checked (``loss=None``), as the module says.
+        p = check_problem(X, W, b, A, Y, loss=None, check_finite=False)
+        value, _ = ops.fused_step(p, code, 1.0 / (p.T * p.n), out=Gradients(*results[1:]))
+        results[0][...] = value
 
     def call(X: Any, Y: Any, W: Any, b: Any, A: Any) -> Any:
         structs = (_struct((), X.dtype),) + _grad_structs(W, b, A)
-        return jax.pure_callback(value_and_grads_host, structs, X, Y, W, b, A, vmap_method=_VMAP)
+        return _call(f"mtrl_fast_loss_{name}", fill, structs, [X, Y, W, b, A])
 
     @jax.custom_vjp
     def mean_loss(X: Any, Y: Any, W: Any, b: Any, A: Any) -> Any:

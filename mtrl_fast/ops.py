@@ -235,7 +235,12 @@ def backward(
 
 
 def fused_step(
-    p: Problem, loss_code: int, scale: float, first_layer: bool = True, gram: bool = False
+    p: Problem,
+    loss_code: int,
+    scale: float,
+    first_layer: bool = True,
+    gram: bool = False,
+    out: Gradients | None = None,
 ) -> tuple[float, Gradients]:
     """The fused step on checked inputs: ``(sum of losses * scale, Gradients)``.
 
@@ -251,7 +256,8 @@ def fused_step(
     """
     assert p.Y is not None, "a step needs targets or an upstream gradient"
     bias = _bias_or_zeros(p)
-    gb = np.zeros(p.m, dtype=p.X.dtype)
+    gb = np.zeros(p.m, dtype=p.X.dtype) if out is None or out.b is None else out.b
+    out_A, out_W = (None, None) if out is None else (out.A, out.W)
     gW: np.ndarray | None
     if p.layout == SHARED:
         H = _product(p.X, p.W.T)
@@ -266,7 +272,7 @@ def fused_step(
         else:
             R = _product(p.A, H.T)
             total = kernels.loss_slopes(R, p.Y, loss_code, scale)
-        gA = _product(R, H)
+        gA = _product(R, H, out=out_A)
         if not first_layer:
             return total * scale, Gradients(W=None, b=None, A=gA)
         chunks = kernels.chunk_count(p.n)
@@ -278,12 +284,14 @@ def fused_step(
             dot = kernels.relu_mask_colsum(D, H, gb, chunks)
             if value_from_mask:
                 total = dot / scale
-        gW = _product(D.T, p.X)
+        gW = _product(D.T, p.X, out=out_W)
         DtD = _gram(D) if gram else None
     else:
         total = 0.0
-        gA = np.zeros((p.T, p.m), dtype=p.X.dtype)
-        gW = np.empty((p.m, p.d), dtype=p.X.dtype) if first_layer else None
+        gb[:] = 0.0
+        gA = np.zeros((p.T, p.m), dtype=p.X.dtype) if out_A is None else out_A
+        gA[:] = 0.0
+        gW = (np.empty((p.m, p.d), dtype=p.X.dtype) if out_W is None else out_W) if first_layer else None
         DtD = np.zeros((p.m, p.m)) if gram else None
         X_rows = p.X.reshape(p.T * p.n, p.d)
         Y_rows = p.Y.reshape(p.T * p.n)
