@@ -22,15 +22,15 @@ def main():
     mtrl_fast.set_num_threads(args.threads)
     print(f"# {cpu_name()}, NumPy's BLAS {blas_in_use()}, {args.threads} threads; the op's path: {call_path()}")
     print(
-        "| shape (n, d, m, T) | op, FFI | op, callback | direct | plain JAX | FFI / direct | callback / direct "
-        "| plain / FFI |"
+        "| shape (n, d, m, T) | op, FFI | op, callback | direct | plain JAX | no-op custom call | FFI / direct "
+        "| callback / direct | plain / FFI |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for (layout, n, d, m, T), med in zip(SHAPES, measure(SHAPES, args.rounds)):
         ms = {name: 1e3 * seconds for name, seconds in med.items()}
         print(
             f"| {layout} ({n}, {d}, {m}, {T}) | {ms['ffi']:.3f} | {ms['callback']:.3f} | {ms['direct']:.3f} | "
-            f"{ms['plain']:.3f} | {ms['ffi'] / ms['direct']:.2f} | {ms['callback'] / ms['direct']:.2f} | "
+            f"{ms['plain']:.3f} | {ms['ffi_noop']:.3f} | {ms['ffi'] / ms['direct']:.2f} | {ms['callback'] / ms['direct']:.2f} | "
             f"{ms['plain'] / ms['ffi']:.2f}x |",
             flush=True,
         )

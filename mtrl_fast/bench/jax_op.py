@@ -6,7 +6,8 @@ that their ratios come from one run: ``jit(value_and_grad)`` through the op on X
 (``ffi``) and on ``jax.pure_callback`` (``callback``, traced with ``MTRL_FAST_JAX_CALLBACK=1``),
 ``mtrl_fast.loss_and_grad`` on the same arrays (``direct``, ``check_finite=False``: under ``jit`` the op
 checks no values either) and the step written in ``jax.numpy`` and jitted (``plain``). Logistic loss,
-float32. ``benchmarks/jax_op.py`` prints the table; the asv suite tracks op / direct.
+float32. Beside them, ``ffi_noop``: a jitted custom call with the op's operands and results whose handler
+does nothing, the path's fixed cost per call (XLA's dispatch, the handler's entry, the call frame read). ``benchmarks/jax_op.py`` prints the table; the asv suite tracks op / direct.
 """
 
 import os
@@ -54,6 +55,16 @@ def _traced_on(path: str, step: Callable) -> Callable:
     return first_call
 
 
+def _noop_call(X, Y, W, b, A) -> Callable:
+    import jax
+
+    from .. import _xla_ffi
+
+    _xla_ffi.register("mtrl_fast_bench_noop", lambda operands, results: None)
+    structs = [jax.ShapeDtypeStruct(shape, X.dtype) for shape in ((), W.shape, b.shape, A.shape)]
+    return jax.jit(lambda *operands: _xla_ffi.call("mtrl_fast_bench_noop", structs, operands, "sequential"))
+
+
 def _plain_step(X, Y) -> Callable:
     import jax
     import jax.numpy as jnp
@@ -87,12 +98,14 @@ def _functions(layout: str, n: int, d: int, m: int, T: int, rng: np.random.Gener
         name: (lambda step=step: jax.block_until_ready(step(Wj, bj, Aj))) for name, step in steps.items()
     }
     functions["direct"] = lambda: mtrl_fast.loss_and_grad(X, Y, W, b, A, check_finite=False)
+    noop = _noop_call(Xj, Yj, Wj, bj, Aj)
+    functions["ffi_noop"] = lambda: jax.block_until_ready(noop(Xj, Yj, Wj, bj, Aj))
     for function in functions.values():
         function()  # the traces, each on its path
     return functions
 
 
 def measure(shapes: Iterable[tuple], rounds: int = 15, seed: int = 0) -> list[dict[str, float]]:
-    """Median seconds of each function (``ffi``, ``callback``, ``plain``, ``direct``) per shape."""
+    """Median seconds of each function (``ffi``, ``callback``, ``plain``, ``direct``, ``ffi_noop``) per shape."""
     rng = np.random.default_rng(seed)
     return [alternating_medians(_functions(layout, n, d, m, T, rng), rounds) for layout, n, d, m, T in shapes]
