@@ -19,10 +19,11 @@ import numpy as np
 
 from .._platform import available_memory, blas_in_use
 from .._progress import Progress
-from . import clock, engines, store
+from . import clock, engines, networks, store
+from .networks import AGGREGATION, SAMPLING
 from .sampling import normals
 from .studies import STUDIES, Cell
-from .train import GROUP_TASKS, SLICE_VALUES, PretrainConfig, task_bytes, task_shards
+from .train import PretrainConfig, task_bytes, task_shards
 
 
 @dataclass(frozen=True)
@@ -115,13 +116,6 @@ QUICK = Grid(d=(50, 200), tasks=(1, 5, 20, 100), seeds=2, downstream_d=(50, 200)
 def plan(grid):
     """All cells of ``grid``, study by study, the largest last within each so early results come fast."""
     return [cell for name in grid.studies for cell in STUDIES[name].cells(grid)]
-
-
-#: How samples are drawn and task gradients summed; part of every cell's fingerprint, so that cells
-#: from a release that did either differently (0.1.0: one stream per cell; 0.2.0: NumPy generators
-#: per task, sums by shard, which depended on the memory budget) are recomputed, not mixed in.
-SAMPLING = "Philox4x32-10 Box-Muller, compiled (0.3.0)"
-AGGREGATION = f"fixed groups of {GROUP_TASKS} tasks, rows in slices of {SLICE_VALUES} values (0.3.0)"
 
 
 def _settings_of(cell, grid):
@@ -238,12 +232,14 @@ def needs_shards(cell, grid, memory_budget):
     )
 
 
-def _compute(cell, grid, threads=1, memory_budget=None, map_shards=None):
-    """Run one cell with ``threads`` threads (kernels and BLAS); returns what the store keeps."""
+def _compute(cell, grid, threads=1, memory_budget=None, map_shards=None, out=None):
+    """Run one cell with ``threads`` threads (kernels and BLAS); returns what the store keeps. The
+    pretrained networks the cell reads are kept in (and looked up in) ``out``'s networks folder."""
     from .. import num_threads
 
     start = time.perf_counter()
-    with num_threads(threads), clock.recording() as timed:
+    folder = None if out is None else Path(out) / networks.FOLDER
+    with num_threads(threads), clock.recording() as timed, networks.kept_in(folder), networks.counting() as counts:
         records = run_cell(cell, grid, memory_budget, map_shards)
     seconds = time.perf_counter() - start
     return {
@@ -255,6 +251,7 @@ def _compute(cell, grid, threads=1, memory_budget=None, map_shards=None):
         "threads": threads,
         "blas": blas_in_use(),
         "memory_budget": memory_budget,
+        "networks": counts,
         "records": records,
     }
 
@@ -339,7 +336,7 @@ def _run_cells(grid, out, jobs, progress, threads, memory_budget, client):
         print(
             f"{len(cells)} cells, {len(cells) - len(todo)} already done in {out}, {len(todo)} to run", file=bar.stream
         )
-    compute = partial(_compute, grid=grid, threads=threads, memory_budget=memory_budget)
+    compute = partial(_compute, grid=grid, threads=threads, memory_budget=memory_budget, out=out)
     if client is None and jobs > 1 and len(todo) > 1:
         warm_up(grid)  # here, once: the workers then load the kernels from the cache
     if client is not None:
@@ -354,7 +351,7 @@ def _run_cells(grid, out, jobs, progress, threads, memory_budget, client):
             for cell, payload in engine:
                 _store(out, cell, payload)
                 results[cell] = payload["records"]
-                timings[cell] = (payload["seconds"], payload["parts"])
+                timings[cell] = _timing(payload)
                 bar.step(f"{cell.key} ({payload['seconds']:.1f}s)")
     except (engines.WorkerDied, engines.ClusterError) as error:
         raise type(error)(
@@ -378,21 +375,28 @@ def warm_up(grid):
         normals((0, 0, 0, 0), 1, 4)  # the reduced sampler's float64 normals (the shared layout's kernel)
 
 
+def _timing(payload):
+    """``(seconds, parts, networks)`` of a cell's payload (``networks``: what it trained and reused)."""
+    networks_used = {name: int(v) for name, v in payload.get("networks", {}).items()}
+    return float(payload["seconds"]), {name: float(v) for name, v in payload["parts"].items()}, networks_used
+
+
 def _stored_timing(out, cell):
-    """``(seconds, parts)`` a stored cell recorded, or ``None`` (a cell stored without them)."""
+    """:func:`_timing` of a stored cell, or ``None`` (a cell stored without its timing)."""
     try:
-        stored = json.loads(_cell_path(out, cell).read_text(encoding="utf-8"))
-        return float(stored["seconds"]), {name: float(v) for name, v in stored["parts"].items()}
+        return _timing(json.loads(_cell_path(out, cell).read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
 def profile(timings):
-    """Where the cells' time went: ``{"cells", "seconds", "parts": {part: seconds}}`` summed over
-    the ``(seconds, parts)`` of each cell that recorded them (see ``mtrl_fast.paper.clock``)."""
+    """Where the cells' time went: ``{"cells", "seconds", "parts": {part: seconds}, "networks":
+    {"trained": k, "reused": j}}`` summed over the :func:`_timing` of each cell that recorded it (see
+    ``mtrl_fast.paper.clock`` and ``mtrl_fast.paper.networks``)."""
     known = [timing for timing in timings if timing is not None]
     parts = {name: sum(timing[1].get(name, 0.0) for timing in known) for name in clock.PARTS}
-    return {"cells": len(known), "seconds": sum(timing[0] for timing in known), "parts": parts}
+    used = {name: sum(timing[2].get(name, 0) for timing in known) for name in ("trained", "reused")}
+    return {"cells": len(known), "seconds": sum(timing[0] for timing in known), "parts": parts, "networks": used}
 
 
 def reproduce(grid, out, jobs=1, progress=True, threads=1, memory_budget=None, scheduler=None, scheduler_file=None):

@@ -124,7 +124,14 @@ def profile_table(timing):
     total = timing["seconds"] or 1.0
     rows = [[name, f"{seconds:.1f}", f"{100 * seconds / total:.0f}%"] for name, seconds in timing["parts"].items()]
     rows.append(["all", f"{timing['seconds']:.1f}", "100%"])
-    return markdown_table(["part", "seconds", "share"], rows)
+    table = markdown_table(["part", "seconds", "share"], rows)
+    used = timing.get("networks")
+    if used:
+        table += (
+            f"\n\nPretrained networks: {used['trained']} trained, {used['reused']} read by another cell "
+            "(one per (d, T, seed), shared by the studies)"
+        )
+    return table
 
 
 def write_outputs(results, grid, out, profile=None):

@@ -103,6 +103,17 @@ def write_text_atomically(path, text):
         temporary.unlink(missing_ok=True)
 
 
+def write_bytes_atomically(path, data):
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    temporary = _temporary_path(path)
+    try:
+        temporary.write_bytes(data)
+        _sync_and_rename(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 SETS = ".sets"
 CURRENT = ".current"
 
@@ -196,6 +207,7 @@ def clean_up_after_killed_runs(out):
     out = Path(out)
     remove_temporary_files(out)
     remove_temporary_files(out / "cells")
+    remove_temporary_files(out / "networks")
     _remove_unpublished_sets(out)
 
 

@@ -262,15 +262,23 @@ def test_each_cell_records_where_its_time_went_and_the_report_sums_it(tmp_path, 
     from mtrl_fast.paper.clock import PARTS
 
     assert cli.main(["reproduce", "--out", str(tmp_path), *REPORT_GRID, "--jobs", "1", "--profile"]) == 0
-    cell = json.loads(next((tmp_path / "cells").glob("downstream-*.json")).read_text())
-    assert list(cell["parts"]) == list(PARTS)
-    assert cell["parts"]["sampling"] > 0 and cell["parts"]["kernels"] > 0 and cell["parts"]["probe"] > 0
-    assert sum(cell["parts"].values()) == pytest.approx(cell["seconds"], rel=1e-6)
+    cells = {path.name: json.loads(path.read_text()) for path in (tmp_path / "cells").glob("*.json")}
+    trained = next(cell for name, cell in cells.items() if name.startswith("recovery-"))
+    probed = next(cell for name, cell in cells.items() if name.startswith("downstream-"))
+    for cell in cells.values():
+        assert list(cell["parts"]) == list(PARTS)
+        assert sum(cell["parts"].values()) == pytest.approx(cell["seconds"], rel=1e-6)
+    assert trained["parts"]["sampling"] > 0 and trained["parts"]["kernels"] > 0 and probed["parts"]["probe"] > 0
+    # The downstream cell probes the networks the recovery cells trained, at (d, T) = (8, 3) and (8, 1).
+    assert trained["networks"] == {"trained": 1, "reused": 0}
+    assert probed["networks"] == {"trained": 0, "reused": 2} and probed["parts"]["kernels"] == 0
     document = json.loads((tmp_path / "results.json").read_text())
     assert document["profile"]["cells"] == 3
+    assert document["profile"]["networks"] == {"trained": 2, "reused": 2}
     assert "## Where the time went (3 cells, summed)" in (tmp_path / "report.md").read_text()
     out = capsys.readouterr().out
     assert "where the time went (3 cells, summed):" in out and "| sampling |" in out
+    assert "Pretrained networks: 2 trained, 2 read by another cell" in out
 
 
 def test_a_pool_run_compiles_in_the_parent_first(tmp_path, monkeypatch):

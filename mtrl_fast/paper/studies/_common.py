@@ -5,7 +5,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..metrics import probe_accuracy
-from ..tasks import make_task_family
 
 
 @dataclass(frozen=True)
@@ -129,15 +128,6 @@ def saved(fig, plt, stage, name):
     fig.savefig(stage(name), dpi=120, format="png")
     plt.close(fig)
     return name
-
-
-def family(grid, d, seed, T):
-    """The ground truth of ``(d, seed)`` with ``T`` tasks: shared by every ``T``, study and width
-    (task vectors are drawn after ``M``, row by row, so the first ``T`` tasks are the same for
-    every ``T``)."""
-    return make_task_family(
-        d, grid.r, T, np.random.default_rng([grid.base_seed, d, seed]), kind=grid.label_kind, noise=grid.noise
-    )
 
 
 def seen_by(cell, grid, config, task_family, layers):

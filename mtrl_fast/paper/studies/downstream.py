@@ -3,8 +3,10 @@ and oracle features, on fresh tasks with ``n_new`` samples."""
 
 import numpy as np
 
-from ..train import initial_layer, oracle_layer, pretrain
-from ._common import Cell, ProbeStudy, family, log_axis, markdown_table, mean, nearest, not_evaluated, saved
+from .. import networks
+from ..networks import family
+from ..train import initial_layer, oracle_layer
+from ._common import Cell, ProbeStudy, log_axis, markdown_table, mean, nearest, not_evaluated, saved
 
 FEATURES = ("multi-task", "single-task", "random", "oracle")
 
@@ -20,13 +22,17 @@ class Downstream(ProbeStudy):
             (Cell(self.name, d, s) for d in grid.downstream_d for s in range(grid.seeds)), key=lambda c: (c.d, c.seed)
         )
 
+    def settings(self, grid):
+        return {**super().settings(grid), "networks": networks.SHARED}
+
     def run(self, cell, grid, shard_options):
         rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, 0, 1])
         tasks = family(grid, cell.d, cell.seed, grid.downstream_tasks)
         config = grid.pretrain
+        # The single-task network learns the first task, which is the first of every T (see ``family``).
         trained = {
-            "multi-task": pretrain(tasks, config, rng, **shard_options),
-            "single-task": pretrain(tasks.with_tasks(tasks.V[:1]), config, rng, **shard_options),
+            "multi-task": networks.trained(grid, config, cell.d, grid.downstream_tasks, cell.seed, shard_options),
+            "single-task": networks.trained(grid, config, cell.d, 1, cell.seed, shard_options),
         }
         layers = {name: (result.W, result.b) for name, result in trained.items()}
         layers["random"] = (initial_layer(config.width, cell.d, rng, config.init_scale), None)

@@ -4,9 +4,11 @@ for multi-task features at each ``T``, single-task, random and oracle features."
 import numpy as np
 from scipy.stats import spearmanr
 
+from .. import networks
 from ..alignment import feature_kernel, kernel_alignment, kernel_spearman, label_agreement_kernel
-from ..train import initial_layer, oracle_layer, pretrain
-from ._common import Cell, Study, family, grid_values, log_axis, markdown_table, mean, not_evaluated, saved, seen_by
+from ..networks import family
+from ..train import initial_layer, oracle_layer
+from ._common import Cell, Study, grid_values, log_axis, markdown_table, mean, not_evaluated, saved, seen_by
 
 BASELINES = ("single-task", "random", "oracle")
 #: Fresh tasks of the ReLU teacher's Monte-Carlo label-agreement kernel.
@@ -32,7 +34,7 @@ class Mechanism(Study):
         return 1 if cell.T is not None else len(BASELINES)
 
     def settings(self, grid):
-        return {"points": grid.mechanism_points, "agreement_tasks": AGREEMENT_TASKS}
+        return {"points": grid.mechanism_points, "agreement_tasks": AGREEMENT_TASKS, "networks": networks.SHARED}
 
     def tasks(self, cell, grid):
         return cell.T or 1
@@ -43,14 +45,13 @@ class Mechanism(Study):
     def run(self, cell, grid, shard_options):
         config = grid.pretrain
         if cell.T is not None:
-            rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, cell.T, 4])
             tasks = family(grid, cell.d, cell.seed, cell.T)
-            trained = pretrain(tasks, config, rng, **shard_options)
+            trained = networks.trained(grid, config, cell.d, cell.T, cell.seed, shard_options)
             layers = {"multi-task": (trained.W, trained.b)}
         else:
             rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, 0, 5])
             tasks = family(grid, cell.d, cell.seed, 1)
-            single = pretrain(tasks, config, rng, **shard_options)
+            single = networks.trained(grid, config, cell.d, 1, cell.seed, shard_options)
             layers = {
                 "single-task": (single.W, single.b),
                 "random": (initial_layer(config.width, cell.d, rng, config.init_scale), None),

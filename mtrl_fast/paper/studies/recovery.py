@@ -3,8 +3,8 @@
 import numpy as np
 from scipy.stats import spearmanr
 
-from ..train import pretrain
-from ._common import Cell, Study, family, grid_values, log_axis, markdown_table, mean, not_evaluated, saved
+from .. import networks
+from ._common import Cell, Study, grid_values, log_axis, markdown_table, mean, not_evaluated, saved
 
 #: The task count from which "many tasks" recover span(M) (the paper's T = 100 regime).
 MANY_TASKS = 100
@@ -35,8 +35,7 @@ class Recovery(Study):
         return cell.T
 
     def run(self, cell, grid, shard_options):
-        rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, cell.T, 0])
-        last = pretrain(family(grid, cell.d, cell.seed, cell.T), grid.pretrain, rng, **shard_options).history[-1]
+        last = networks.trained(grid, grid.pretrain, cell.d, cell.T, cell.seed, shard_options).history[-1]
         return [
             {
                 "d": cell.d,

@@ -5,11 +5,11 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..networks import family
 from ..train import initial_layer, pretrain
 from ._common import (
     Cell,
     ProbeStudy,
-    family,
     grid_values,
     log_axis,
     markdown_table,
