@@ -175,6 +175,7 @@ def reproduce(args):
     _part("paper", "paper")
     from mtrl_fast.paper.experiments import (
         DEFAULT_MEMORY_BUDGET,
+        PARAMETERS,
         QUICK,
         Grid,
         default_memory_budget,
@@ -207,19 +208,14 @@ def reproduce(args):
             ("r", args.r),
             ("tasks", args.tasks),
             ("seeds", args.seeds),
-            ("n_new", args.n_new),
-            ("downstream_d", args.downstream_d),
-            ("downstream_tasks", args.downstream_tasks),
             ("label_kind", args.labels),
             ("noise", args.noise),
             ("base_seed", args.base_seed),
             ("studies", args.studies),
-            ("widths", args.widths),
-            ("width_d", args.width_d),
-            ("mechanism_points", args.mechanism_points),
         )
         if value is not None
     }
+    grid_changes.update({p.name: getattr(args, p.name) for p in PARAMETERS if getattr(args, p.name, None) is not None})
     try:
         grid = replace(base, pretrain=replace(base.pretrain, **pretrain_changes), **grid_changes)
     except ValueError as error:

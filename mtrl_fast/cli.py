@@ -19,8 +19,7 @@ from ._cli_types import MissingExtra, OptionError
 from .bench.backends import BACKENDS, OURS, PEERS  # plain names: no benchmark dependency
 from .losses import DTYPES, LAYOUTS, LOSSES, PER_TASK, SHARED
 
-#: ``paper.studies.STUDIES`` and ``paper.samplers.CHOICES``: the paper's modules load only when needed.
-STUDY_NAMES = ("recovery", "downstream", "mechanism", "width")
+#: ``paper.samplers.CHOICES``: the paper's modules load only when needed.
 SAMPLER_NAMES = ("auto", "full", "reduced")
 
 
@@ -32,7 +31,40 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser():
+def _studies():
+    """``paper.studies.STUDIES``, or ``None`` where the paper's extra is missing (``reproduce`` then says so)."""
+    try:
+        from .paper.studies import STUDIES
+    except ImportError:
+        return None
+    return STUDIES
+
+
+def _add_study_options(rep, studies):
+    """``--studies`` and every parameter the studies declare (``Study.parameters``), generated from
+    the registry; without it (no paper extra), none: ``reproduce`` then names the missing extra."""
+    if studies is None:
+        return
+    from .paper.studies import DEFAULT_STUDIES, parameters_of
+
+    names = tuple(studies)
+    rep.add_argument(
+        "--studies",
+        type=types.choices(names),
+        help=f"comma-separated, from {', '.join(names)} (default {','.join(DEFAULT_STUDIES)})",
+    )
+    for parameter in parameters_of(studies.values()):
+        parse = types.positive_ints if parameter.kind == "ints" else types.positive_int
+        default = ",".join(map(str, parameter.default)) if parameter.kind == "ints" else parameter.default
+        owners = [name for name, study in studies.items() if parameter in study.parameters]
+        read_by = f"stud{'ies' if len(owners) > 1 else 'y'}: {', '.join(owners)}"
+        rep.add_argument(parameter.flag, type=parse, help=f"{parameter.help} (default {default}; {read_by})")
+
+
+def build_parser(paper=True):
+    """The parser; ``paper=False`` leaves out the options the paper's studies declare (no import of
+    the paper's modules: for the other commands)."""
+    studies = _studies() if paper else None
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the traceback of an error (or MTRL_FAST_DEBUG=1)")
     parser = _Parser(prog="mtrl-fast", description=__doc__.split("\n")[0], parents=[common])
@@ -143,11 +175,6 @@ def build_parser():
     rep.add_argument("--seeds", type=types.positive_int, help="repetitions of every cell")
     rep.add_argument("--width", type=types.positive_int, help="neurons m (default 256)")
     rep.add_argument("--samples-per-task", type=types.positive_int, help="n1 = n2 per task per phase (default 5 d)")
-    rep.add_argument("--n-new", type=types.positive_ints, help="samples of a new task for the probe, e.g. 10,20,50")
-    rep.add_argument("--downstream-d", type=types.positive_ints, help="input dimensions of the downstream study")
-    rep.add_argument(
-        "--downstream-tasks", type=types.positive_int, help="T of the multi-task features probed downstream"
-    )
     rep.add_argument("--rounds", type=types.positive_int, help="alternating rounds (default 1: one large step)")
     rep.add_argument("--head-steps", type=types.positive_int, help="head steps per round")
     rep.add_argument("--head-lr", type=types.positive_float, help="head step size")
@@ -162,18 +189,7 @@ def build_parser():
         "of the gradient drawn from its exact law (per-task layout); auto (default): reduced where d >= 1.5 "
         "(r + width), where it is the cheaper",
     )
-    rep.add_argument(
-        "--studies",
-        type=types.choices(STUDY_NAMES),
-        help="comma-separated, from recovery, downstream, mechanism, width (default recovery,downstream,mechanism)",
-    )
-    rep.add_argument("--widths", type=types.positive_ints, help="widths m of the width study (default 8,16,...,256)")
-    rep.add_argument(
-        "--width-d", type=types.positive_ints, help="input dimensions of the width study (default 100,10000)"
-    )
-    rep.add_argument(
-        "--mechanism-points", type=types.positive_int, help="held-out points of the mechanism study (default 500)"
-    )
+    _add_study_options(rep, studies)
     rep.add_argument("--labels", choices=["linear", "relu-teacher"], help="label family")
     rep.add_argument("--noise", type=types.probability_below_half, help="label-flip probability, in [0, 0.5)")
     rep.add_argument("--base-seed", type=types.nonnegative_int)
@@ -267,7 +283,13 @@ def _stopped(stop, prog, resume):
 
 
 def _main(argv):
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    paper = "reproduce" in words
+    parser = build_parser(paper=paper)
+    if paper and _studies() is None:  # the study options are unknown here: reproduce names the extra
+        args, _ = parser.parse_known_args(argv)
+    else:
+        args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("MTRL_FAST_DEBUG", "") not in ("", "0")
     prog = f"mtrl-fast {args.command}"
     try:

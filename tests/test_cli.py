@@ -89,9 +89,20 @@ def test_a_bad_option_is_one_line_naming_it_with_exit_2(argv, option, words, tmp
 
 def test_the_sampler_and_study_names_are_the_papers():
     from mtrl_fast.paper.samplers import CHOICES as SAMPLERS
-    from mtrl_fast.paper.studies import STUDIES
+    from mtrl_fast.paper.studies import STUDIES, parameters_of
 
-    assert cli.SAMPLER_NAMES == SAMPLERS and cli.STUDY_NAMES == tuple(STUDIES)
+    assert cli.SAMPLER_NAMES == SAMPLERS
+    reproduce = next(
+        action
+        for action in cli.build_parser()._subparsers._group_actions[0].choices["reproduce"]._actions
+        if action.dest == "studies"
+    )
+    assert all(name in reproduce.help for name in STUDIES)
+    flags = {option for action in cli.build_parser()._actions for option in action.option_strings}
+    parser_text = cli.build_parser()._subparsers._group_actions[0].choices["reproduce"].format_help()
+    for parameter in parameters_of(STUDIES.values()):
+        assert parameter.flag in parser_text, parameter.flag
+    assert "--studies" not in flags  # a reproduce option, not a top-level one
 
 
 @pytest.mark.parametrize(
@@ -100,7 +111,7 @@ def test_the_sampler_and_study_names_are_the_papers():
         (["reproduce", "--d", "99999999"], "needs about"),
         (["reproduce", "--d", "3", "--r", "5"], "every d must be at least r"),
         (["reproduce", "--layout", "shared", "--sampler", "reduced"], "needs layout 'per-task'"),
-        (["reproduce", "--studies", "width", "--widths", "2,8"], "every width must be at least r"),
+        (["reproduce", "--studies", "width", "--widths", "2,8"], "every value of widths must be at least r"),
         (["step", "--n", "100000", "--d", "100000"], "needs about"),
     ],
 )
@@ -225,3 +236,33 @@ def test_the_first_compilation_is_announced_once(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True"]
     assert result.stderr.count("compiling the kernels the run uses (first run only") == 1
+
+
+def test_reproduce_names_the_missing_paper_extra_whatever_study_options_it_is_given():
+    """The study options come from the paper's registry; without the extra they are unknown, and the
+    command still says which extra to install (not "unrecognized arguments")."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.modules['scipy'] = None\n"
+        "from mtrl_fast import cli\n"
+        "sys.exit(cli.main(['reproduce', '--quick', '--widths', '4', '--mechanism-points', '9']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 2 and "pip install 'mtrl_fast[paper]'" in done.stderr, done.stderr
+    assert "unrecognized" not in done.stderr
+
+
+def test_the_other_commands_do_not_load_the_papers_modules():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from mtrl_fast import cli\n"
+        "cli.main(['step', '--n', '32', '--d', '4', '--m', '4', '--T', '2', '--repeat', '1'])\n"
+        "assert not any(name.startswith('mtrl_fast.paper') for name in sys.modules), 'paper loaded'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 from contextlib import closing, contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, make_dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -22,92 +22,100 @@ from .._progress import Progress
 from . import clock, engines, networks, store
 from .networks import AGGREGATION, SAMPLING
 from .sampling import normals
-from .studies import STUDIES, Cell
+from .studies import DEFAULT_STUDIES, STUDIES, Cell, parameters_of
 from .train import PretrainConfig, task_bytes, task_shards
 
 
 @dataclass(frozen=True)
-class Grid:
-    """What a reproduction run computes. The defaults are the full grid; :data:`QUICK` is smaller.
-
-    Attributes
-    ----------
-    d : tuple of int
-        Input dimensions of the recovery study.
-    r : int
-        Dimension of the ground-truth subspace.
-    tasks : tuple of int
-        Task counts ``T`` of the recovery study.
-    seeds : int
-        Independent repetitions of every cell.
-    downstream_d : tuple of int
-        Input dimensions of the downstream study.
-    n_new : tuple of int
-        Samples of a new task available to its probe.
-    downstream_tasks : int
-        ``T`` used to pretrain the multi-task features of the downstream study.
-    label_kind : {"linear", "relu-teacher"}
-    noise : float
-        Label-flip probability.
-    n_test : int
-        Test samples per new task.
-    probe_tasks : int
-        New tasks each downstream accuracy averages over.
-    base_seed : int
-        Seed every cell's generator starts from.
-    pretrain : PretrainConfig
-    studies : tuple of str
-        The studies to run, from ``mtrl_fast.paper.studies.STUDIES``.
-    widths : tuple of int
-        Widths ``m`` of the width study.
-    width_d : tuple of int
-        Input dimensions of the width study.
-    mechanism_points : int
-        Held-out points on which the mechanism study compares kernels.
-    """
+class _Grid:
+    """The fields every grid has; :data:`Grid` adds those its studies declare."""
 
     d: tuple[int, ...] = (50, 100, 200)
     r: int = 5
     tasks: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100)
     seeds: int = 5
-    downstream_d: tuple[int, ...] = (50, 100, 200, 400)
-    n_new: tuple[int, ...] = (10, 20, 50, 100, 200)
-    downstream_tasks: int = 100
     label_kind: str = "linear"
     noise: float = 0.0
-    n_test: int = 2000
-    probe_tasks: int = 5
     base_seed: int = 0
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    studies: tuple[str, ...] = ("recovery", "downstream", "mechanism")
-    widths: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
-    width_d: tuple[int, ...] = (100, 10000)
-    mechanism_points: int = 500
+    studies: tuple[str, ...] = DEFAULT_STUDIES
 
     def __post_init__(self):
         unknown = [name for name in self.studies if name not in STUDIES]
         if unknown or not self.studies or len(set(self.studies)) != len(self.studies):
             raise ValueError(f"studies must be distinct names from {tuple(STUDIES)}; got {self.studies}")
-        if "width" in self.studies and any(m < self.r for m in self.widths):
-            raise ValueError(f"every width must be at least r = {self.r}; got {self.widths}")
-        for name in ("d", "tasks", "downstream_d", "n_new", "widths", "width_d"):
+        for name in ("d", "tasks"):
             values = getattr(self, name)
             if not all(isinstance(v, (int, np.integer)) and v >= 1 for v in values):
                 raise ValueError(f"{name} must hold positive integers; got {values}")
-        if any(d < self.r for d in self.d + self.downstream_d + self.width_d):
+        if any(d < self.r for d in self.d):
             raise ValueError(f"every d must be at least r = {self.r}")
-        if any(n < 2 for n in self.n_new):
-            raise ValueError(f"n_new values must be at least 2; got {self.n_new}")
         if self.pretrain.width < self.r:
             raise ValueError(f"width must be at least r = {self.r}; got {self.pretrain.width}")
-        for name in ("seeds", "downstream_tasks", "n_test", "probe_tasks", "r"):
+        for name in ("seeds", "r"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
-        if self.mechanism_points < 3:
-            raise ValueError(f"mechanism_points must be at least 3; got {self.mechanism_points}")
+        chosen = {p.name for p in parameters_of(STUDIES[name] for name in self.studies)}
+        missing = sorted(chosen - set(self.__dataclass_fields__))
+        if missing:
+            raise ValueError(
+                f"the grid has no field for the parameters {missing}: register their study in STUDIES before "
+                "mtrl_fast.paper.experiments is imported (the grid's fields are derived from the registry then)"
+            )
+        for parameter in PARAMETERS:
+            # The "at least r" rules bind only the parameters of the studies that run.
+            problem = parameter.problem(getattr(self, parameter.name), self.r if parameter.name in chosen else 0)
+            if problem:
+                raise ValueError(problem)
 
     def to_dict(self):
         return asdict(self)
+
+
+_GRID_DOC = """What a reproduction run computes. The defaults are the full grid; :data:`QUICK` is smaller.
+
+Its fields are the ones every grid has and those the studies declare (``Study.parameters``): a new
+study's parameters become fields here, and options of ``mtrl-fast reproduce``, by its entry in
+``STUDIES`` alone.
+
+Attributes
+----------
+d : tuple of int
+    Input dimensions of the recovery and mechanism studies.
+r : int
+    Dimension of the ground-truth subspace.
+tasks : tuple of int
+    Task counts ``T`` of the recovery and mechanism studies.
+seeds : int
+    Independent repetitions of every cell.
+label_kind : {"linear", "relu-teacher"}
+noise : float
+    Label-flip probability.
+base_seed : int
+    Seed every cell's generator starts from.
+pretrain : PretrainConfig
+studies : tuple of str
+    The studies to run, from ``mtrl_fast.paper.studies.STUDIES``.
+"""
+
+
+def _grid_class(studies):
+    """``Grid``: the common fields, then every parameter the ``studies`` declare, with its default."""
+    parameters = parameters_of(studies)
+    fields = [(p.name, tuple[int, ...] if p.kind == "ints" else int, field(default=p.default)) for p in parameters]
+    doc = _GRID_DOC + "".join(
+        f"{p.name} : {'tuple of int' if p.kind == 'ints' else 'int'}\n    {p.help[0].upper() + p.help[1:]} "
+        f"(default {p.default}; option ``{p.flag}``).\n"
+        for p in parameters
+    )
+    grid = make_dataclass("Grid", fields, bases=(_Grid,), frozen=True, namespace={"__doc__": doc})
+    grid.__module__ = __name__  # where pickling (a worker process, a Dask worker) finds it
+    return grid
+
+
+#: The parameters of every registered study (``Study.parameters``), each once.
+PARAMETERS = parameters_of(STUDIES.values())
+Grid = _grid_class(STUDIES.values())
 
 
 QUICK = Grid(d=(50, 200), tasks=(1, 5, 20, 100), seeds=2, downstream_d=(50, 200), n_new=(20, 100))

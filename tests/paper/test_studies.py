@@ -108,16 +108,24 @@ def test_a_new_study_is_its_class_and_one_registration(tmp_path, monkeypatch):
     "changes, words",
     [
         ({"studies": ("recovery", "contrastive")}, "studies must be distinct names"),
-        ({"mechanism_points": 2}, "mechanism_points must be at least 3"),
+        ({"mechanism_points": 2}, "mechanism_points values must be at least 3"),
         ({"studies": ()}, "studies must be distinct names"),
         ({"studies": ("recovery", "recovery")}, "studies must be distinct names"),
-        ({"studies": ("width",), "widths": (1, 8)}, "every width must be at least r"),
-        ({"width_d": (1,)}, "every d must be at least r"),
+        ({"studies": ("width",), "widths": (1, 8)}, "every value of widths must be at least r"),
+        ({"studies": ("width",), "width_d": (1,)}, "every value of width_d must be at least r"),
+        ({"downstream_d": (1,)}, "every value of downstream_d must be at least r"),
+        ({"n_new": (1, 10)}, "n_new values must be at least 2"),
+        ({"n_new": [10]}, "n_new must be a tuple of integers"),
     ],
 )
 def test_grid_studies_are_checked(changes, words):
     with pytest.raises(ValueError, match=words):
         replace(Grid(), **changes)
+
+
+def test_a_studys_r_rules_bind_only_when_it_runs():
+    """The width study's dimensions need not be at least r in a run without it."""
+    assert replace(Grid(), width_d=(1,)).width_d == (1,)
 
 
 def test_every_registered_study_has_a_schema_and_a_title():

@@ -1,6 +1,8 @@
-"""What every study shares: the cell, the study's interface, and the helpers its parts use."""
+"""What every study shares: the cell, the study's interface and its parameters, and the helpers its
+parts use."""
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -24,9 +26,70 @@ class Cell:
         return f"{self.study}-d{self.d}{T}{width}-seed{self.seed}"
 
 
+@dataclass(frozen=True)
+class Parameter:
+    """A setting a study adds to the grid: a field of ``experiments.Grid`` and an option of ``mtrl-fast
+    reproduce`` (``--name-with-dashes``), both generated from the studies that declare it.
+
+    Attributes
+    ----------
+    name : str
+        The grid's field.
+    kind : {"int", "ints"}
+        One integer, or a comma-separated list of them (a tuple on the grid).
+    default : int or tuple of int
+    help : str
+        What it is, for ``--help`` and the grid's documentation.
+    minimum : int
+        The least value allowed (of each value, for ``"ints"``).
+    at_least_r : bool
+        Each value must be at least the subspace's dimension ``r`` (an input dimension, a width).
+    coordinate : bool
+        Its values are the study's cell coordinates (which cells exist), not a setting each cell's
+        records depend on: kept out of the cells' fingerprints.
+    """
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+    minimum: int = 1
+    at_least_r: bool = False
+    coordinate: bool = False
+
+    @property
+    def flag(self):
+        return "--" + self.name.replace("_", "-")
+
+    def problem(self, value, r):
+        """Why ``value`` does not fit (a sentence naming the field), or ``None``."""
+        values = value if self.kind == "ints" else (value,)
+        if self.kind == "ints" and not isinstance(value, tuple):
+            return f"{self.name} must be a tuple of integers; got {value!r}"
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+            return f"{self.name} must hold integers; got {value!r}"
+        if any(v < self.minimum for v in values):
+            return f"{self.name} values must be at least {self.minimum}; got {value!r}"
+        if self.at_least_r and any(v < r for v in values):
+            return f"every value of {self.name} must be at least r = {r}; got {value!r}"
+        return None
+
+
+def parameters_of(studies):
+    """The parameters the ``studies`` declare, each once, in the order the studies name them."""
+    found = {}
+    for study in studies:
+        for parameter in study.parameters:
+            known = found.setdefault(parameter.name, parameter)
+            if known != parameter:
+                raise ValueError(f"two studies declare the parameter {parameter.name} differently")
+    return list(found.values())
+
+
 class Study:
     """A study of the reproduction: its cells, what each computes, its records and what the report
-    says of them. Register an instance in :data:`mtrl_fast.paper.studies.STUDIES`.
+    says of them, and the grid parameters it adds (:class:`Parameter`). Register an instance in
+    :data:`mtrl_fast.paper.studies.STUDIES`.
 
     Attributes
     ----------
@@ -38,12 +101,15 @@ class Study:
         The fields that must be finite.
     title : str
         One line for ``--help`` and the report.
+    parameters : tuple of Parameter
+        The grid's fields (and the command's options) the study adds.
     """
 
     name = ""
     fields: dict[str, type] = {}
     finite: frozenset[str] = frozenset()
     title = ""
+    parameters: tuple[Parameter, ...] = ()
 
     def cells(self, grid):
         """The study's cells of ``grid``, cheapest first (early results come fast)."""
@@ -57,8 +123,13 @@ class Study:
         raise NotImplementedError
 
     def settings(self, grid):
-        """The grid's settings the study's records depend on besides the shared ones."""
-        return {}
+        """The grid's settings the study's records depend on besides the shared ones: by default its
+        parameters that are not cell coordinates."""
+        return {
+            p.name: list(getattr(grid, p.name)) if p.kind == "ints" else getattr(grid, p.name)
+            for p in self.parameters
+            if not p.coordinate
+        }
 
     def pretrain_config(self, cell, grid):
         """The pretraining settings of ``cell`` (the grid's, unless the study varies them)."""
@@ -136,6 +207,15 @@ def seen_by(cell, grid, config, task_family, layers):
     return config.sampler_at(cell.d, grid.r).measured(task_family, layers)
 
 
+#: What every probing study reads: how the probes and the multi-task features they probe are made.
+PROBE_PARAMETERS: tuple[Parameter, ...] = (
+    Parameter("n_new", "ints", (10, 20, 50, 100, 200), "samples of a new task for the probe, e.g. 10,20,50", minimum=2),
+    Parameter("downstream_tasks", "int", 100, "T of the multi-task features probed downstream"),
+    Parameter("n_test", "int", 2000, "test samples per new task"),
+    Parameter("probe_tasks", "int", 5, "new tasks each downstream accuracy averages over"),
+)
+
+
 class ProbeStudy(Study):
     """A study that probes first layers on new tasks at each of the grid's ``n_new``: its records are
     its cell's coordinates (:meth:`coordinates`), ``n_new``, ``features`` (one of :attr:`features`),
@@ -143,17 +223,10 @@ class ProbeStudy(Study):
 
     features: tuple[str, ...] = ()
     finite = frozenset({"accuracy"})
+    parameters: tuple[Parameter, ...] = PROBE_PARAMETERS
 
     def records_per_cell(self, cell, grid):
         return len(grid.n_new) * len(self.features)
-
-    def settings(self, grid):
-        return {
-            "n_new": list(grid.n_new),
-            "downstream_tasks": grid.downstream_tasks,
-            "n_test": grid.n_test,
-            "probe_tasks": grid.probe_tasks,
-        }
 
     def tasks(self, cell, grid):
         return grid.downstream_tasks

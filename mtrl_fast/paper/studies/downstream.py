@@ -6,7 +6,18 @@ import numpy as np
 from .. import networks
 from ..networks import family
 from ..train import initial_layer, oracle_layer
-from ._common import Cell, ProbeStudy, log_axis, markdown_table, mean, nearest, not_evaluated, saved
+from ._common import (
+    PROBE_PARAMETERS,
+    Cell,
+    Parameter,
+    ProbeStudy,
+    log_axis,
+    markdown_table,
+    mean,
+    nearest,
+    not_evaluated,
+    saved,
+)
 
 FEATURES = ("multi-task", "single-task", "random", "oracle")
 
@@ -16,6 +27,16 @@ class Downstream(ProbeStudy):
     title = "probe accuracy on new tasks of multi-task, single-task, random and oracle features"
     fields = {"d": int, "n_new": int, "features": str, "seed": int, "accuracy": float}
     features = FEATURES
+    parameters = PROBE_PARAMETERS + (
+        Parameter(
+            "downstream_d",
+            "ints",
+            (50, 100, 200, 400),
+            "input dimensions of the downstream study",
+            at_least_r=True,
+            coordinate=True,
+        ),
+    )
 
     def cells(self, grid):
         return sorted(

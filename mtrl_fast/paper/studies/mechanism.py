@@ -8,7 +8,7 @@ from .. import networks
 from ..alignment import feature_kernel, kernel_alignment, kernel_spearman, label_agreement_kernel
 from ..networks import family
 from ..train import initial_layer, oracle_layer
-from ._common import Cell, Study, grid_values, log_axis, markdown_table, mean, not_evaluated, saved, seen_by
+from ._common import Cell, Parameter, Study, grid_values, log_axis, markdown_table, mean, not_evaluated, saved, seen_by
 
 BASELINES = ("single-task", "random", "oracle")
 #: Fresh tasks of the ReLU teacher's Monte-Carlo label-agreement kernel.
@@ -24,6 +24,7 @@ class Mechanism(Study):
     title = "alignment of the features with cross-task label agreement, against T"
     fields = {"d": int, "T": int, "features": str, "seed": int, "alignment": float, "spearman": float}
     finite = frozenset({"alignment", "spearman"})
+    parameters = (Parameter("mechanism_points", "int", 500, "held-out points of the mechanism study", minimum=3),)
 
     def cells(self, grid):
         trained = [Cell(self.name, d, s, T=T) for d in grid.d for T in grid.tasks for s in range(grid.seeds)]
@@ -34,7 +35,7 @@ class Mechanism(Study):
         return 1 if cell.T is not None else len(BASELINES)
 
     def settings(self, grid):
-        return {"points": grid.mechanism_points, "agreement_tasks": AGREEMENT_TASKS, "networks": networks.SHARED}
+        return {**super().settings(grid), "agreement_tasks": AGREEMENT_TASKS, "networks": networks.SHARED}
 
     def tasks(self, cell, grid):
         return cell.T or 1

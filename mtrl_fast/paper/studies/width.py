@@ -8,7 +8,9 @@ import numpy as np
 from ..networks import family
 from ..train import initial_layer, pretrain
 from ._common import (
+    PROBE_PARAMETERS,
     Cell,
+    Parameter,
     ProbeStudy,
     grid_values,
     log_axis,
@@ -30,6 +32,14 @@ class Width(ProbeStudy):
     title = "downstream accuracy against the width m at several d"
     fields = {"d": int, "width": int, "n_new": int, "features": str, "seed": int, "accuracy": float}
     features = FEATURES
+    parameters = PROBE_PARAMETERS + (
+        Parameter(
+            "widths", "ints", (8, 16, 32, 64, 128, 256), "widths m of the width study", at_least_r=True, coordinate=True
+        ),
+        Parameter(
+            "width_d", "ints", (100, 10000), "input dimensions of the width study", at_least_r=True, coordinate=True
+        ),
+    )
 
     def cells(self, grid):
         cells = [Cell(self.name, d, s, width=m) for d in grid.width_d for m in grid.widths for s in range(grid.seeds)]
