@@ -7,6 +7,7 @@ import numpy as np
 
 from . import _kernels as kernels
 from . import _profile, gemms
+from ._scratch import scratch
 from ._validate import Problem, check_problem, check_requests
 from .gradients import Gradients
 from .losses import SHARED, loss_id
@@ -98,12 +99,12 @@ def forward(
     p = _profile.timed_call("checks", check_problem, X, W, b, A, check_finite=check_finite)
     bias = _bias_or_zeros(p)
     if p.layout == SHARED:
-        H = _product(p.X, p.W.T)
+        H = _product(p.X, p.W.T, out=scratch("H", (p.n, p.m), p.X.dtype))
         kernels.bias_relu(H, bias)
         return _product(p.A, H.T)
     F = np.empty(p.T * p.n, dtype=p.X.dtype)
     X_rows = p.X.reshape(p.T * p.n, p.d)
-    Z_block = np.empty((_block_rows(p), p.m), dtype=p.X.dtype)
+    Z_block = scratch("Z", (_block_rows(p), p.m), p.X.dtype)
     for row0, rows in _row_blocks(p):
         Z = Z_block[:rows]
         _product(X_rows[row0 : row0 + rows], p.W.T, out=Z)
@@ -260,7 +261,7 @@ def fused_step(
     out_A, out_W = (None, None) if out is None else (out.A, out.W)
     gW: np.ndarray | None
     if p.layout == SHARED:
-        H = _product(p.X, p.W.T)
+        H = _product(p.X, p.W.T, out=scratch("H", (p.n, p.m), p.X.dtype))
         kernels.bias_relu(H, bias)
         fused_task_sum = p.T <= FUSED_TASK_SUM_MAX_T
         value_from_mask = loss_code == kernels.CORRELATION and first_layer and not fused_task_sum
@@ -270,17 +271,17 @@ def fused_step(
             R = p.Y * p.X.dtype.type(-scale)  # the slopes loss_slopes would write, bit for bit
             total = 0.0  # set from the mask pass's sum below
         else:
-            R = _product(p.A, H.T)
+            R = _product(p.A, H.T, out=scratch("R", (p.T, p.n), p.X.dtype))
             total = kernels.loss_slopes(R, p.Y, loss_code, scale)
         gA = _product(R, H, out=out_A)
         if not first_layer:
             return total * scale, Gradients(W=None, b=None, A=gA)
         chunks = kernels.chunk_count(p.n)
         if fused_task_sum:
-            D = np.empty_like(H)
+            D = scratch("D", H.shape, H.dtype)
             kernels.masked_task_sum(R, p.A, H, D, gb, chunks)
         else:
-            D = _product(R.T, p.A)
+            D = _product(R.T, p.A, out=scratch("D", H.shape, H.dtype))
             dot = kernels.relu_mask_colsum(D, H, gb, chunks)
             if value_from_mask:
                 total = dot / scale
@@ -295,7 +296,7 @@ def fused_step(
         DtD = np.zeros((p.m, p.m)) if gram else None
         X_rows = p.X.reshape(p.T * p.n, p.d)
         Y_rows = p.Y.reshape(p.T * p.n)
-        Z_block = np.empty((_block_rows(p), p.m), dtype=p.X.dtype)
+        Z_block = scratch("Z", (_block_rows(p), p.m), p.X.dtype)
         for row0, rows in _row_blocks(p):
             Z = Z_block[:rows]
             X_block = X_rows[row0 : row0 + rows]
