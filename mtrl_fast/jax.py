@@ -44,7 +44,8 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 __all__ = ["call_path", "forward", "loss"]
 
 _VMAP = "sequential"
-_FORCE_CALLBACK = "MTRL_FAST_JAX_CALLBACK"
+#: The environment variable that, set to anything but "" or "0", keeps the ops on the host callback.
+CALLBACK_VARIABLE = "MTRL_FAST_JAX_CALLBACK"
 
 
 def _struct(shape: tuple[int, ...], dtype: Any) -> jax.ShapeDtypeStruct:
@@ -105,9 +106,9 @@ class FFIFallbackWarning(RuntimeWarning):
 def _ffi_refusal() -> str:
     """Why the ops keep to the callback (``""``: they take the FFI custom call). Read when an op is
     traced: the environment variable each time, XLA's interface once per process."""
-    forced = os.environ.get(_FORCE_CALLBACK, "")
+    forced = os.environ.get(CALLBACK_VARIABLE, "")
     if forced not in ("", "0"):
-        return f"{_FORCE_CALLBACK}={forced}"
+        return f"{CALLBACK_VARIABLE}={forced}"
     return _probe_refusal()
 
 

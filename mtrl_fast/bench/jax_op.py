@@ -39,18 +39,18 @@ def _op_step(mj, X, Y, b, A, path: str) -> Callable:
 
 def _traced_on(path: str, step: Callable) -> Callable:
     """``step`` with its first call (the trace) made on ``path``; later calls reuse that trace."""
-    from mtrl_fast.jax import _FORCE_CALLBACK
+    from mtrl_fast.jax import CALLBACK_VARIABLE
 
     def first_call(*args):
-        previous = os.environ.pop(_FORCE_CALLBACK, None)
+        previous = os.environ.pop(CALLBACK_VARIABLE, None)
         if path == "callback":
-            os.environ[_FORCE_CALLBACK] = "1"
+            os.environ[CALLBACK_VARIABLE] = "1"
         try:
             return step(*args)
         finally:
-            os.environ.pop(_FORCE_CALLBACK, None)
+            os.environ.pop(CALLBACK_VARIABLE, None)
             if previous is not None:
-                os.environ[_FORCE_CALLBACK] = previous
+                os.environ[CALLBACK_VARIABLE] = previous
 
     return first_call
 

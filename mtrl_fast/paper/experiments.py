@@ -7,146 +7,37 @@ in parallel, and each is written to ``DIR/cells/`` as soon as it finishes: a kil
 where it stopped, and a finished cell is never computed again (unless its settings changed).
 """
 
-import hashlib
 import json
 import time
 from contextlib import closing, contextmanager
-from dataclasses import asdict, dataclass, field, make_dataclass, replace
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-
-from .._platform import available_memory, blas_in_use
+from .._platform import blas_in_use
 from .._progress import Progress
 from . import clock, engines, networks, store
-from .networks import AGGREGATION, SAMPLING
+from .grid import PARAMETERS, QUICK, Grid, fingerprint, plan, settings_of
+from .memory import DEFAULT_MEMORY_BUDGET, default_memory_budget, memory_problem, needs_shards, peak_bytes
 from .sampling import normals
-from .studies import DEFAULT_STUDIES, STUDIES, Cell, parameters_of
-from .train import PretrainConfig, task_bytes, task_shards
+from .studies import STUDIES, Cell
 
-
-@dataclass(frozen=True)
-class _Grid:
-    """The fields every grid has; :data:`Grid` adds those its studies declare."""
-
-    d: tuple[int, ...] = (50, 100, 200)
-    r: int = 5
-    tasks: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100)
-    seeds: int = 5
-    label_kind: str = "linear"
-    noise: float = 0.0
-    base_seed: int = 0
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    studies: tuple[str, ...] = DEFAULT_STUDIES
-
-    def __post_init__(self):
-        unknown = [name for name in self.studies if name not in STUDIES]
-        if unknown or not self.studies or len(set(self.studies)) != len(self.studies):
-            raise ValueError(f"studies must be distinct names from {tuple(STUDIES)}; got {self.studies}")
-        for name in ("d", "tasks"):
-            values = getattr(self, name)
-            if not all(isinstance(v, (int, np.integer)) and v >= 1 for v in values):
-                raise ValueError(f"{name} must hold positive integers; got {values}")
-        if any(d < self.r for d in self.d):
-            raise ValueError(f"every d must be at least r = {self.r}")
-        if self.pretrain.width < self.r:
-            raise ValueError(f"width must be at least r = {self.r}; got {self.pretrain.width}")
-        for name in ("seeds", "r"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
-        chosen = {p.name for p in parameters_of(STUDIES[name] for name in self.studies)}
-        missing = sorted(chosen - set(self.__dataclass_fields__))
-        if missing:
-            raise ValueError(
-                f"the grid has no field for the parameters {missing}: register their study in STUDIES before "
-                "mtrl_fast.paper.experiments is imported (the grid's fields are derived from the registry then)"
-            )
-        for parameter in PARAMETERS:
-            # The "at least r" rules bind only the parameters of the studies that run.
-            problem = parameter.problem(getattr(self, parameter.name), self.r if parameter.name in chosen else 0)
-            if problem:
-                raise ValueError(problem)
-
-    def to_dict(self):
-        return asdict(self)
-
-
-_GRID_DOC = """What a reproduction run computes. The defaults are the full grid; :data:`QUICK` is smaller.
-
-Its fields are the ones every grid has and those the studies declare (``Study.parameters``): a new
-study's parameters become fields here, and options of ``mtrl-fast reproduce``, by its entry in
-``STUDIES`` alone.
-
-Attributes
-----------
-d : tuple of int
-    Input dimensions of the recovery and mechanism studies.
-r : int
-    Dimension of the ground-truth subspace.
-tasks : tuple of int
-    Task counts ``T`` of the recovery and mechanism studies.
-seeds : int
-    Independent repetitions of every cell.
-label_kind : {"linear", "relu-teacher"}
-noise : float
-    Label-flip probability.
-base_seed : int
-    Seed every cell's generator starts from.
-pretrain : PretrainConfig
-studies : tuple of str
-    The studies to run, from ``mtrl_fast.paper.studies.STUDIES``.
-"""
-
-
-def _grid_class(studies):
-    """``Grid``: the common fields, then every parameter the ``studies`` declare, with its default."""
-    parameters = parameters_of(studies)
-    fields = [(p.name, tuple[int, ...] if p.kind == "ints" else int, field(default=p.default)) for p in parameters]
-    doc = _GRID_DOC + "".join(
-        f"{p.name} : {'tuple of int' if p.kind == 'ints' else 'int'}\n    {p.help[0].upper() + p.help[1:]} "
-        f"(default {p.default}; option ``{p.flag}``).\n"
-        for p in parameters
-    )
-    grid = make_dataclass("Grid", fields, bases=(_Grid,), frozen=True, namespace={"__doc__": doc})
-    grid.__module__ = __name__  # where pickling (a worker process, a Dask worker) finds it
-    return grid
-
-
-#: The parameters of every registered study (``Study.parameters``), each once.
-PARAMETERS = parameters_of(STUDIES.values())
-Grid = _grid_class(STUDIES.values())
-
-
-QUICK = Grid(d=(50, 200), tasks=(1, 5, 20, 100), seeds=2, downstream_d=(50, 200), n_new=(20, 100))
-
-
-def plan(grid):
-    """All cells of ``grid``, study by study, the largest last within each so early results come fast."""
-    return [cell for name in grid.studies for cell in STUDIES[name].cells(grid)]
-
-
-def _settings_of(cell, grid):
-    """What a cell's result depends on besides its coordinates: it is recomputed when these change."""
-    study = STUDIES[cell.study]
-    config = study.pretrain_config(cell, grid)
-    settings = {
-        "r": grid.r,
-        "label_kind": grid.label_kind,
-        "noise": grid.noise,
-        "base_seed": grid.base_seed,
-        "pretrain": grid.pretrain.to_dict(),
-        "sampling": SAMPLING,
-        "aggregation": AGGREGATION,
-        "sampler": config.sampler_for(cell.d, grid.r),
-    }
-    settings.update(study.settings(grid))
-    return settings
-
-
-def fingerprint(cell, grid):
-    text = json.dumps(_settings_of(cell, grid), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+# What the command and the tests take from here, defined in the grid and memory modules.
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "PARAMETERS",
+    "QUICK",
+    "Grid",
+    "default_memory_budget",
+    "fingerprint",
+    "memory_problem",
+    "peak_bytes",
+    "plan",
+    "reproduce",
+    "run_cell",
+    "run_grid",
+    "settings_of",
+]
 
 
 def run_cell(cell, grid, memory_budget=None, map_shards=None):
@@ -159,59 +50,6 @@ def run_cell(cell, grid, memory_budget=None, map_shards=None):
     if map_shards is not None:
         shard_options["map_shards"] = map_shards
     return STUDIES[cell.study].run(cell, grid, shard_options)
-
-
-def peak_bytes(cell, grid, memory_budget=None):
-    """Estimated peak memory of computing ``cell``: one shard's round (all its tasks when they
-    fit in ``memory_budget``, see ``train.task_shards``), the layers, and the probes' samples."""
-    study = STUDIES[cell.study]
-    config = study.pretrain_config(cell, grid)
-    shards = task_shards(study.tasks(cell, grid), config, cell.d, grid.r, memory_budget)
-    largest_shard = max(count for _, count in shards)
-    layers = study.probe_layers(cell, grid)
-    sampler = config.sampler_at(cell.d, grid.r)
-    probe_d = sampler.probe_dimension(cell.d, grid.r, layers * config.width)
-    probes = grid.n_test * probe_d * 8 * 2 if layers else 0
-    # Besides the shard: the layer and its gradient, and what the sampler holds (bases, draws).
-    extra = sampler.extra_bytes(cell.d, grid.r, config.width, layers * config.width)
-    return largest_shard * task_bytes(config, cell.d, grid.r) + 8 * config.width * cell.d * 4 + extra + probes
-
-
-#: A cell holds at most this much by default: larger rounds are sharded. Shards of this size keep
-#: the step's products efficient (1 GiB is ~800 tasks of 1000 samples at d = 200).
-DEFAULT_MEMORY_BUDGET = 2**30
-
-
-def default_memory_budget(jobs=1):
-    """Bytes a cell may hold by default: 1 GiB, or less when half the available memory shared by
-    ``jobs`` cells is less."""
-    available = available_memory()
-    if available is None:
-        return DEFAULT_MEMORY_BUDGET
-    return min(DEFAULT_MEMORY_BUDGET, available // (2 * max(1, jobs)))
-
-
-def memory_problem(grid, jobs=1, memory_budget=None):
-    """A sentence on why ``grid`` cannot fit in memory with ``jobs`` cells at once, or ``None``.
-
-    Cells shard their tasks to fit ``memory_budget``; one that cannot fit even a single task
-    (huge ``d`` or ``samples_per_task``) is the problem.
-    """
-    available = available_memory()
-    if available is None:
-        return None
-    cells = plan(grid)
-    largest = max(cells, key=lambda cell: peak_bytes(cell, grid, memory_budget))
-    one = peak_bytes(largest, grid, memory_budget)
-    need = one * min(jobs, len(cells))
-    if need <= available:
-        return None
-    gib = 2.0**30
-    return (
-        f"the largest cell ({largest.key}) needs about {one / gib:.1f} GiB even one task at a time"
-        + (f", {need / gib:.1f} GiB for {min(jobs, len(cells))} at once" if jobs > 1 else "")
-        + f", and this machine has {available / gib:.1f} GiB available"
-    )
 
 
 def _cell_path(out, cell):
@@ -232,14 +70,6 @@ def load_cell(out, cell, grid):
     )
 
 
-def needs_shards(cell, grid, memory_budget):
-    """Whether ``cell``'s pretraining rounds exceed ``memory_budget`` and run in shards of tasks."""
-    study = STUDIES[cell.study]
-    return (
-        len(task_shards(study.tasks(cell, grid), study.pretrain_config(cell, grid), cell.d, grid.r, memory_budget)) > 1
-    )
-
-
 def _compute(cell, grid, threads=1, memory_budget=None, map_shards=None, out=None):
     """Run one cell with ``threads`` threads (kernels and BLAS); returns what the store keeps. The
     pretrained networks the cell reads are kept in (and looked up in) ``out``'s networks folder."""
@@ -253,7 +83,7 @@ def _compute(cell, grid, threads=1, memory_budget=None, map_shards=None, out=Non
     return {
         "cell": asdict(cell),
         "fingerprint": fingerprint(cell, grid),
-        "settings": _settings_of(cell, grid),
+        "settings": settings_of(cell, grid),
         "seconds": seconds,
         "parts": clock.with_other(timed.parts, seconds),
         "threads": threads,

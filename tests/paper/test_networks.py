@@ -123,7 +123,7 @@ def test_a_killed_runs_temporary_network_is_cleaned_up(tmp_path):
 def test_cells_that_read_shared_networks_are_fingerprinted_as_such():
     """Cells stored before networks were shared are recomputed (their records changed); the recovery
     study's are kept (its records did not)."""
-    settings = {name: experiments._settings_of(cell, TINY) for name, cell in _one_cell_each(TINY).items()}
+    settings = {name: experiments.settings_of(cell, TINY) for name, cell in _one_cell_each(TINY).items()}
     assert settings["mechanism"]["networks"] == settings["downstream"]["networks"] == networks.SHARED
     assert "networks" not in settings["recovery"] and "networks" not in settings.get("width", {})
 

@@ -99,6 +99,6 @@ def test_coordinates_stay_out_of_the_fingerprint_and_settings_go_in():
     ``d`` lists are coordinates; ``n_new`` and ``mechanism_points`` change what a cell records."""
     grid = experiments.QUICK
     cells = {cell.study: cell for cell in experiments.plan(grid)}
-    probe = experiments._settings_of(cells["downstream"], grid)
+    probe = experiments.settings_of(cells["downstream"], grid)
     assert probe["n_new"] == list(grid.n_new) and "downstream_d" not in probe and "widths" not in probe
-    assert experiments._settings_of(cells["mechanism"], grid)["mechanism_points"] == grid.mechanism_points
+    assert experiments.settings_of(cells["mechanism"], grid)["mechanism_points"] == grid.mechanism_points

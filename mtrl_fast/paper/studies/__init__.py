@@ -2,7 +2,7 @@
 figures, and the grid parameters it adds (:class:`Study`, :class:`Parameter`); the orchestration
 (``experiments``) and the report run whichever studies a grid names, and the grid's fields and the
 command's options are generated from the parameters. A new study, with parameters or without, is a
-module here and one entry in :data:`STUDIES` (registered before ``mtrl_fast.paper.experiments`` is
+module here and one entry in :data:`STUDIES` (registered before ``mtrl_fast.paper.grid`` is
 imported, which derives the grid's fields from the registry)."""
 
 from ._common import Cell, Parameter, Study, parameters_of
