@@ -85,7 +85,21 @@ def test_a_temporary_beyond_the_budget_is_not_kept(monkeypatch):
     assert _scratch.scratch("a", (10,), np.dtype(np.float64)) is small
     big = _scratch.scratch("b", (200,), np.dtype(np.float64))
     assert _scratch.scratch("b", (200,), np.dtype(np.float64)) is not big
-    assert set(_scratch._state.arrays) == {"a"}
+    assert [key[0] for key in _scratch._state.arrays] == ["a"]
+
+
+def test_alternating_shapes_keep_theirs_and_the_least_recently_used_goes_first(monkeypatch):
+    """A benchmark or a loop that alternates two problems (a forward and a step, two batch sizes)
+    keeps both: before, one array per slot was replaced at every change of shape, and its pages
+    faulted again."""
+    monkeypatch.setattr(_scratch, "BUDGET", 2000)
+    f64 = np.dtype(np.float64)
+    one, two = _scratch.scratch("H", (100,), f64), _scratch.scratch("H", (110,), f64)
+    assert _scratch.scratch("H", (100,), f64) is one and _scratch.scratch("H", (110,), f64) is two
+    _scratch.scratch("D", (60,), f64)  # 800 + 880 + 480 bytes > 2000: the least recently used (100,) goes
+    assert _scratch.scratch("H", (110,), f64) is two
+    assert _scratch.scratch("H", (100,), f64) is not one
+    assert _scratch.scratch("H", (100,), np.dtype(np.float32)) is not _scratch.scratch("H", (100,), f64)
 
 
 def test_each_thread_has_its_own_scratch():
