@@ -16,6 +16,7 @@ import mtrl_fast
 from mtrl_fast import _scratch, ops
 from mtrl_fast._platform import blas_in_use, cpu_name
 from mtrl_fast.bench.timing import alternating_medians
+from mtrl_fast.bench.workload import step_inputs
 
 SHAPES = [
     ("shared", 1024, 256, 256, 64),
@@ -36,13 +37,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
     print(f"# {cpu_name()}, NumPy's BLAS {blas_in_use()}; logistic loss, float32; ms, medians")
-    rng = np.random.default_rng(0)
     for layout, n, d, m, T in SHAPES:
-        X = rng.standard_normal((n, d) if layout == "shared" else (T, n, d), dtype=np.float32)
-        Y = np.where(rng.random((T, n)) < 0.5, np.float32(-1), np.float32(1))
-        W = (rng.standard_normal((m, d)) / np.sqrt(d)).astype(np.float32)
-        b = np.zeros(m, dtype=np.float32)
-        A = (rng.standard_normal((T, m)) / np.sqrt(m)).astype(np.float32)
+        X, Y, W, b, A = step_inputs(layout, n, d, m, T)
 
         def step(allocate, X=X, Y=Y, W=W, b=b, A=A):
             def run():

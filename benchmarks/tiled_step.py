@@ -14,8 +14,8 @@ sum per tile). Two ways to run the tiles:
   Python threads at once, run one at a time); partial sums kept per tile and added in tile order, so the
   result does not depend on the thread count.
 
-Logistic loss, float32, no bias term beyond ``b = 0``; each variant is checked against the library's step
-first. Prints medians in ms and each variant's time over the library's.
+Logistic loss, float32, the benchmarks' inputs (``bench.workload.step_inputs``); each variant is checked
+against the library's step first. Prints medians in ms and each variant's time over the library's.
 """
 
 import argparse
@@ -33,6 +33,7 @@ from mtrl_fast._kernels._jit import COMPILE_OPTIONS
 from mtrl_fast._platform import blas_in_use, cpu_name
 from mtrl_fast._validate import check_problem
 from mtrl_fast.bench.timing import alternating_medians
+from mtrl_fast.bench.workload import step_inputs
 
 SHAPES = [(1024, 256, 256, 64), (2048, 512, 256, 128), (4096, 1024, 512, 256), (8192, 256, 256, 64)]
 LOGISTIC = 1
@@ -97,13 +98,9 @@ def main():
     pool = ThreadPoolExecutor(cores)
     blas = ThreadpoolController().select(user_api="blas")
     print(f"# {cpu_name()}, NumPy's BLAS {blas_in_use()}, GEMM {gemms.get_gemm()}; ms, medians of {args.rounds}")
-    rng = np.random.default_rng(0)
     for n, d, m, T in SHAPES:
-        X = rng.standard_normal((n, d), dtype=np.float32)
-        Y = np.where(rng.random((T, n)) < 0.5, np.float32(-1), np.float32(1))
-        W = rng.standard_normal((m, d), dtype=np.float32) / np.float32(np.sqrt(d))
-        A = rng.standard_normal((T, m), dtype=np.float32) / np.float32(np.sqrt(m))
-        p = check_problem(X, W, np.zeros(m, dtype=np.float32), A, Y, loss="logistic", check_finite=False)
+        X, Y, W, b, A = step_inputs("shared", n, d, m, T)
+        p = check_problem(X, W, b, A, Y, loss="logistic", check_finite=False)
         scale = 1.0 / (T * n)
         want_value, want = mtrl_fast.ops.fused_step(p, LOGISTIC, scale)
         functions = {"library": lambda p=p, scale=scale: mtrl_fast.ops.fused_step(p, LOGISTIC, scale)}

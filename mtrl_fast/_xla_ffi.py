@@ -211,13 +211,14 @@ def handler(work: Work, on_version: Callable[[tuple[int, int]], None] | None = N
 _REGISTERED: dict[str, Any] = {}
 
 
-def register(name: str, work: Work) -> None:
-    """Register ``work`` as the CPU custom call ``name`` (once per process; later calls keep the first)."""
+def register(name: str, work: Work, on_version: Callable[[tuple[int, int]], None] | None = None) -> None:
+    """Register ``work`` as the CPU custom call ``name`` (once per process; later calls keep the first);
+    ``on_version`` as in :func:`handler`."""
     if name in _REGISTERED:
         return
     import jax
 
-    function = handler(work)
+    function = handler(work, on_version)
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(function), platform="cpu", api_version=1)
     _REGISTERED[name] = function
 
@@ -266,10 +267,7 @@ def _run_probe() -> tuple[tuple[int, int] | None, str]:
 
     name = "mtrl_fast_probe"
     try:
-        if name not in _REGISTERED:
-            function = handler(double, on_version=check)
-            jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(function), platform="cpu", api_version=1)
-            _REGISTERED[name] = function
+        register(name, double, on_version=check)
         x = jnp.arange(3, dtype=jnp.float32)
         got = jax.jit(lambda x: call(name, [jax.ShapeDtypeStruct(x.shape, x.dtype)], [x], "sequential")[0])(x)
         got = np.asarray(got)

@@ -13,9 +13,8 @@ does nothing, the path's fixed cost per call (XLA's dispatch, the handler's entr
 import os
 from collections.abc import Callable, Iterable
 
-import numpy as np
-
 from .timing import alternating_medians
+from .workload import step_inputs
 
 #: ``(layout, n, d, m, T)``: a tiny shape, the issue's three, then held-out shapes of both layouts.
 SHAPES = [
@@ -77,7 +76,7 @@ def _plain_step(X, Y) -> Callable:
     return jax.jit(jax.value_and_grad(objective, argnums=(0, 1, 2)))
 
 
-def _functions(layout: str, n: int, d: int, m: int, T: int, rng: np.random.Generator) -> dict[str, Callable]:
+def _functions(layout: str, n: int, d: int, m: int, T: int, seed: int) -> dict[str, Callable]:
     """The four calls compared at one shape, each traced and run once already."""
     import jax
     import jax.numpy as jnp
@@ -85,12 +84,7 @@ def _functions(layout: str, n: int, d: int, m: int, T: int, rng: np.random.Gener
     import mtrl_fast
     import mtrl_fast.jax as mj
 
-    x_shape = (n, d) if layout == "shared" else (T, n, d)
-    X = rng.standard_normal(x_shape, dtype=np.float32)
-    Y = np.where(rng.random((T, n)) < 0.5, np.float32(-1), np.float32(1))
-    W = rng.standard_normal((m, d), dtype=np.float32) / np.float32(np.sqrt(d))
-    b = np.zeros(m, dtype=np.float32)
-    A = rng.standard_normal((T, m), dtype=np.float32) / np.float32(np.sqrt(m))
+    X, Y, W, b, A = step_inputs(layout, n, d, m, T, "float32", seed)
     Xj, Yj, Wj, bj, Aj = (jnp.asarray(a) for a in (X, Y, W, b, A))
     steps = {path: _op_step(mj, Xj, Yj, bj, Aj, path) for path in PATHS}
     steps["plain"] = _plain_step(Xj, Yj)
@@ -107,5 +101,4 @@ def _functions(layout: str, n: int, d: int, m: int, T: int, rng: np.random.Gener
 
 def measure(shapes: Iterable[tuple], rounds: int = 15, seed: int = 0) -> list[dict[str, float]]:
     """Median seconds of each function (``ffi``, ``callback``, ``plain``, ``direct``, ``ffi_noop``) per shape."""
-    rng = np.random.default_rng(seed)
-    return [alternating_medians(_functions(layout, n, d, m, T, rng), rounds) for layout, n, d, m, T in shapes]
+    return [alternating_medians(_functions(layout, n, d, m, T, seed), rounds) for layout, n, d, m, T in shapes]

@@ -9,6 +9,7 @@ import pytest
 
 import mtrl_fast
 from mtrl_fast import _scratch
+from mtrl_fast.bench.workload import step_inputs
 
 
 @pytest.fixture(autouse=True)
@@ -19,13 +20,7 @@ def fresh_scratch():
 
 
 def _problem(layout="shared", n=512, d=32, m=128, T=16, dtype=np.float32, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d) if layout == "shared" else (T, n, d)).astype(dtype)
-    W = (rng.standard_normal((m, d)) / np.sqrt(d)).astype(dtype)
-    b = (0.1 * rng.standard_normal(m)).astype(dtype)
-    A = rng.standard_normal((T, m)).astype(dtype)
-    Y = np.where(rng.random((T, n)) < 0.5, -1.0, 1.0).astype(dtype)
-    return X, Y, W, b, A
+    return step_inputs(layout, n, d, m, T, dtype, seed)
 
 
 @pytest.mark.parametrize("layout", ["shared", "per-task"])
