@@ -1,30 +1,32 @@
 """Where a cell's time goes: sampling (inputs and labels, one pass), the kernels (head and
 first-layer steps), the metrics and the downstream probe.
 
-A :class:`Clock` is made current for a block with :func:`recording`; code anywhere below times its
-part with :func:`part`, which costs nothing when no clock is recording. A shard, which may run in
-another process, records on a clock of its own (the caller's is set aside meanwhile) and returns
-its parts, which the caller adds to its own clock: every second is counted once.
+A :class:`Clock` is made current for a block with :func:`recording` (on the package's recorder, its
+own channel: ``mtrl_fast._profile``); code anywhere below times its part with :func:`part`, which
+costs nothing when no clock is recording. A shard, which may run in another process, records on a
+clock of its own (the caller's is set aside meanwhile) and returns its parts, which the caller adds
+to its own clock: every second is counted once.
 """
 
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
+
+from .._profile import Recorder
 
 #: The parts, in report order; whatever a cell spends elsewhere is ``other``.
 PARTS = ("sampling", "kernels", "metrics", "probe", "other")
 
-_state = threading.local()
+_CELLS = Recorder(nested="set aside")
+#: Count the block's time towards a part on the current clock (none: nothing to do).
+part = _CELLS.part
 
 
 class Clock:
     """Seconds spent in each part."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.parts: dict[str, float] = {}
 
-    def add(self, name, seconds):
+    def add(self, name, seconds, operands=None):
         self.parts[name] = self.parts.get(name, 0.0) + seconds
 
     def add_parts(self, parts):
@@ -32,36 +34,15 @@ class Clock:
             self.add(name, seconds)
 
 
-@contextmanager
-def recording() -> Iterator[Clock]:
+def recording() -> AbstractContextManager[Clock]:
     """Make a new :class:`Clock` the current one for the block (in this thread), setting aside the
     one that was current until the block ends."""
-    clock = Clock()
-    outer = getattr(_state, "clock", None)
-    _state.clock = clock
-    try:
-        yield clock
-    finally:
-        _state.clock = outer
-
-
-@contextmanager
-def part(name):
-    """Count the block's time towards ``name`` on the current clock (none: nothing to do)."""
-    current = getattr(_state, "clock", None)
-    if current is None:
-        yield
-        return
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        current.add(name, time.perf_counter() - start)
+    return _CELLS.recording(Clock())
 
 
 def add_parts(parts):
     """Add parts recorded elsewhere (a shard's) to the current clock."""
-    current = getattr(_state, "clock", None)
+    current = _CELLS.current()
     if current is not None:
         current.add_parts(parts)
 
