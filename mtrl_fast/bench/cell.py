@@ -167,7 +167,7 @@ def _jax_chunk(spec):
     import jax
     import jax.numpy as jnp
 
-    from .backends._jax import _loss  # the JAX peer's own formulas
+    from .backends._jax import example_losses  # the JAX peer's own formulas
 
     config = _config(spec)
 
@@ -184,10 +184,10 @@ def _jax_chunk(spec):
         X, Y = data(head_key, M, v)
         for _ in range(config.head_steps):
             a = a - config.head_lr * jax.grad(
-                lambda a: _loss(jnp, config.loss, outputs(X, W, a), Y).mean(axis=1).sum()
+                lambda a: example_losses(jnp, config.loss, outputs(X, W, a), Y).mean(axis=1).sum()
             )(a)
         X, Y = data(layer_key, M, v)
-        return a, jax.grad(lambda W: _loss(jnp, config.loss, outputs(X, W, a), Y).sum() / (spec.T * spec.n))(W)
+        return a, jax.grad(lambda W: example_losses(jnp, config.loss, outputs(X, W, a), Y).sum() / (spec.T * spec.n))(W)
 
     return chunk
 

@@ -12,7 +12,7 @@ from mtrl_fast.gradients import Gradients
 from . import Backend, PreparedStep, importable
 
 
-def _loss(jnp, name, F, Y):
+def example_losses(jnp, name, F, Y):
     """Per-example losses in JAX: the loss table's formula; raises for an unknown name."""
     import jax
 
@@ -39,7 +39,7 @@ def _objective(name, loss, X):
             Z = Z + b
         H = jax.nn.relu(Z)  # derivative 0 at 0; jnp.maximum would split a tie as 1/2
         F = A @ H.T if shared else jnp.einsum("tnm,tm->tn", H, A)
-        return jnp.mean(_loss(jnp, loss, F, Y))
+        return jnp.mean(example_losses(jnp, loss, F, Y))
 
     return objective
 
