@@ -19,9 +19,6 @@ from ._cli_types import MissingExtra, OptionError
 from .bench.backends import BACKENDS, OURS, PEERS  # plain names: no benchmark dependency
 from .losses import DTYPES, LAYOUTS, LOSSES, PER_TASK, SHARED
 
-#: ``paper.samplers.CHOICES``: the paper's modules load only when needed.
-SAMPLER_NAMES = ("auto", "full", "reduced")
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line: no usage block above the message."""
@@ -40,13 +37,16 @@ def _studies():
     return STUDIES
 
 
-def _add_study_options(rep, studies):
-    """``--studies`` and every parameter the studies declare (``Study.parameters``), generated from
-    the registry; without it (no paper extra), none: ``reproduce`` then names the missing extra."""
+def _add_paper_options(rep, studies):
+    """``--sampler`` from the samplers' registry, ``--studies`` and every parameter the studies declare
+    (``Study.parameters``) from theirs; without them (no paper extra), none: ``reproduce`` then names
+    the missing extra."""
     if studies is None:
         return
+    from .paper import samplers
     from .paper.studies import DEFAULT_STUDIES, parameters_of
 
+    rep.add_argument("--sampler", choices=samplers.choices(), help=samplers.option_help())
     names = tuple(studies)
     rep.add_argument(
         "--studies",
@@ -182,14 +182,7 @@ def build_parser(paper=True):
     rep.add_argument("--weight-decay", type=types.nonnegative_float, help="first-layer weight decay lambda")
     rep.add_argument("--loss", choices=LOSSES)
     rep.add_argument("--layout", choices=(PER_TASK, SHARED))
-    rep.add_argument(
-        "--sampler",
-        choices=SAMPLER_NAMES,
-        help="full: inputs in all d coordinates; reduced: only in a basis of span(M) + span(W^T), the rest "
-        "of the gradient drawn from its exact law (per-task layout); auto (default): reduced where d >= 1.5 "
-        "(r + width), where it is the cheaper",
-    )
-    _add_study_options(rep, studies)
+    _add_paper_options(rep, studies)
     rep.add_argument("--labels", choices=["linear", "relu-teacher"], help="label family")
     rep.add_argument("--noise", type=types.probability_below_half, help="label-flip probability, in [0, 0.5)")
     rep.add_argument("--base-seed", type=types.nonnegative_int)

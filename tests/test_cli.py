@@ -88,15 +88,13 @@ def test_a_bad_option_is_one_line_naming_it_with_exit_2(argv, option, words, tmp
 
 
 def test_the_sampler_and_study_names_are_the_papers():
-    from mtrl_fast.paper.samplers import CHOICES as SAMPLERS
+    from mtrl_fast.paper.samplers import SAMPLERS, choices
     from mtrl_fast.paper.studies import STUDIES, parameters_of
 
-    assert cli.SAMPLER_NAMES == SAMPLERS
-    reproduce = next(
-        action
-        for action in cli.build_parser()._subparsers._group_actions[0].choices["reproduce"]._actions
-        if action.dest == "studies"
-    )
+    actions = cli.build_parser()._subparsers._group_actions[0].choices["reproduce"]._actions
+    sampler = next(action for action in actions if action.dest == "sampler")
+    assert tuple(sampler.choices) == choices() and all(f"{name}: " in sampler.help for name in SAMPLERS)
+    reproduce = next(action for action in actions if action.dest == "studies")
     assert all(name in reproduce.help for name in STUDIES)
     flags = {option for action in cli.build_parser()._actions for option in action.option_strings}
     parser_text = cli.build_parser()._subparsers._group_actions[0].choices["reproduce"].format_help()

@@ -1,6 +1,8 @@
-"""Numba kernels, private: jit machinery (``_jit``), vectorised math (``_math``), the losses as
-scalar kernels (``_losses``), the fused passes of a step (``_passes``), each with its cost, and the
-counter-based random numbers the samplers draw with (``_random``)."""
+"""Numba kernels, private: jit machinery (``_jit``: compile options, lazy compilation, the
+:class:`~._jit.Pass` every parallel kernel runs through), vectorised math (``_math``), the losses as
+scalar kernels (``_losses``), the fused passes of a step (``_passes``), each with its cost, the
+counter-based random numbers (``_random``) and the paper's sampler (``_sampler``: inputs and labels
+in one exact pass)."""
 
 from ._losses import CORRELATION, UPSTREAM, loss_cost
 from ._passes import (
@@ -12,6 +14,7 @@ from ._passes import (
     per_task_forward_block,
     relu_mask_colsum,
 )
+from ._sampler import RELU_MEAN, derive_task_keys, draw_per_task, draw_shared
 
 
 def compiled_before():
@@ -21,6 +24,10 @@ def compiled_before():
 
 __all__ = [
     "CORRELATION",
+    "RELU_MEAN",
+    "derive_task_keys",
+    "draw_per_task",
+    "draw_shared",
     "compiled_before",
     "UPSTREAM",
     "bias_relu",

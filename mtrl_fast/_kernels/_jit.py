@@ -1,4 +1,4 @@
-"""Jit machinery: one compile-option set, float32/float64 typing, lazy compilation, passes.
+"""Jit machinery: the compile options, float32/float64 typing, lazy compilation, passes.
 
 Every kernel is typed for float32 and float64 by one helper, C-ordered arrays only, so no input
 can trigger a surprise compile. Parallel kernels are wrapped in a :class:`Pass` that owns its
@@ -23,7 +23,17 @@ FASTMATH = frozenset({"reassoc", "contract", "afn", "arcp", "nsz"})
 # so as to raise ZeroDivisionError, and that branch keeps a loop with a division scalar (the
 # float32 logistic loss lost its vectorisation). Divisors here are never zero, or are validated
 # sizes. Cached on disk: kernels are self-contained (no globals but constants).
-COMPILE_OPTIONS: dict[str, Any] = dict(fastmath=set(FASTMATH), error_model="numpy", cache=True)
+# Exact kernels (the sampler and its random numbers) leave fastmath out: each of their operations
+# is rounded as written, so every machine computes the same bits. Every other kernel takes the
+# fastmath set.
+EXACT_OPTIONS: dict[str, Any] = dict(error_model="numpy", cache=True)
+COMPILE_OPTIONS: dict[str, Any] = dict(EXACT_OPTIONS, fastmath=set(FASTMATH))
+
+
+def options(exact=False):
+    """The compile options of a kernel: :data:`EXACT_OPTIONS` or :data:`COMPILE_OPTIONS`."""
+    return dict(EXACT_OPTIONS if exact else COMPILE_OPTIONS)
+
 
 FLOAT_TYPES = DTYPES  # the package's dtype names, in one place
 
@@ -33,10 +43,13 @@ def signatures(signature):
     return [signature.format(f=f) for f in FLOAT_TYPES]
 
 
-def serial_helper(py_func):
+def serial_helper(py_func=None, *, exact=False):
     """A serial kernel that other kernels call: compiled, for the types it is called with, when
-    the first kernel that calls it compiles (never at import)."""
-    return numba.njit(nogil=True, **COMPILE_OPTIONS)(py_func)
+    the first kernel that calls it compiles (never at import). ``@serial_helper`` or
+    ``@serial_helper(exact=True)`` (without fastmath)."""
+    if py_func is None:
+        return lambda function: serial_helper(function, exact=exact)
+    return numba.njit(nogil=True, **options(exact))(py_func)
 
 
 def _float_type(args):
@@ -91,10 +104,11 @@ class Pass:
     Calling the pass runs the kernel on the calling thread alone when ``cost(*args)`` is below
     :data:`mtrl_fast._runtime.PARALLEL_MIN_WORK` (elements of a plain elementwise pass), and under
     the runtime's kernel guard (a lock only where Numba's threading layer is not thread-safe).
+    ``exact`` compiles it without fastmath.
     """
 
-    def __init__(self, py_func, signature, cost):
-        self.kernel = LazyKernel(py_func, signatures(signature), dict(COMPILE_OPTIONS, nogil=True, parallel=True))
+    def __init__(self, py_func, signature, cost, exact=False):
+        self.kernel = LazyKernel(py_func, signatures(signature), dict(options(exact), nogil=True, parallel=True))
         self.cost = cost
         self.__name__ = py_func.__name__
         self.__doc__ = py_func.__doc__
@@ -104,6 +118,7 @@ class Pass:
             return _profile.timed_call(self.__name__, self.kernel, *args)
 
 
-def parallel_pass(signature, cost):
-    """Decorator: a :class:`Pass` over ``py_func`` typed by ``signature``, with work ``cost``."""
-    return lambda py_func: Pass(py_func, signature, cost)
+def parallel_pass(signature, cost, exact=False):
+    """Decorator: a :class:`Pass` over ``py_func`` typed by ``signature``, with work ``cost``
+    (``exact``: without fastmath)."""
+    return lambda py_func: Pass(py_func, signature, cost, exact)

@@ -19,10 +19,11 @@ from typing import Any
 import numba
 import numpy as np
 
+from ._jit import options
 from ._math import _float32_bits, _float32_from_bits, _float64_bits, _float64_from_bits, fma
 
-# Compiled into the kernels that call them: no fastmath (every machine the same bits), inlined.
-RANDOM_OPTIONS: dict[str, Any] = dict(error_model="numpy", cache=True, inline="always")
+# Compiled into the kernels that call them: exact (every machine the same bits), inlined.
+RANDOM_OPTIONS: dict[str, Any] = dict(options(exact=True), inline="always")
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 _PHILOX_M0 = np.uint64(0xD2511F53)

@@ -185,7 +185,7 @@ def on_cluster(client, compute, cells, sharded=(), threads=1):
     whole = [cell for cell in cells if cell not in sharded]
     futures = {
         client.submit(
-            compute, cell, key=f"mtrl-fast-{cell.key}-{os.getpid()}-{time.time_ns()}", retries=RETRIES, pure=False
+            compute, cell, key=f"mtrl-fast-{cell.name}-{os.getpid()}-{time.time_ns()}", retries=RETRIES, pure=False
         ): cell
         for cell in whole
     }
@@ -198,7 +198,9 @@ def on_cluster(client, compute, cells, sharded=(), threads=1):
             try:
                 payload = future.result()
             except Exception as error:  # noqa: BLE001 - the cell's own error, raised on a worker
-                raise ClusterError(f"cell {cell.key} failed on the cluster ({type(error).__name__}: {error})") from None
+                raise ClusterError(
+                    f"cell {cell.name} failed on the cluster ({type(error).__name__}: {error})"
+                ) from None
             yield cell, payload
     finally:
         client.cancel([future for future in futures if not future.done()])

@@ -10,7 +10,7 @@ where it stopped, and a finished cell is never computed again (unless its settin
 import json
 import time
 from contextlib import closing, contextmanager
-from dataclasses import asdict, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -53,7 +53,7 @@ def run_cell(cell, grid, memory_budget=None, map_shards=None):
 
 
 def _cell_path(out, cell):
-    return Path(out) / "cells" / f"{cell.key}.json"
+    return Path(out) / "cells" / f"{cell.name}.json"
 
 
 def expected_records(cell, grid):
@@ -81,7 +81,7 @@ def _compute(cell, grid, threads=1, memory_budget=None, map_shards=None, out=Non
         records = run_cell(cell, grid, memory_budget, map_shards)
     seconds = time.perf_counter() - start
     return {
-        "cell": asdict(cell),
+        "cell": cell.stored(),
         "fingerprint": fingerprint(cell, grid),
         "settings": settings_of(cell, grid),
         "seconds": seconds,
@@ -190,13 +190,16 @@ def _run_cells(grid, out, jobs, progress, threads, memory_budget, client):
                 _store(out, cell, payload)
                 results[cell] = payload["records"]
                 timings[cell] = _timing(payload)
-                bar.step(f"{cell.key} ({payload['seconds']:.1f}s)")
+                bar.step(f"{cell.name} ({payload['seconds']:.1f}s)")
     except (engines.WorkerDied, engines.ClusterError) as error:
         raise type(error)(
             f"{error}; every finished cell is stored in {out / 'cells'}: run the same command "
             "again to resume"
             + (", with fewer --jobs if memory ran out" if isinstance(error, engines.WorkerDied) else "")
         ) from None
+    finally:
+        if client is None:  # this machine's workers have ended: a network one was writing is a part file
+            store.remove_temporary_files(out / networks.FOLDER)
     gathered = {name: [] for name in grid.studies}
     for cell in cells:
         gathered[cell.study].extend(results[cell])

@@ -54,7 +54,7 @@ def memory_problem(grid, jobs=1, memory_budget=None):
         return None
     gib = 2.0**30
     return (
-        f"the largest cell ({largest.key}) needs about {one / gib:.1f} GiB even one task at a time"
+        f"the largest cell ({largest.name}) needs about {one / gib:.1f} GiB even one task at a time"
         + (f", {need / gib:.1f} GiB for {min(jobs, len(cells))} at once" if jobs > 1 else "")
         + f", and this machine has {available / gib:.1f} GiB available"
     )

@@ -4,7 +4,7 @@ once.
 The recovery study measures the network that multi-task pretraining on the first ``T`` tasks of
 ``(d, seed)`` learns; the mechanism study measures the same network's features, and the downstream
 study probes it (and the single-task network, ``T = 1``). :func:`trained` gives that network to all of
-them: trained from a generator keyed by ``(base_seed, d, seed, T)`` alone, and kept in the run's
+them: trained from the cell key's network generator at ``T`` alone, and kept in the run's
 ``networks/`` folder under a key of everything its training depends on, so that a cell that needs a
 network another cell trained loads it instead of training it again (a resumed run too).
 
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import store
+from .keys import CellKey, Salt
 from .tasks import make_task_family
 from .train import GROUP_TASKS, SLICE_VALUES, Pretrained, pretrain
 
@@ -36,9 +37,6 @@ from .train import GROUP_TASKS, SLICE_VALUES, Pretrained, pretrain
 #: recomputed, not mixed in.
 SAMPLING = "Philox4x32-10 Box-Muller, compiled (0.3.0)"
 AGGREGATION = f"fixed groups of {GROUP_TASKS} tasks, rows in slices of {SLICE_VALUES} values (0.3.0)"
-#: The salt of a network's generator: the recovery study's own before networks were shared, so that
-#: its records stayed as they were.
-SALT = 0
 FOLDER = "networks"
 #: Part of the fingerprint of every cell that reads a shared network (not the recovery study's, whose
 #: records did not change): cells stored before networks were shared are recomputed.
@@ -58,37 +56,34 @@ def kept_in(folder: Path | None) -> Iterator[None]:
         _state.folder = outer
 
 
-def family(grid, d, seed, T):
-    """The ground truth of ``(d, seed)`` with ``T`` tasks: shared by every ``T``, study and width
-    (task vectors are drawn after ``M``, row by row, so the first ``T`` tasks are the same for
+def family(grid, key: CellKey, T: int):
+    """The ground truth of ``key``'s ``(d, repetition)`` with ``T`` tasks: shared by every ``T``, study
+    and width (task vectors are drawn after ``M``, row by row, so the first ``T`` tasks are the same for
     every ``T``)."""
-    return make_task_family(
-        d, grid.r, T, np.random.default_rng([grid.base_seed, d, seed]), kind=grid.label_kind, noise=grid.noise
-    )
+    return make_task_family(key.d, grid.r, T, key.truth(), kind=grid.label_kind, noise=grid.noise)
 
 
-def key(grid, config, d: int, T: int, seed: int) -> str:
-    """A network's key: a hash of everything its training depends on."""
+def name_of(grid, config, key: CellKey, T: int) -> str:
+    """A network's name: a hash of everything its training depends on."""
     inputs = {
-        "d": d,
+        "d": key.d,
         "T": T,
-        "seed": seed,
+        "seed": key.repetition,
         "r": grid.r,
         "label_kind": grid.label_kind,
         "noise": grid.noise,
-        "base_seed": grid.base_seed,
+        "base_seed": key.base_seed,
         "pretrain": config.to_dict(),
-        "sampler": config.sampler_for(d, grid.r),
+        "sampler": config.sampler_for(key.d, grid.r),
         "sampling": SAMPLING,
         "aggregation": AGGREGATION,
-        "salt": SALT,
+        "salt": int(Salt.NETWORK),
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _train(grid, config, d, T, seed, shard_options) -> Pretrained:
-    rng = np.random.default_rng([grid.base_seed, d, seed, T, SALT])
-    return pretrain(family(grid, d, seed, T), config, rng, **shard_options)
+def _train(grid, config, key, T, shard_options) -> Pretrained:
+    return pretrain(family(grid, key, T), config, key.generator(Salt.NETWORK, T), **shard_options)
 
 
 def _path(folder: Path, name: str) -> Path:
@@ -124,28 +119,29 @@ def _save(path: Path, network: Pretrained) -> None:
     store.write_bytes_atomically(path, buffer.getvalue())
 
 
-def trained(grid, config, d: int, T: int, seed: int, shard_options) -> Pretrained:
-    """The network pretrained with ``config`` on the first ``T`` tasks of ``(d, seed)``: loaded from this
-    thread's folder (:func:`kept_in`) when another cell trained it, else trained (and kept there)."""
+def trained(grid, config, key: CellKey, T: int, shard_options) -> Pretrained:
+    """The network pretrained with ``config`` on the first ``T`` tasks of ``key``'s ``(d, repetition)``:
+    loaded from this thread's folder (:func:`kept_in`) when another cell trained it, else trained (and
+    kept there)."""
     folder = getattr(_state, "folder", None)
     if folder is None:
         _count("trained")
-        return _train(grid, config, d, T, seed, shard_options)
+        return _train(grid, config, key, T, shard_options)
     folder.mkdir(parents=True, exist_ok=True)
-    name = key(grid, config, d, T, seed)
+    name = name_of(grid, config, key, T)
     path = _path(folder, name)
-    found = _load(path, config.width, d)
+    found = _load(path, config.width, key.d)
     if found is not None:
         return found
     waits = "map_shards" not in shard_options
     with open(folder / f".{name}.lock", "a+") as lock:
         if waits:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the holder is done, or dies
-            found = _load(path, config.width, d)
+            found = _load(path, config.width, key.d)
             if found is not None:
                 return found
         _count("trained")
-        network = _train(grid, config, d, T, seed, shard_options)
+        network = _train(grid, config, key, T, shard_options)
         _save(path, network)
     return network
 

@@ -12,9 +12,6 @@ import numpy as np
 
 from .sampling import normals
 
-#: The key's phase word of the draw of ``G`` (0 and 1 are a round's two sample phases).
-OUTSIDE_PHASE = 2
-
 
 def sampled_basis(M, *layers):
     """An orthonormal basis ``Q (d, k)`` of a space holding ``span(M)`` and every layer's rows.

@@ -3,7 +3,7 @@
 A sampler says which coordinates a round draws its inputs in, turns the gradient computed there
 into the first layer's gradient in ``R^d``, says how a cell's probes see the trained layers, what
 memory it needs beyond a shard, whether ``auto`` should take it for a cell, and what the report
-says of it. Training (``train.pretrain``), the memory model (``experiments.peak_bytes``), the
+says of it. Training (``train.pretrain``), the memory model (``memory.peak_bytes``), the
 studies' probes (``studies._common.seen_by``) and the report read it from here; a new sampler is
 its class and one entry in :data:`SAMPLERS` (the command line keeps a plain list of the names, so
 that it starts without the paper's dependencies: a test holds it to this one).
@@ -13,7 +13,8 @@ import numpy as np
 
 from ..losses import LAYOUTS, PER_TASK
 from . import clock
-from .reduction import OUTSIDE_PHASE, joint_coordinates, outside_term, sampled_basis
+from .keys import Phase
+from .reduction import joint_coordinates, outside_term, sampled_basis
 
 #: The setting that picks a sampler per cell (see :func:`choose`).
 AUTO = "auto"
@@ -31,6 +32,9 @@ class Full:
     layout_error = "this sampler does not run in that layout"
     needs_gram = False
     note = "every input drawn in all d coordinates"
+    #: What ``--sampler`` says of it, and when ``auto`` takes it (see :meth:`pays`).
+    help = "inputs in all d coordinates"
+    auto_rule = "elsewhere"
 
     def dimension(self, d, r, width):
         """Coordinates drawn per sample."""
@@ -76,6 +80,8 @@ class Reduced(Full):
         "layer's gradient from its exact conditional law: every reported quantity has the full sampler's "
         "distribution"
     )
+    help = "only in a basis of span(M) + span(W^T), the rest of the gradient drawn from its exact law (per-task layout)"
+    auto_rule = f"where d >= {1 / REDUCED_MAX_FRACTION:g} (r + width), where it is the cheaper"
     layout_error = (
         "the reduced sampler needs layout 'per-task': in the shared layout one X serves every "
         "task, so its cost does not grow with T and the full sampler is the one to use"
@@ -93,7 +99,7 @@ class Reduced(Full):
 
     def first_layer_gradient(self, gW, gram, basis, key):
         with clock.part("sampling"):
-            outside = outside_term(gram, basis, key + [OUTSIDE_PHASE])
+            outside = outside_term(gram, basis, key.at(phase=Phase.OUTSIDE))
         outside += gW.astype(np.float64) @ basis.T
         return outside.astype(gW.dtype)
 
@@ -113,8 +119,17 @@ class Reduced(Full):
 
 #: Every sampler, by name; ``auto`` prefers them in reverse order (the cheapest that pays).
 SAMPLERS = {sampler.name: sampler for sampler in (Full(), Reduced())}
-#: The settings a pretraining accepts.
-CHOICES = (AUTO, *SAMPLERS)
+
+
+def choices():
+    """The settings a pretraining accepts: ``auto`` and every sampler's name."""
+    return (AUTO, *SAMPLERS)
+
+
+def option_help():
+    """``--sampler``'s help, from the registry: each sampler's ``help``, and the rule ``auto`` follows."""
+    rule = ", ".join(f"{s.name} {s.auto_rule}" for s in reversed(SAMPLERS.values()))
+    return "; ".join([*(f"{s.name}: {s.help}" for s in SAMPLERS.values()), f"{AUTO} (default): {rule}"])
 
 
 def choose(setting, layout, d, r, width):

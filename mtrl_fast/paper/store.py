@@ -283,7 +283,7 @@ def check_cell(stored, cell, expected_fingerprint, expected_count, fields, finit
             None,
             f"expected {expected_count} records, found {len(records) if isinstance(records, list) else records!r}",
         )
-    coordinates = {"d": cell.d, "seed": cell.seed, "T": cell.T, "width": cell.width}
+    coordinates = {name: value for name, value in cell.stored().items() if name != "study"}
     for record in records:
         problem = _record_problem(record, fields, finite, coordinates)
         if problem:

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._kernels import RELU_MEAN
 from ..losses import LAYOUTS, PER_TASK
-from .sampling import RELU_MEAN, draw
+from .sampling import draw
 
 LABEL_KINDS = ("linear", "relu-teacher")
 

@@ -12,8 +12,9 @@ import numpy as np
 from .. import loss_and_grad, rounds
 from ..losses import DTYPES, LAYOUTS, PER_TASK, loss_id
 from . import clock
+from .keys import DrawKey, Phase
 from .metrics import energy_outside, subspace_distance
-from .samplers import AUTO, SAMPLERS, choose
+from .samplers import AUTO, SAMPLERS, choices, choose
 from .tasks import unit_vectors
 
 
@@ -85,7 +86,7 @@ class PretrainConfig:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}; got {self.dtype!r}")
         if self.sampler != AUTO and self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {(AUTO, *SAMPLERS)}; got {self.sampler!r}")
+            raise ValueError(f"sampler must be one of {choices()}; got {self.sampler!r}")
         if self.sampler in SAMPLERS and self.layout not in SAMPLERS[self.sampler].layouts:
             raise ValueError(SAMPLERS[self.sampler].layout_error)
 
@@ -217,7 +218,7 @@ def _per_task_groups(family, config, key, shard, W, b, A, n, gram):
     def draw(start, size, row0, rows, phase):
         with clock.part("sampling"):
             out = (buffer[0][:size, :rows], buffer[1][:size, :rows]) if rows == slices[0][1] else None
-            return family.sample_tasks(start, size, rows, list(key) + [phase], PER_TASK, dtype, out=out, row0=row0)
+            return family.sample_tasks(start, size, rows, key.at(phase=phase), PER_TASK, dtype, out=out, row0=row0)
 
     groups = []
     for start, size in task_groups(first, count):
@@ -227,7 +228,7 @@ def _per_task_groups(family, config, key, shard, W, b, A, n, gram):
             gA = np.zeros_like(heads)
             for row0, rows in slices:
                 if drawn is None or len(slices) > 1:  # one slice is drawn once for every step
-                    drawn = draw(start, size, row0, rows, 0)
+                    drawn = draw(start, size, row0, rows, Phase.HEADS)
                 with clock.part("kernels"):
                     _, grads = loss_and_grad(*drawn, W, b, heads, config.loss, check_finite=False, first_layer=False)
                     gA += dtype.type(rows / n) * grads.A
@@ -235,7 +236,7 @@ def _per_task_groups(family, config, key, shard, W, b, A, n, gram):
                 heads -= dtype.type(config.head_lr * size) * gA  # each head on its own task's mean loss
         value, gW, gb, DtD = 0.0, np.zeros_like(W), None if b is None else np.zeros_like(b), None
         for row0, rows in slices:
-            X, Y = draw(start, size, row0, rows, 1)
+            X, Y = draw(start, size, row0, rows, Phase.FIRST_LAYER)
             with clock.part("kernels"):
                 part_value, grads = loss_and_grad(X, Y, W, b, heads, config.loss, check_finite=False, gram=gram)
                 weight = rows / n
@@ -253,13 +254,13 @@ def _shared_groups(family, config, key, shard, W, b, A, n):
     """The shared layout: one ``X`` per phase, labelled by every task of the shard; the steps by group."""
     first, count = shard
     with clock.part("sampling"):
-        X, Y = family.sample_tasks(first, count, n, list(key) + [0], config.layout, config.dtype)
+        X, Y = family.sample_tasks(first, count, n, key.at(phase=Phase.HEADS), config.layout, config.dtype)
     with clock.part("kernels"):
         for start, size in task_groups(first, count):
             rows = slice(start - first, start - first + size)
             rounds.step_heads(X, Y[rows], W, b, A[rows], loss=config.loss, steps=config.head_steps, lr=config.head_lr)
     with clock.part("sampling"):
-        X, Y = family.sample_tasks(first, count, n, list(key) + [1], config.layout, config.dtype)
+        X, Y = family.sample_tasks(first, count, n, key.at(phase=Phase.FIRST_LAYER), config.layout, config.dtype)
     groups = []
     with clock.part("kernels"):
         for start, size in task_groups(first, count):
@@ -326,13 +327,13 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
     W = initial_layer(config.width, family.d, rng, config.init_scale, dtype) if W0 is None else W0.astype(dtype)
     b = np.zeros(config.width, dtype=dtype) if config.bias else None
     A = np.zeros((family.T, config.width), dtype=dtype)
-    seed = [int(k) for k in rng.integers(0, 2**32, size=2)]
+    seed = DrawKey.from_generator(rng)
     shards = task_shards(family.T, config, family.d, family.r, memory_budget)
     sampler = config.sampler_at(family.d, family.r)
     n = config.samples(family.d)
     history = []
     for round_index in range(config.rounds):
-        key = seed + [round_index]
+        key = seed.at(round=round_index)
         drawn_family, drawn_W, basis = sampler.round_coordinates(family, W, dtype)
         work = partial(shard_round, drawn_family, config, key, n=n, gram=sampler.needs_gram)
         results = map_shards(work, [((first, count), drawn_W, b, A[first : first + count]) for first, count in shards])

@@ -61,7 +61,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
     def interrupted_after_five(cell, grid, *options):
         if len(calls) == 5:
             raise KeyboardInterrupt
-        calls.append(cell.key)
+        calls.append(cell.name)
         return real(cell, grid, *options)
 
     monkeypatch.setattr(experiments, "run_cell", interrupted_after_five)
@@ -72,7 +72,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
     assert not list((tmp_path / "cells").glob(".*tmp"))  # no half-written file left behind
 
     monkeypatch.setattr(
-        experiments, "run_cell", lambda cell, grid, *options: calls.append(cell.key) or real(cell, grid, *options)
+        experiments, "run_cell", lambda cell, grid, *options: calls.append(cell.name) or real(cell, grid, *options)
     )
     resumed = run_grid(TINY, tmp_path, progress=False)
     assert len(calls) == len(plan(TINY))  # the five finished cells were not run again
@@ -87,15 +87,15 @@ def test_changed_settings_recompute_and_corrupt_cells_are_redone(tmp_path, monke
     calls = []
     real = experiments.run_cell
     monkeypatch.setattr(
-        experiments, "run_cell", lambda cell, grid, *options: calls.append(cell.key) or real(cell, grid, *options)
+        experiments, "run_cell", lambda cell, grid, *options: calls.append(cell.name) or real(cell, grid, *options)
     )
     run_grid(TINY, tmp_path, progress=False)
     assert calls == []
-    broken = tmp_path / "cells" / f"{plan(TINY)[0].key}.json"
+    broken = tmp_path / "cells" / f"{plan(TINY)[0].name}.json"
     broken.write_text("{not json")
     with pytest.warns(RuntimeWarning, match="not valid JSON; recomputing the cell"):
         run_grid(TINY, tmp_path, progress=False)
-    assert calls == [plan(TINY)[0].key]
+    assert calls == [plan(TINY)[0].name]
     changed = replace(TINY, pretrain=replace(TINY.pretrain, head_lr=0.2))
     calls.clear()
     run_grid(changed, tmp_path, progress=False)

@@ -10,6 +10,7 @@ from test_experiments import TINY
 
 from mtrl_fast.paper import experiments, networks, store
 from mtrl_fast.paper.experiments import run_grid
+from mtrl_fast.paper.keys import CellKey
 from mtrl_fast.paper.train import pretrain
 
 
@@ -37,46 +38,49 @@ def test_a_kept_network_is_the_network_the_recovery_study_always_trained(tmp_pat
     """The recovery study's generator, salt 0, so that its records are what they were; kept and loaded
     bit for bit (history included, which the recovery records read)."""
     grid = replace(TINY, pretrain=replace(TINY.pretrain, bias=True))
-    direct = pretrain(
-        networks.family(grid, 8, 1, 3), grid.pretrain, np.random.default_rng([grid.base_seed, 8, 1, 3, 0])
-    )
+    key = CellKey(grid.base_seed, 8, 1)
+    direct = pretrain(networks.family(grid, key, 3), grid.pretrain, np.random.default_rng([grid.base_seed, 8, 1, 3, 0]))
     with networks.kept_in(tmp_path), networks.counting() as counts:
-        first = networks.trained(grid, grid.pretrain, 8, 3, 1, {})
-        again = networks.trained(grid, grid.pretrain, 8, 3, 1, {})
+        first = networks.trained(grid, grid.pretrain, key, 3, {})
+        again = networks.trained(grid, grid.pretrain, key, 3, {})
     assert counts == {"trained": 1, "reused": 1}
     _same(first, direct)
     _same(again, direct)
     assert again.b is not None and len(list(tmp_path.glob("*.npz"))) == 1
     with networks.counting() as counts:  # no folder: trained, nothing kept
-        _same(networks.trained(grid, grid.pretrain, 8, 3, 1, {}), direct)
+        _same(networks.trained(grid, grid.pretrain, key, 3, {}), direct)
     assert counts == {"trained": 1, "reused": 0}
 
 
-def test_the_key_changes_with_every_training_input():
+def test_the_name_changes_with_every_training_input():
     grid, config = TINY, TINY.pretrain
-    base = networks.key(grid, config, 8, 3, 0)
-    assert networks.key(grid, config, 8, 3, 0) == base
+
+    def name(grid, config, d, T, repetition):
+        return networks.name_of(grid, config, CellKey(grid.base_seed, d, repetition), T)
+
+    base = name(grid, config, 8, 3, 0)
+    assert name(grid, config, 8, 3, 0) == base
     changed = [
-        networks.key(grid, config, 12, 3, 0),
-        networks.key(grid, config, 8, 6, 0),
-        networks.key(grid, config, 8, 3, 1),
-        networks.key(replace(grid, base_seed=1), config, 8, 3, 0),
-        networks.key(replace(grid, r=3), config, 8, 3, 0),
-        networks.key(replace(grid, noise=0.1), config, 8, 3, 0),
-        networks.key(grid, replace(config, lr=config.lr * 2), 8, 3, 0),
-        networks.key(grid, replace(config, width=13), 8, 3, 0),
-        networks.key(grid, replace(config, dtype="float64"), 8, 3, 0),
+        name(grid, config, 12, 3, 0),
+        name(grid, config, 8, 6, 0),
+        name(grid, config, 8, 3, 1),
+        name(replace(grid, base_seed=1), config, 8, 3, 0),
+        name(replace(grid, r=3), config, 8, 3, 0),
+        name(replace(grid, noise=0.1), config, 8, 3, 0),
+        name(grid, replace(config, lr=config.lr * 2), 8, 3, 0),
+        name(grid, replace(config, width=13), 8, 3, 0),
+        name(grid, replace(config, dtype="float64"), 8, 3, 0),
     ]
     assert len(set(changed) | {base}) == len(changed) + 1
 
 
 def test_a_file_that_is_not_a_network_is_trained_again(tmp_path):
     with networks.kept_in(tmp_path):
-        want = networks.trained(TINY, TINY.pretrain, 8, 1, 0, {})
+        want = networks.trained(TINY, TINY.pretrain, CellKey(TINY.base_seed, 8, 0), 1, {})
     (path,) = tmp_path.glob("*.npz")
     path.write_bytes(b"not a network")
     with networks.kept_in(tmp_path), networks.counting() as counts:
-        _same(networks.trained(TINY, TINY.pretrain, 8, 1, 0, {}), want)
+        _same(networks.trained(TINY, TINY.pretrain, CellKey(TINY.base_seed, 8, 0), 1, {}), want)
     assert counts == {"trained": 1, "reused": 0}
     np.load(path)  # written again, whole
 

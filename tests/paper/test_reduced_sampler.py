@@ -282,12 +282,15 @@ def test_coordinates_that_lose_part_of_span_M_are_refused():
 
 def test_a_new_sampler_is_one_class_and_one_entry(monkeypatch):
     """The registry is the one place a sampler lives: a new one (here the full sampler under
-    another name, drawing the same) trains, sizes its memory and names itself in the report."""
+    another name, drawing the same) trains, sizes its memory, names itself in the report and is a
+    choice of the command, with its help."""
+    from mtrl_fast import cli
     from mtrl_fast.paper import report
 
     class Copy(samplers.Full):
         name = "copy"
         note = "the full sampler under another name"
+        help = "the full one, renamed"
 
     monkeypatch.setitem(samplers.SAMPLERS, "copy", Copy())
     family = make_task_family(30, 3, 6, np.random.default_rng(16))
@@ -300,3 +303,7 @@ def test_a_new_sampler_is_one_class_and_one_entry(monkeypatch):
     assert report._sampler_note(["copy", "full"]) == "the full sampler under another name"
     with pytest.raises(ValueError, match="sampler must be one of .*'copy'"):
         PretrainConfig(sampler="exact")
+    parser = cli.build_parser()
+    assert parser.parse_args(["reproduce", "--sampler", "copy"]).sampler == "copy"
+    reproduce = parser._subparsers._group_actions[0].choices["reproduce"]
+    assert "copy: the full one, renamed" in " ".join(reproduce.format_help().split())

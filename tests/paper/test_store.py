@@ -82,10 +82,10 @@ def test_temporary_files_of_a_killed_run_are_removed(tmp_path):
 def test_malformed_cells_are_recomputed_with_a_warning(tmp_path, content):
     run_grid(TINY, tmp_path, progress=False)
     cell = plan(TINY)[0]
-    path = tmp_path / "cells" / f"{cell.key}.json"
+    path = tmp_path / "cells" / f"{cell.name}.json"
     good = json.loads(path.read_text())
     record = good["records"][0]
-    other = Cell("recovery", cell.d + 4, cell.seed, cell.T)
+    other = Cell("recovery", cell.d + 4, cell.repetition, cell.T)
     texts = {
         "FINGERPRINT_ONLY": {"fingerprint": good["fingerprint"]},
         "EMPTY_RECORDS": dict(good, records=[]),
@@ -107,7 +107,7 @@ def test_malformed_cells_are_recomputed_with_a_warning(tmp_path, content):
 def test_valid_cells_load_and_record_threads_and_blas(tmp_path):
     run_grid(TINY, tmp_path, progress=False, threads=1)
     for cell in plan(TINY):
-        stored = json.loads((tmp_path / "cells" / f"{cell.key}.json").read_text())
+        stored = json.loads((tmp_path / "cells" / f"{cell.name}.json").read_text())
         assert stored["threads"] == 1 and stored["blas"]
         assert stored["fingerprint"] == fingerprint(cell, TINY)
         assert load_cell(tmp_path, cell, TINY) == stored["records"]

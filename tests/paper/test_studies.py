@@ -19,7 +19,7 @@ def test_the_width_study_writes_its_records_claim_table_and_figure(tmp_path):
     rows = reproduce(WIDTHS, tmp_path, progress=False)
     cells = plan(WIDTHS)
     assert {c.study for c in cells} == {"width"} and len(cells) == 2 * 3 * 2
-    assert [c.key for c in cells][:2] == ["width-d8-m2-seed0", "width-d8-m2-seed1"]
+    assert [c.name for c in cells][:2] == ["width-d8-m2-seed0", "width-d8-m2-seed1"]
     document = json.loads((tmp_path / "results.json").read_text())
     assert set(document) == {"config", "width", "claims", "profile"}
     assert len(document["width"]) == 2 * 3 * 2 * len(TINY.n_new) * 2
@@ -78,7 +78,7 @@ class Constant(Study):
         return [Cell(self.name, d, s) for d in grid.d for s in range(grid.seeds)]
 
     def run(self, cell, grid, shard_options):
-        return [{"d": cell.d, "seed": cell.seed, "value": float(cell.seed)}]
+        return [{"d": cell.d, "seed": cell.repetition, "value": float(cell.repetition)}]
 
     def records_per_cell(self, cell, grid):
         return 1

@@ -33,7 +33,7 @@ class Echo(Study):
         return 1
 
     def run(self, cell, grid, shard_options):
-        return [{"d": cell.d, "seed": cell.seed, "value": cell.d * grid.echo_scale}]
+        return [{"d": cell.d, "seed": cell.repetition, "value": cell.d * grid.echo_scale}]
 
     def tables(self, records, grid):
         rows = [[r["d"], r["seed"], r["value"]] for r in records]

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..keys import CellKey, Salt
 from ..metrics import probe_accuracy
 
 
@@ -15,20 +16,29 @@ class Cell:
 
     study: str
     d: int
-    seed: int
-    T: int | None = None  # the recovery study's task count
+    repetition: int  # 0 .. grid.seeds - 1: which draw of the cell's ground truth and generators
+    T: int | None = None  # the recovery and mechanism studies' task count
     width: int | None = None  # the width study's neurons
 
     @property
-    def key(self):
+    def name(self):
+        """The cell's name: its stored file's, and what progress shows."""
         T = "" if self.T is None else f"-T{self.T}"
         width = "" if self.width is None else f"-m{self.width}"
-        return f"{self.study}-d{self.d}{T}{width}-seed{self.seed}"
+        return f"{self.study}-d{self.d}{T}{width}-seed{self.repetition}"
+
+    def stored(self) -> dict[str, Any]:
+        """The cell as its file and its records name it: the repetition is their ``seed``."""
+        return {"study": self.study, "d": self.d, "seed": self.repetition, "T": self.T, "width": self.width}
+
+    def random_key(self, grid) -> CellKey:
+        """The key of every generator the cell draws from: the grid's base seed, ``d`` and the repetition."""
+        return CellKey(grid.base_seed, self.d, self.repetition)
 
 
 @dataclass(frozen=True)
 class Parameter:
-    """A setting a study adds to the grid: a field of ``experiments.Grid`` and an option of ``mtrl-fast
+    """A setting a study adds to the grid: a field of ``grid.Grid`` and an option of ``mtrl-fast
     reproduce`` (``--name-with-dashes``), both generated from the studies that declare it.
 
     Attributes
@@ -238,16 +248,16 @@ class ProbeStudy(Study):
         """The cell's coordinates that open each record."""
         return {"d": cell.d}
 
-    def probe(self, cell, grid, config, task_family, layers):
+    def probe(self, cell, grid, config, task_family, layers, key):
         """Probe every layer of ``layers`` (name -> ``(W, b)``) at each ``n_new``: the same new tasks
-        and samples for every layer (a paired comparison)."""
+        and samples for every layer (a paired comparison), drawn by ``key``'s probe generator."""
         from .. import clock
 
         task_family, layers = seen_by(cell, grid, config, task_family, layers)
         records = []
         for n_new in grid.n_new:
             for name, (W, b) in layers.items():
-                probe_rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, n_new, 2])
+                probe_rng = key.generator(Salt.PROBE, n_new)
                 with clock.part("probe"):
                     accuracy = probe_accuracy(
                         W, b, task_family, n_new, probe_rng, n_test=grid.n_test, new_tasks=grid.probe_tasks
@@ -257,7 +267,7 @@ class ProbeStudy(Study):
                         **self.coordinates(cell),
                         "n_new": n_new,
                         "features": name,
-                        "seed": cell.seed,
+                        "seed": cell.repetition,
                         "accuracy": accuracy,
                     }
                 )

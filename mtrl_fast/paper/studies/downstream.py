@@ -4,6 +4,7 @@ and oracle features, on fresh tasks with ``n_new`` samples."""
 import numpy as np
 
 from .. import networks
+from ..keys import Salt
 from ..networks import family
 from ..train import initial_layer, oracle_layer
 from ._common import (
@@ -40,25 +41,27 @@ class Downstream(ProbeStudy):
 
     def cells(self, grid):
         return sorted(
-            (Cell(self.name, d, s) for d in grid.downstream_d for s in range(grid.seeds)), key=lambda c: (c.d, c.seed)
+            (Cell(self.name, d, s) for d in grid.downstream_d for s in range(grid.seeds)),
+            key=lambda c: (c.d, c.repetition),
         )
 
     def settings(self, grid):
         return {**super().settings(grid), "networks": networks.SHARED}
 
     def run(self, cell, grid, shard_options):
-        rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, 0, 1])
-        tasks = family(grid, cell.d, cell.seed, grid.downstream_tasks)
+        key = cell.random_key(grid)
+        rng = key.generator(Salt.DOWNSTREAM_BASELINES, 0)
+        tasks = family(grid, key, grid.downstream_tasks)
         config = grid.pretrain
         # The single-task network learns the first task, which is the first of every T (see ``family``).
         trained = {
-            "multi-task": networks.trained(grid, config, cell.d, grid.downstream_tasks, cell.seed, shard_options),
-            "single-task": networks.trained(grid, config, cell.d, 1, cell.seed, shard_options),
+            "multi-task": networks.trained(grid, config, key, grid.downstream_tasks, shard_options),
+            "single-task": networks.trained(grid, config, key, 1, shard_options),
         }
         layers = {name: (result.W, result.b) for name, result in trained.items()}
         layers["random"] = (initial_layer(config.width, cell.d, rng, config.init_scale), None)
         layers["oracle"] = (oracle_layer(config.width, tasks.M, rng), None)
-        return self.probe(cell, grid, config, tasks, layers)
+        return self.probe(cell, grid, config, tasks, layers, key)
 
     def claims(self, records, grid):
         if not grid.downstream_d:

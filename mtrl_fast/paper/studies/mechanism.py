@@ -1,11 +1,11 @@
 """Mechanism: how well the features align with cross-task label agreement (``paper.alignment``),
 for multi-task features at each ``T``, single-task, random and oracle features."""
 
-import numpy as np
 from scipy.stats import spearmanr
 
 from .. import networks
 from ..alignment import feature_kernel, kernel_alignment, kernel_spearman, label_agreement_kernel
+from ..keys import Salt
 from ..networks import family
 from ..train import initial_layer, oracle_layer
 from ._common import Cell, Parameter, Study, grid_values, log_axis, markdown_table, mean, not_evaluated, saved, seen_by
@@ -29,7 +29,7 @@ class Mechanism(Study):
     def cells(self, grid):
         trained = [Cell(self.name, d, s, T=T) for d in grid.d for T in grid.tasks for s in range(grid.seeds)]
         baselines = [Cell(self.name, d, s) for d in grid.d for s in range(grid.seeds)]
-        return sorted(trained + baselines, key=lambda c: ((c.T or 1) * c.d, c.d, c.T or 0, c.seed))
+        return sorted(trained + baselines, key=lambda c: ((c.T or 1) * c.d, c.d, c.T or 0, c.repetition))
 
     def records_per_cell(self, cell, grid):
         return 1 if cell.T is not None else len(BASELINES)
@@ -45,14 +45,15 @@ class Mechanism(Study):
 
     def run(self, cell, grid, shard_options):
         config = grid.pretrain
+        key = cell.random_key(grid)
         if cell.T is not None:
-            tasks = family(grid, cell.d, cell.seed, cell.T)
-            trained = networks.trained(grid, config, cell.d, cell.T, cell.seed, shard_options)
+            tasks = family(grid, key, cell.T)
+            trained = networks.trained(grid, config, key, cell.T, shard_options)
             layers = {"multi-task": (trained.W, trained.b)}
         else:
-            rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, 0, 5])
-            tasks = family(grid, cell.d, cell.seed, 1)
-            single = networks.trained(grid, config, cell.d, 1, cell.seed, shard_options)
+            rng = key.generator(Salt.MECHANISM_BASELINES, 0)
+            tasks = family(grid, key, 1)
+            single = networks.trained(grid, config, key, 1, shard_options)
             layers = {
                 "single-task": (single.W, single.b),
                 "random": (initial_layer(config.width, cell.d, rng, config.init_scale), None),
@@ -60,12 +61,8 @@ class Mechanism(Study):
             }
         # Points and label-agreement kernel of (d, seed), in the coordinates the cell measures in.
         tasks, layers = seen_by(cell, grid, config, tasks, layers)
-        X = np.random.default_rng([grid.base_seed, cell.d, cell.seed, 6]).standard_normal(
-            (grid.mechanism_points, tasks.d)
-        )
-        agreement = label_agreement_kernel(
-            tasks, X, AGREEMENT_TASKS, np.random.default_rng([grid.base_seed, cell.d, cell.seed, 7])
-        )
+        X = key.generator(Salt.MECHANISM_POINTS).standard_normal((grid.mechanism_points, tasks.d))
+        agreement = label_agreement_kernel(tasks, X, AGREEMENT_TASKS, key.generator(Salt.AGREEMENT_TASKS))
         records = []
         for name, (W, b) in layers.items():
             features = feature_kernel(W, b, X)
@@ -74,7 +71,7 @@ class Mechanism(Study):
                     "d": cell.d,
                     "T": cell.T or 0,
                     "features": name,
-                    "seed": cell.seed,
+                    "seed": cell.repetition,
                     "alignment": kernel_alignment(features, agreement),
                     "spearman": kernel_spearman(features, agreement),
                 }

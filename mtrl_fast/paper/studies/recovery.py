@@ -26,7 +26,7 @@ class Recovery(Study):
 
     def cells(self, grid):
         cells = [Cell(self.name, d, s, T=T) for d in grid.d for T in grid.tasks for s in range(grid.seeds)]
-        return sorted(cells, key=lambda c: (c.T * c.d, c.d, c.T, c.seed))
+        return sorted(cells, key=lambda c: (c.T * c.d, c.d, c.T, c.repetition))
 
     def records_per_cell(self, cell, grid):
         return 1
@@ -35,13 +35,13 @@ class Recovery(Study):
         return cell.T
 
     def run(self, cell, grid, shard_options):
-        last = networks.trained(grid, grid.pretrain, cell.d, cell.T, cell.seed, shard_options).history[-1]
+        last = networks.trained(grid, grid.pretrain, cell.random_key(grid), cell.T, shard_options).history[-1]
         return [
             {
                 "d": cell.d,
                 "r": grid.r,
                 "T": cell.T,
-                "seed": cell.seed,
+                "seed": cell.repetition,
                 "subspace_distance": last["subspace_distance"],
                 "energy_outside": last["energy_outside"],
                 "final_loss": last["loss"],

@@ -3,8 +3,7 @@
 
 from dataclasses import replace
 
-import numpy as np
-
+from ..keys import Salt
 from ..networks import family
 from ..train import initial_layer, pretrain
 from ._common import (
@@ -43,7 +42,7 @@ class Width(ProbeStudy):
 
     def cells(self, grid):
         cells = [Cell(self.name, d, s, width=m) for d in grid.width_d for m in grid.widths for s in range(grid.seeds)]
-        return sorted(cells, key=lambda c: (c.d * c.width, c.d, c.width, c.seed))
+        return sorted(cells, key=lambda c: (c.d * c.width, c.d, c.width, c.repetition))
 
     def pretrain_config(self, cell, grid):
         return replace(grid.pretrain, width=cell.width)
@@ -52,15 +51,16 @@ class Width(ProbeStudy):
         return {"d": cell.d, "width": cell.width}
 
     def run(self, cell, grid, shard_options):
-        rng = np.random.default_rng([grid.base_seed, cell.d, cell.seed, cell.width, 3])
-        tasks = family(grid, cell.d, cell.seed, grid.downstream_tasks)
+        key = cell.random_key(grid)
+        rng = key.generator(Salt.WIDTH, cell.width)
+        tasks = family(grid, key, grid.downstream_tasks)
         config = self.pretrain_config(cell, grid)
         trained = pretrain(tasks, config, rng, **shard_options)
         layers = {
             "multi-task": (trained.W, trained.b),
             "random": (initial_layer(cell.width, cell.d, rng, config.init_scale), None),
         }
-        return self.probe(cell, grid, config, tasks, layers)
+        return self.probe(cell, grid, config, tasks, layers, key)
 
     def claims(self, records, grid):
         n_mid = nearest(grid.n_new, 100)
