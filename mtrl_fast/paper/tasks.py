@@ -101,9 +101,10 @@ class TaskFamily:
         and the task, at the counter of its row and column, and the labels are computed in the
         same pass (:mod:`mtrl_fast.paper.sampling`): a task's data are the same whichever tasks
         are drawn with it, on any thread count or machine, so a batch can be drawn in shards,
-        where it is used. ``key`` is ``(seed0, seed1, round, phase)``, four integers in
-        ``[0, 2**32)``. ``out``, ``(X, Y)`` of the returned shapes, is written into and returned.
-        The rows drawn are ``row0 .. row0 + n - 1`` of each task: a task can be drawn in slices.
+        where it is used. ``key`` is a :class:`~mtrl_fast.paper.keys.DrawKey` or its four words
+        ``(seed0, seed1, round, phase)``, integers in ``[0, 2**32)``. ``out``, ``(X, Y)`` of the
+        returned shapes, is written into and returned. The rows drawn are ``row0 .. row0 + n - 1`` of
+        each task: a task can be drawn in slices.
 
         Returns
         -------

@@ -184,7 +184,8 @@ def task_shards(T, config, d, r, memory_budget=None):
 
 
 def shard_round(family, config, key, shard, W, b, A, n=None, gram=False):
-    """One round's work for the tasks of one shard, on samples drawn here (``sample_tasks``).
+    """One round's work for the tasks of one shard, on samples drawn here (``sample_tasks``) under
+    ``key``, the round's :class:`~mtrl_fast.paper.keys.DrawKey` (each phase its own draw).
 
     Takes the shard's heads ``A (count, m)`` through ``head_steps`` steps (they need nothing from
     other tasks), then returns ``(A, groups, parts)``: the new heads, for each group of
@@ -333,7 +334,7 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
     n = config.samples(family.d)
     history = []
     for round_index in range(config.rounds):
-        key = seed.at(round=round_index)
+        key = seed.at(round=round_index)  # the round's draws; each phase moves it on
         drawn_family, drawn_W, basis = sampler.round_coordinates(family, W, dtype)
         work = partial(shard_round, drawn_family, config, key, n=n, gram=sampler.needs_gram)
         results = map_shards(work, [((first, count), drawn_W, b, A[first : first + count]) for first, count in shards])
