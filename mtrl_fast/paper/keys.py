@@ -62,8 +62,8 @@ def _check_words(name, values, limit=None):
 
 @dataclass(frozen=True)
 class CellKey:
-    """The generators of one cell's coordinates: the grid's base seed, the input dimension and the
-    repetition (``0 .. seeds - 1``)."""
+    """The generators of one cell: the grid's base seed, the input dimension and the repetition
+    (from 0 to the grid's ``seeds`` less one)."""
 
     base_seed: int
     d: int

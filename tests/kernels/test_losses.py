@@ -134,8 +134,8 @@ def test_the_frameworks_run_the_tables_formulas(framework):
         jnp = pytest.importorskip("jax.numpy")
         from mtrl_fast.bench.backends._jax import example_losses
 
-        # float32, as JAX computes unless x64 is on (a global switch, left alone here)
-        run = lambda name: np.asarray(example_losses(jnp, name, jnp.asarray(f, jnp.float32), jnp.asarray(y, jnp.float32)))  # noqa: E731
+        f32, y32 = jnp.asarray(f, jnp.float32), jnp.asarray(y, jnp.float32)  # as JAX computes unless x64 is on
+        run = lambda name: np.asarray(example_losses(jnp, name, f32, y32))  # noqa: E731
     for name in losses.LOSSES:
         tolerance = 1e-12 if framework == "torch" else 1e-6
         np.testing.assert_allclose(run(name), losses.value(name, f, y), rtol=tolerance, atol=tolerance, err_msg=name)
