@@ -26,10 +26,10 @@ ROW_BLOCK = 16
 #: The counter's third word: which stream of a task's key.
 INPUTS, FLIPS = 0, 1
 #: A normal's work in elements of a plain elementwise pass (a Philox block per two or four normals,
-#: Box-Muller's polynomials, the projection's multiply-adds): a draw runs in parallel from about
-#: ``PARALLEL_MIN_WORK / 64`` = 32 768 normals. Measured on 2 cores (AMD EPYC, float32, d = 200), two
-#: threads drew 0.80x as fast as one at 12 800 normals, 1.33x at 51 200, 1.86x at 204 800.
-NORMAL_COST = 64
+#: Box-Muller's polynomials, the projection's multiply-adds): a draw runs in parallel from
+#: ``PARALLEL_MIN_WORK / NORMAL_COST`` = 65 536 normals, where a second thread starts to pay
+#: (benchmarks/sampler_threads.py; docs/performance.md, "The sampler's threads").
+NORMAL_COST = 32
 
 
 @serial_helper(exact=True)
