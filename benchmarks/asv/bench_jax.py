@@ -3,11 +3,12 @@ custom call and the host callback; ``mtrl_fast.bench.jax_op``). Lower is better;
 
 from mtrl_fast.bench.jax_op import PATHS, SHAPES
 
-POINTS = [SHAPES[0], SHAPES[1]]  # the tiny shape, where the call's fixed cost shows, and a mid-size one
+# The tiny shape, where the call's fixed cost shows, and a mid-size one; by the label asv shows.
+POINTS = {f"{layout} {n},{d},{m},{T}": (layout, n, d, m, T) for layout, n, d, m, T in (SHAPES[0], SHAPES[1])}
 
 
 class JaxOp:
-    params = [list(PATHS), [f"{layout} {n},{d},{m},{T}" for layout, n, d, m, T in POINTS]]
+    params = [list(PATHS), list(POINTS)]
     param_names = ["path", "shape"]
     timeout = 300
 
@@ -20,7 +21,7 @@ class JaxOp:
     def track_op_over_direct(self, path, shape):
         from mtrl_fast.bench.jax_op import measure
 
-        point = POINTS[[f"{layout} {n},{d},{m},{T}" for layout, n, d, m, T in POINTS].index(shape)]
+        point = POINTS[shape]
         (medians,) = measure([point], rounds=7)
         return medians[path] / medians["direct"]
 

@@ -113,11 +113,11 @@ class DrawKey:
             return key
         try:
             words = [int(word) for word in key]
+            if len(words) == 4:
+                return cls(*words)  # checks each word
         except (TypeError, ValueError):
-            words = []
-        if len(words) != 4 or any(not 0 <= word < _WORD for word in words):
-            raise ValueError(f"key must be four integers in [0, 2**32): (seed0, seed1, round, phase); got {key!r}")
-        return cls(*words)
+            pass
+        raise ValueError(f"key must be four integers in [0, 2**32): (seed0, seed1, round, phase); got {key!r}")
 
     def at(self, *, round: int | None = None, phase: Phase | None = None) -> "DrawKey":
         """The same run's key at another round or phase."""
