@@ -78,6 +78,12 @@ def build_parser(paper=True):
         action="store_true",
         help="time the GEMM providers for 'auto' now (again), and keep the result (see mtrl_fast.set_gemm)",
     )
+    info.add_argument(
+        "--compile-times",
+        action="store_true",
+        help="time the compilation of every kernel, twin and float type with an empty cache, each kernel in a "
+        "fresh process (about two minutes on 2 cores); nothing is kept",
+    )
     info.set_defaults(run=_commands.info)
 
     step = commands.add_parser(

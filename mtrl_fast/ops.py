@@ -10,11 +10,18 @@ from . import _profile, gemms
 from ._scratch import scratch
 from ._validate import Problem, check_problem, check_requests
 from .gradients import Gradients
-from .losses import SHARED, loss_id
+from .losses import PER_TASK, SHARED, loss_id
 
 # Up to this many tasks the shared layout forms (R^T A) * mask in one fused pass: BLAS runs a
 # product with an inner dimension this thin several times slower than the fused pass.
 FUSED_TASK_SUM_MAX_T = 4
+
+#: The compiled passes a step may run, by layout (what a run compiles ahead of its first step:
+#: ``_kernels._compile``). The shared layout takes the fused task sum or the mask pass by ``T``.
+STEP_PASSES = {
+    SHARED: ("bias_relu", "loss_slopes", "masked_task_sum", "relu_mask_colsum"),
+    PER_TASK: ("per_task_backward_block",),
+}
 
 # The per-task step keeps one (rows, m) block of pre-activations at a time: at most BLOCK_BYTES,
 # and no more than an eighth of the inputs' size (so a step's peak memory stays within 1.25x of

@@ -17,6 +17,15 @@ settings.register_profile("thorough", max_examples=2000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
+def pytest_sessionstart(session):
+    """Compile every kernel build into Numba's disk cache before the first test, on every core at
+    once (one kernel per worker process): the tests, and the processes they start, then load them
+    from the cache instead of compiling them one after the other as each is first called."""
+    from mtrl_fast._kernels import _compile
+
+    _compile.precompile(_compile.builds())
+
+
 @pytest.fixture(autouse=True)
 def parallel_kernels_at_every_size(monkeypatch):
     """Run the parallel passes even on the tests' small problems, which the library itself would

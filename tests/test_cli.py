@@ -220,7 +220,7 @@ FIRST_COMPILATION = """
     from mtrl_fast import _kernels, cli
     from mtrl_fast._kernels._jit import FLOAT_TYPES
     cli._note_first_compilation()
-    _kernels.per_task_backward_block.kernel.compile(FLOAT_TYPES[0])  # the kernel it looks for, alone
+    _kernels.per_task_backward_block.serial_kernel.compile(FLOAT_TYPES[0])  # the kernel it looks for, alone
     print(_kernels.compiled_before())
     cli._note_first_compilation()
 """

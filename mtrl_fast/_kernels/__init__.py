@@ -19,7 +19,7 @@ from ._sampler import RELU_MEAN, derive_task_keys, draw_per_task, draw_shared
 
 def compiled_before():
     """Whether the kernels have compiled into Numba's disk cache before (a step's main pass is there)."""
-    return per_task_backward_block.kernel.on_disk()
+    return per_task_backward_block.serial_kernel.on_disk()
 
 
 __all__ = [

@@ -51,6 +51,14 @@ def _add_into(target, source):
 
 
 @serial_helper
+def _copy_into(target, source):
+    """``target[:] = source``, as a plain loop: an array assigned to a slice made Numba compile its
+    shape-mismatch error path (a formatted message), 4.8 s of a kernel's first compilation."""
+    for c in range(target.shape[0]):
+        target[c] = source[c]
+
+
+@serial_helper
 def _serial_sum(values):
     """Serial sum. ``values.sum()`` in a ``parallel=True`` function becomes a parallel reduction
     whose rounding depends on the thread count; this one rounds the same way whatever the count."""
@@ -113,7 +121,7 @@ def relu_mask_colsum(G, H, gb, chunks):
                 column_sums[c] += g
                 row_dot += g * h_row[c]
             dot += row_dot
-        partial[k] = column_sums
+        _copy_into(partial[k], column_sums)
         dots[k] = dot
     gb[:] = 0.0
     for k in range(chunks):
@@ -151,7 +159,7 @@ def masked_task_sum(R, A, H, D, gb, chunks):
                 g = d_row[c] if h_row[c] > zero else zero * h_row[c]  # see _MASK_NOTE
                 d_row[c] = g
                 column_sums[c] += g
-        partial[k] = column_sums
+        _copy_into(partial[k], column_sums)
     gb[:] = 0.0
     for k in range(chunks):
         _add_into(gb, partial[k])
@@ -245,7 +253,7 @@ def per_task_backward_block(Z, Y, A, b, row0, n, loss, scale, gA, gb, chunks):
                     back = r * a_row[c] if h > zero else zero * h  # see _MASK_NOTE
                     z_row[c] = back
                     gb_sums[c] += back
-        gb_partial[k] = gb_sums
+        _copy_into(gb_partial[k], gb_sums)
         loss_partial[k] = total
     for k in range(chunks):
         if edge_task[k, 0] >= 0:

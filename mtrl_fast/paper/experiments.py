@@ -16,10 +16,9 @@ from pathlib import Path
 
 from .._platform import blas_in_use
 from .._progress import Progress
-from . import clock, engines, networks, store
+from . import clock, engines, networks, samplers, store
 from .grid import PARAMETERS, QUICK, Grid, fingerprint, plan, settings_of
 from .memory import DEFAULT_MEMORY_BUDGET, default_memory_budget, memory_problem, needs_shards, peak_bytes
-from .sampling import normals
 from .studies import STUDIES, Cell
 
 # What the command and the tests take from here, defined in the grid and memory modules.
@@ -175,8 +174,9 @@ def _run_cells(grid, out, jobs, progress, threads, memory_budget, client):
             f"{len(cells)} cells, {len(cells) - len(todo)} already done in {out}, {len(todo)} to run", file=bar.stream
         )
     compute = partial(_compute, grid=grid, threads=threads, memory_budget=memory_budget, out=out)
-    if client is None and jobs > 1 and len(todo) > 1:
-        warm_up(grid)  # here, once: the workers then load the kernels from the cache
+    if client is None and todo:
+        # Here, once: the cells then load the kernels from the cache.
+        warm_up(grid, threads, tiny_cell=jobs > 1 and len(todo) > 1)
     if client is not None:
         sharded = [cell for cell in todo if needs_shards(cell, grid, memory_budget)]
         engine = engines.on_cluster(client, compute, todo, sharded=sharded, threads=threads)
@@ -206,14 +206,36 @@ def _run_cells(grid, out, jobs, progress, threads, memory_budget, client):
     return gathered, profile(timings.values())
 
 
-def warm_up(grid):
-    """Compile (or load from Numba's disk cache) the kernels that ``grid``'s cells use, by running
-    a tiny cell of the same dtype, layout and loss here. Worker processes started after it load
-    the kernels from the cache instead of each compiling them at once."""
-    tiny = replace(grid, r=1, pretrain=replace(grid.pretrain, width=2, samples_per_task=4))
-    with clock.recording():  # not this run's time
-        run_cell(Cell("recovery", 2, 0, T=2), tiny)
-        normals((0, 0, 0, 0), 1, 4)  # the reduced sampler's float64 normals (the shared layout's kernel)
+def kernel_builds(grid, threads=1):
+    """The kernel builds ``grid``'s cells call: each layout's step passes and the draws of every
+    sampler its cells run on (the registry says which), in the grid's float type (and the
+    samplers' own), serial twins only where the cells run on one thread."""
+    from .._kernels import _compile
+    from ..ops import STEP_PASSES
+
+    config = grid.pretrain
+    wanted = [(name, config.dtype) for name in STEP_PASSES[config.layout]]
+    for sampler in {
+        samplers.choose(config.sampler, config.layout, cell.d, grid.r, config.width) for cell in plan(grid)
+    }:
+        wanted.extend(sampler.kernels(config.layout, config.dtype))
+    twins = ("serial",) if threads == 1 else _compile.TWINS
+    return [build for name, dtype in dict.fromkeys(wanted) for build in _compile.builds([name], twins, [dtype])]
+
+
+def warm_up(grid, threads=1, tiny_cell=False):
+    """Compile the kernels that ``grid``'s cells call (:func:`kernel_builds`) into Numba's disk
+    cache, on every core at once (``_kernels._compile.precompile``). With ``tiny_cell``, also run a
+    tiny cell of the same dtype, layout and loss here, which compiles the helpers a cell calls from
+    Python and anything the registries did not name: the pool's workers, started next, then all
+    load them from the cache instead of each compiling them at once."""
+    from .._kernels import _compile
+
+    _compile.precompile(kernel_builds(grid, threads))
+    if tiny_cell:
+        tiny = replace(grid, r=1, pretrain=replace(grid.pretrain, width=2, samples_per_task=4))
+        with clock.recording():  # not this run's time
+            run_cell(Cell("recovery", 2, 0, T=2), tiny)
 
 
 def _timing(payload):

@@ -5,8 +5,8 @@ into the first layer's gradient in ``R^d``, says how a cell's probes see the tra
 memory it needs beyond a shard, whether ``auto`` should take it for a cell, and what the report
 says of it. Training (``train.pretrain``), the memory model (``memory.peak_bytes``), the
 studies' probes (``studies._common.seen_by``) and the report read it from here; a new sampler is
-its class and one entry in :data:`SAMPLERS` (the command line keeps a plain list of the names, so
-that it starts without the paper's dependencies: a test holds it to this one).
+its class and one entry in :data:`SAMPLERS`, and the command line's ``--sampler`` choices and help
+come from it (:func:`choices`, :func:`option_help`).
 """
 
 import numpy as np
@@ -65,6 +65,11 @@ class Full:
         """Coordinates of a probe's samples, for layers of ``probe_width`` neurons in all."""
         return d
 
+    def kernels(self, layout, dtype):
+        """The compiled draws a round calls, as ``(kernel name, float type)`` (a run compiles them
+        ahead: ``experiments.warm_up``)."""
+        return [("draw_per_task" if layout == PER_TASK else "draw_shared", dtype)]
+
 
 class Reduced(Full):
     """Only the coordinates ``c = Q^T x`` of every input in an orthonormal basis ``Q (d, k)`` of
@@ -115,6 +120,10 @@ class Reduced(Full):
 
     def probe_dimension(self, d, r, probe_width):
         return min(d, r + probe_width)
+
+    def kernels(self, layout, dtype):
+        # The outside term's normals: the shared layout's draw, in float64.
+        return [*super().kernels(layout, dtype), ("draw_shared", "float64")]
 
 
 #: Every sampler, by name; ``auto`` prefers them in reverse order (the cheapest that pays).

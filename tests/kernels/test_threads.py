@@ -9,6 +9,7 @@ import pytest
 import mtrl_fast
 from helpers import make_problem, run_python
 from mtrl_fast import _runtime
+from mtrl_fast._kernels import _jit, _passes
 
 
 def _step(problem, loss="logistic"):
@@ -157,33 +158,38 @@ def test_show_config_reports_what_a_bug_report_needs(capsys):
     assert info["blas"], "no BLAS library found"
 
 
-def test_small_work_runs_serially_with_the_same_bits(monkeypatch):
-    """Below PARALLEL_MIN_WORK the passes run on the calling thread; chunking does not depend on
-    the thread count, so the results are bitwise those of the parallel passes."""
+def _twins_run(monkeypatch):
+    """The twins each call of the passes runs: ``"parallel"`` or ``"serial"``."""
+    ran = []
+    for p in [obj for obj in vars(_passes).values() if isinstance(obj, _jit.Pass)]:
+        for twin, attribute in (("parallel", "kernel"), ("serial", "serial_kernel")):
+            kernel = getattr(p, attribute)
+            monkeypatch.setattr(p, attribute, lambda *args, _k=kernel, _t=twin: ran.append(_t) or _k(*args))
+    return ran
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="the parallel twin needs two threads")
+def test_the_serial_twin_gives_the_parallel_twins_bits(monkeypatch):
+    """Below PARALLEL_MIN_WORK the passes run their serial twin on the calling thread; chunking does
+    not depend on the thread count, so the results are bitwise those of the parallel twin."""
+    ran = _twins_run(monkeypatch)
     problems = _problems()
-    parallel = [_step(p) for p in problems]
-    monkeypatch.setattr(_runtime, "PARALLEL_MIN_WORK", 1 << 40)
-    for problem, expected in zip(problems, parallel):
-        _assert_identical(_step(problem), expected)
-
-
-def test_threads_for_is_per_python_thread_and_restores(monkeypatch):
-    monkeypatch.setattr(_runtime, "PARALLEL_MIN_WORK", 100)
     with mtrl_fast.num_threads(2):
-        with _runtime.threads_for(99):
-            assert numba.get_num_threads() == 1
-            seen = []
-            other = threading.Thread(target=lambda: seen.append(numba.get_num_threads()))
-            other.start()
-            other.join()
-            assert seen[0] != 1 or numba.config.NUMBA_NUM_THREADS == 1  # another thread keeps its own count
-        assert numba.get_num_threads() == 2
-        with _runtime.threads_for(100):
-            assert numba.get_num_threads() == 2
-        with pytest.raises(RuntimeError):
-            with _runtime.threads_for(1):
-                raise RuntimeError("inside")
-        assert numba.get_num_threads() == 2
+        parallel = [_step(p) for p in problems]
+    assert set(ran) == {"parallel"}
+    ran.clear()
+    monkeypatch.setattr(_runtime, "PARALLEL_MIN_WORK", 1 << 40)
+    with mtrl_fast.num_threads(2):
+        for problem, expected in zip(problems, parallel):
+            _assert_identical(_step(problem), expected)
+    assert set(ran) == {"serial"}
+
+
+def test_one_thread_runs_the_serial_twin_whatever_the_work(monkeypatch):
+    ran = _twins_run(monkeypatch)
+    with mtrl_fast.num_threads(1):
+        _step(_problems()[0])
+    assert ran and set(ran) == {"serial"}
 
 
 def test_wait_policy_can_be_left_to_libgomp():

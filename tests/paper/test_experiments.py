@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 from test_report_stops import GRID as REPORT_GRID
 
-from mtrl_fast import cli
+from mtrl_fast import _runtime, cli
 from mtrl_fast._progress import Progress
 from mtrl_fast.paper import experiments, report
 from mtrl_fast.paper.experiments import Grid, plan, reproduce, run_grid
@@ -281,16 +281,49 @@ def test_each_cell_records_where_its_time_went_and_the_report_sums_it(tmp_path, 
     assert "Pretrained networks: 2 trained, 2 read by another cell" in out
 
 
-def test_a_pool_run_compiles_in_the_parent_first(tmp_path, monkeypatch):
-    """The workers load the kernels from the cache instead of all compiling them at once."""
+def test_a_run_compiles_its_kernels_in_the_parent_first(tmp_path, monkeypatch):
+    """The workers load the kernels from the cache instead of all compiling them at once; a run in
+    one process has them compiled at once too, in worker processes (one kernel each)."""
     calls = []
     real = experiments.warm_up
-    monkeypatch.setattr(experiments, "warm_up", lambda grid: calls.append(grid) or real(grid))
+    monkeypatch.setattr(
+        experiments, "warm_up", lambda grid, threads, **kw: calls.append(grid) or real(grid, threads, **kw)
+    )
     small = replace(TINY, d=(8,), tasks=(1, 3), downstream_d=(), seeds=1)
     run_grid(small, tmp_path / "pool", jobs=2, progress=False)
     assert calls == [small]
     run_grid(small, tmp_path / "serial", jobs=1, progress=False)
-    assert calls == [small]  # one process: nothing to warm up for
+    assert calls == [small, small]
+    run_grid(small, tmp_path / "serial", jobs=1, progress=False)
+    assert calls == [small, small]  # nothing left to run: nothing to compile
+
+
+@pytest.mark.parametrize("layout, sampler", [("per-task", "full"), ("per-task", "reduced"), ("shared", "full")])
+def test_the_declared_kernels_are_all_that_a_run_compiles(tmp_path, monkeypatch, layout, sampler):
+    """What the registries declare (the step's passes, the samplers' draws) is every kernel build a
+    run calls, so that compiling them ahead leaves nothing to compile one after the other."""
+    from mtrl_fast._kernels import _compile, _jit
+
+    grid = replace(TINY, d=(8, 40), tasks=(1, 6), downstream_d=(), seeds=1)
+    grid = replace(grid, pretrain=replace(grid.pretrain, layout=layout, sampler=sampler, width=6))
+    declared = set(experiments.kernel_builds(grid))
+    names = {
+        id(kernel): (name, twin)
+        for name, p in _compile.KERNELS.items()
+        for twin, kernel in (("serial", p.serial_kernel), ("parallel", p.kernel))
+    }
+    called = set()
+    real = _jit.LazyKernel.compile
+
+    def compile(kernel, float_type):
+        called.add(_compile.Build(*names[id(kernel)], float_type))
+        return real(kernel, float_type)
+
+    monkeypatch.setattr(_jit.LazyKernel, "compile", compile)
+    monkeypatch.setattr(_compile, "precompile", lambda builds: [])  # the kernels compile here, seen
+    monkeypatch.setattr(_runtime, "PARALLEL_MIN_WORK", 1 << 40)  # as the library runs: serial twins
+    run_grid(grid, tmp_path, jobs=1, progress=False)
+    assert called and called <= declared, called - declared
 
 
 def test_the_at_scale_claim_covers_only_the_d_whose_records_reach_t_1000():

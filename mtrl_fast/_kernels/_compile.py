@@ -1,0 +1,137 @@
+"""Compiling kernels ahead of their first call, in worker processes, into Numba's disk cache; and
+timing each compilation.
+
+A kernel compiles at its first call, for one float type and one twin (serial or parallel), and a
+process that calls three kernels compiles them one after the other on one core. A run that knows
+which kernels it will call (``mtrl_fast.paper``'s samplers say so) can have them compiled at once,
+one worker process per kernel, while the other cores would sit idle; its own first calls then load
+them from the disk cache. Compiled code is the same either way: a worker runs the same compilation
+into the same cache.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from . import _passes, _sampler
+from ._jit import FLOAT_TYPES, LazyKernel, Pass
+
+#: Every kernel a step or a draw calls from Python, by name.
+KERNELS: dict[str, Pass] = {
+    name: obj for module in (_passes, _sampler) for name, obj in vars(module).items() if isinstance(obj, Pass)
+}
+TWINS = ("serial", "parallel")
+
+
+class Build(NamedTuple):
+    """One compilation: a kernel (a name in :data:`KERNELS`), its twin and a float type."""
+
+    kernel: str
+    twin: str
+    float_type: str
+
+    def lazy(self) -> LazyKernel:
+        found = KERNELS[self.kernel]
+        return found.serial_kernel if self.twin == "serial" else found.kernel
+
+    def __str__(self) -> str:
+        return f"{self.kernel}:{self.twin}:{self.float_type}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Build":
+        kernel, twin, float_type = text.split(":")
+        if kernel not in KERNELS or twin not in TWINS or float_type not in FLOAT_TYPES:
+            raise ValueError(f"no kernel build {text!r}")
+        return cls(kernel, twin, float_type)
+
+
+def builds(kernels: Iterable[str] | None = None, twins=TWINS, float_types=FLOAT_TYPES) -> list[Build]:
+    """Every build of ``kernels`` (all of :data:`KERNELS` by default) in ``twins`` and ``float_types``."""
+    return [Build(k, t, f) for k in (kernels or KERNELS) for t in twins for f in float_types]
+
+
+def compile_here(wanted: Sequence[Build]) -> list[tuple[Build, float]]:
+    """Compile (or load from the disk cache) each build in this process; its seconds, in order."""
+    seconds = []
+    for build in wanted:
+        start = time.perf_counter()
+        build.lazy().compile(build.float_type)
+        seconds.append((build, time.perf_counter() - start))
+    return seconds
+
+
+def _worker(wanted: Sequence[Build], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    code = (
+        "import sys; from mtrl_fast._kernels import _compile\n"
+        "for build, seconds in _compile.compile_here([_compile.Build.parse(a) for a in sys.argv[1:]]):\n"
+        "    print(build, f'{seconds:.3f}', flush=True)\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, wanted)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def precompile(wanted: Iterable[Build], processes: int | None = None) -> list[Build]:
+    """Compile the builds that Numba's disk cache lacks, on every core at once; returns the builds
+    compiled.
+
+    The builds go by group, one per kernel and twin (both float types together, since they share
+    a cache index): this process compiles the longest groups, and up to ``processes - 1`` worker
+    processes (default: one per other core) the shortest, since each pays its start-up. A worker
+    that fails compiles nothing into the cache; its kernels then compile at their first call, as
+    they would without this.
+    """
+    groups: dict[tuple[str, str], list[Build]] = {}
+    for build in dict.fromkeys(wanted):
+        if not build.lazy().on_disk():
+            groups.setdefault((build.kernel, build.twin), []).append(build)
+    # The parallel twins compile three times as long: start them first.
+    queue = sorted(groups.values(), key=lambda group: (group[0].twin != "parallel", -len(group)))
+    workers = max(0, (processes or os.cpu_count() or 1) - 1)  # this process compiles too
+    running: list[subprocess.Popen[str]] = []
+    done: list[Build] = []
+
+    def reap(block: bool) -> None:
+        for worker in list(running):
+            if block or worker.poll() is not None:
+                out, _ = worker.communicate()
+                running.remove(worker)
+                if worker.returncode == 0:
+                    done.extend(Build.parse(line.split()[0]) for line in out.splitlines() if line.strip())
+
+    while queue or running:
+        while queue and len(running) < workers:
+            running.append(_worker(queue.pop(-1)))  # the shortest go to workers, whose start-up costs
+        if queue:
+            done.extend(build for build, _ in compile_here(queue.pop(0)))  # the longest, here
+            reap(block=False)
+        else:
+            reap(block=True)
+    return done
+
+
+def compile_times(wanted: Sequence[Build] | None = None) -> list[tuple[Build, float]]:
+    """Seconds each build takes to compile with an empty cache: each kernel's builds in a fresh
+    process of its own with a cache folder of its own, serial twin before parallel, float32 before
+    float64 (the first build of a kernel also compiles the helpers it calls)."""
+    wanted = list(wanted if wanted is not None else builds())
+    by_kernel: dict[str, list[Build]] = {}
+    for build in wanted:
+        by_kernel.setdefault(build.kernel, []).append(build)
+    times: list[tuple[Build, float]] = []
+    for group in by_kernel.values():
+        with tempfile.TemporaryDirectory(prefix="mtrl_fast-compile-") as cache:
+            worker = _worker(group, env={**os.environ, "NUMBA_CACHE_DIR": cache})
+            out, err = worker.communicate()
+        if worker.returncode != 0:
+            raise RuntimeError(f"compiling {group[0].kernel} failed: {err.strip()[-2000:]}")
+        times.extend((Build.parse(line.split()[0]), float(line.split()[1])) for line in out.splitlines() if line)
+    return times
