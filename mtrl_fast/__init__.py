@@ -19,6 +19,7 @@ from . import (
 )
 from ._info import config_info, show_config
 from ._runtime import get_num_threads, num_threads, set_num_threads
+from ._scratch import release_scratch
 from ._version import __version__ as __version__
 from .gemms import gemm, get_gemm, set_gemm
 from .gradients import Gradients
@@ -41,6 +42,7 @@ __all__ = [
     "loss_and_grad",
     "num_threads",
     "reference",
+    "release_scratch",
     "set_gemm",
     "set_num_threads",
     "show_config",

@@ -5,19 +5,13 @@ worker threads. Measured costs behind each choice are in ``docs/performance.md``
 """
 
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
-
-def _libgomp_loaded() -> bool:
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            return "libgomp" in maps.read()
-    except OSError:
-        return False
-
+from . import _openmp
 
 # GNU OpenMP's idle workers spin after each parallel loop and starve OpenBLAS's threads, which
 # alternate with them in every step. PASSIVE makes them sleep. libgomp reads the variable once,
@@ -27,7 +21,8 @@ def _libgomp_loaded() -> bool:
 #: The user's own OMP_WAIT_POLICY (``None`` when unset), before mtrl_fast sets its default.
 USER_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
 SETS_WAIT_POLICY = USER_WAIT_POLICY is None and os.environ.get("MTRL_FAST_SET_WAIT_POLICY", "1") != "0"
-_LIBGOMP_WAS_LOADED = _libgomp_loaded()
+# What was loaded before the policy was set: a runtime among these read the environment before it.
+_FILES_BEFORE_POLICY = _openmp.loaded_files()
 if SETS_WAIT_POLICY:
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
@@ -90,52 +85,80 @@ def kernel_guard() -> AbstractContextManager[object]:
     return _UNSAFE_LAYER_LOCK
 
 
+def runtime_spins(runtime: str | None) -> bool:
+    """Whether the idle workers of the OpenMP runtime at path ``runtime`` spin between parallel
+    regions: the user's ``OMP_WAIT_POLICY`` decides where there is one; else the runtimes' default
+    (spinning) holds where mtrl_fast leaves the policy unset (``MTRL_FAST_SET_WAIT_POLICY=0``) or
+    where the runtime read its environment before mtrl_fast set it (it was loaded first)."""
+    if USER_WAIT_POLICY is not None:
+        return USER_WAIT_POLICY.strip().upper() != "PASSIVE"
+    return not SETS_WAIT_POLICY or (runtime is not None and runtime in _FILES_BEFORE_POLICY)
+
+
+_TORCH_RUNTIME: list[str] = []  # found once: a loaded library's runtime does not change
+
+
+def torch_runtime() -> str | None:
+    """The OpenMP runtime PyTorch's own ops run on (``None``: PyTorch is not imported, or runs on none)."""
+    if _TORCH_RUNTIME:
+        return _TORCH_RUNTIME[0]
+    location = getattr(sys.modules.get("torch"), "__file__", None)
+    if location is None:
+        return None
+    found = _openmp.runtime_of(os.path.join(os.path.dirname(location), "lib", "libtorch_cpu.so"))
+    if found is not None:
+        _TORCH_RUNTIME.append(found)
+    return found
+
+
+def numba_runtime() -> str | None:
+    """The OpenMP runtime of Numba's thread pool (``None``: the pool has not started, or is not OpenMP's)."""
+    location = getattr(sys.modules.get("numba.np.ufunc.omppool"), "__file__", None)
+    return None if location is None else _openmp.runtime_of(location)
+
+
 def wait_policy_warning() -> str | None:
-    """A sentence on why OMP_WAIT_POLICY may not be in force, or ``None`` when it is."""
-    if _LIBGOMP_WAS_LOADED and SETS_WAIT_POLICY:
-        return (
-            "libgomp was loaded before mtrl_fast was imported, so OMP_WAIT_POLICY=PASSIVE may not "
-            "be in force; steps can run several times slower. Import mtrl_fast first or set "
-            "OMP_WAIT_POLICY=PASSIVE in the environment."
-        )
-    return None
+    """A sentence naming each OpenMP runtime in use (Numba's pool, PyTorch's) that was loaded before
+    mtrl_fast set ``OMP_WAIT_POLICY=PASSIVE``, and so spins; ``None`` when there is none."""
+    if not SETS_WAIT_POLICY:
+        return None
+    early = sorted({path for path in (numba_runtime(), torch_runtime()) if path and runtime_spins(path)})
+    if not early:
+        return None
+    return (
+        f"the OpenMP runtime {', '.join(early)} was loaded before mtrl_fast was imported, so "
+        "OMP_WAIT_POLICY=PASSIVE may not be in force: its idle workers spin, and steps can run several "
+        "times slower. Import mtrl_fast first or set OMP_WAIT_POLICY=PASSIVE in the environment."
+    )
+
+
+_WARNED: set[str] = set()
+
+
+def warn_if_spinning() -> None:
+    """Warn (once per message) where :func:`wait_policy_warning` has something to say."""
+    message = wait_policy_warning()
+    if message is not None and message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def openmp_workers_spin() -> bool:
-    """Whether GNU OpenMP's idle workers spin between parallel regions here: the passive policy is
-    not in force because libgomp was loaded first (PyTorch imported before mtrl_fast), or the user
-    chose another policy (``OMP_WAIT_POLICY``, ``MTRL_FAST_SET_WAIT_POLICY=0``)."""
-    if USER_WAIT_POLICY is not None:
-        return USER_WAIT_POLICY.strip().upper() != "PASSIVE"
-    return not SETS_WAIT_POLICY or _LIBGOMP_WAS_LOADED
+    """Whether the OpenMP workers that PyTorch's ops run on spin between parallel regions (see
+    :func:`runtime_spins`; read from the runtime PyTorch bound to, whatever its file's name)."""
+    return runtime_spins(torch_runtime())
 
 
-_WARNING = wait_policy_warning()
-if _WARNING is not None:
-    warnings.warn(_WARNING, RuntimeWarning, stacklevel=2)
+warn_if_spinning()  # Numba's pool or PyTorch's, where they started before this import
 
 
 # --- serial or parallel -------------------------------------------------------------------------
 
 #: A parallel pass pays only beyond this much work, counted in elements of a plain elementwise
 #: pass: waking Numba's workers costs more than a small pass, and inside a step OpenBLAS's workers,
-#: which spin for a while after each product, hold the other cores anyway.
+#: which spin for a while after each product, hold the other cores anyway. Below it a pass runs its
+#: serial twin (``_kernels._jit.Pass``).
 PARALLEL_MIN_WORK = 1 << 21
-
-
-@contextmanager
-def threads_for(work: int) -> Iterator[None]:
-    """Run the kernels called inside on the calling thread alone when ``work`` is below
-    ``PARALLEL_MIN_WORK``. Numba's thread count is per Python thread, so this is thread-safe."""
-    previous = numba.get_num_threads()
-    if work >= PARALLEL_MIN_WORK or previous == 1:
-        yield
-        return
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
 
 
 # --- thread counts ------------------------------------------------------------------------------

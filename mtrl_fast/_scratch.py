@@ -7,6 +7,10 @@ VM). A training loop calls the step with the same shapes again and again, so eac
 temporaries of its recent calls, up to ``BUDGET`` bytes in all (the least recently used go first), and
 hands one back when a call asks for the same slot, shape and dtype. Nothing a step returns is scratch.
 Each thread has its own, so concurrent steps in several threads never share one.
+
+A thread Python did not start (XLA's pool, running a custom call) gets a fresh Python thread state,
+and so fresh ``threading.local`` data, at every call into Python: its scratch is kept by its thread
+id instead, for as long as the process lives or until :func:`release_scratch`.
 """
 
 import threading
@@ -18,12 +22,18 @@ import numpy as np
 BUDGET = 64 * 2**20
 
 _state = threading.local()
+#: The scratch of threads Python did not start, by thread id.
+_foreign: dict[int, "OrderedDict[tuple, np.ndarray]"] = {}
 
 
 def _kept() -> "OrderedDict[tuple, np.ndarray]":
     kept = getattr(_state, "arrays", None)
     if kept is None:
-        kept = _state.arrays = OrderedDict()
+        if isinstance(threading.current_thread(), threading._DummyThread):
+            kept = _foreign.setdefault(threading.get_ident(), OrderedDict())
+        else:
+            kept = OrderedDict()
+        _state.arrays = kept
     return kept
 
 
@@ -46,6 +56,20 @@ def scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return array
 
 
-def release() -> None:
-    """Drop this thread's scratch arrays."""
+def release_scratch() -> None:
+    """Give back the temporaries that steps keep for their next call (see the notes).
+
+    Frees the calling thread's, and those of threads Python did not start (XLA's pool, which runs
+    ``mtrl_fast.jax``'s custom calls), which cannot call this themselves. A later step allocates
+    afresh and keeps its temporaries again.
+
+    Notes
+    -----
+    Each thread keeps the temporaries of its recent steps (pre-activations, outputs, the
+    back-propagated gradient), up to 64 MiB (the least recently used go first; a larger one is
+    allocated for its call alone), and reuses them when a step of the same shapes asks again,
+    as a training loop does. Other Python threads free their own when they end, or by calling
+    this.
+    """
     _state.__dict__.pop("arrays", None)
+    _foreign.clear()

@@ -17,8 +17,9 @@ XLA which version it runs before anything is registered for real; for any other 
 import ctypes
 import functools
 import threading
+import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -147,16 +148,27 @@ class _Interface:
 
     __slots__ = ("__array_interface__",)
 
-    def __init__(self, data: int, shape: tuple[int, ...], typestr: str) -> None:
-        self.__array_interface__ = {"data": (data, False), "shape": shape, "typestr": typestr, "version": 3}
+    def __init__(self, data: int, shape: tuple[int, ...], typestr: str, read_only: bool) -> None:
+        self.__array_interface__ = {"data": (data, read_only), "shape": shape, "typestr": typestr, "version": 3}
 
 
-def _array(pointer: Any) -> np.ndarray:
+#: The most dimensions a buffer may claim (NumPy's own limit is 64).
+MAX_RANK = 32
+
+
+def _array(pointer: Any, what: str, read_only: bool) -> np.ndarray:
+    """The buffer as an array over XLA's memory: read-only for an operand, writable for a result
+    (whose shape the work checks before it writes)."""
     buffer = pointer.contents
     dtype = _DTYPES.get(buffer.dtype)
     if dtype is None:
-        raise FFIError(f"operands must be float32 or float64 (XLA dtype code {buffer.dtype})")
-    return np.asarray(_Interface(buffer.data, tuple(buffer.dims[: buffer.rank]), dtype.str))
+        raise FFIError(f"{what} must be float32 or float64 (XLA dtype code {buffer.dtype})")
+    if not 0 <= buffer.rank <= MAX_RANK:
+        raise FFIError(f"{what} has rank {buffer.rank}")
+    shape = tuple(buffer.dims[: buffer.rank])
+    if any(size < 0 for size in shape):
+        raise FFIError(f"{what} has shape {shape}")
+    return np.asarray(_Interface(buffer.data, shape, dtype.str, read_only))
 
 
 def _error(api: Any, message: str, code: int) -> int:
@@ -181,8 +193,10 @@ def handler(work: Work, on_version: Callable[[tuple[int, int]], None] | None = N
     """A ``ctypes`` function pointer XLA can call, running ``work(operands, results)``.
 
     ``on_version``, if given, sees the API version of every frame (the probe records it).
-    Nothing escapes the callback: an exception becomes an XLA error with its message (``ValueError``
-    and ``TypeError`` as invalid arguments, anything else as internal).
+    Operands arrive read-only; ``work`` must check the results' shapes and dtypes before it writes
+    (XLA hands over whatever a caller of the target declared). Nothing escapes the callback: an
+    exception becomes an XLA error with its message (``ValueError`` and ``TypeError`` as invalid
+    arguments, anything else as internal).
     """
 
     def call(frame_pointer: Any) -> int | None:
@@ -195,8 +209,8 @@ def handler(work: Work, on_version: Callable[[tuple[int, int]], None] | None = N
                 return None
             if frame.stage != _STAGE_EXECUTE:
                 return None  # registered for the execute stage only; nothing to prepare
-            operands = [_array(frame.args.items[k]) for k in range(frame.args.size)]
-            results = [_array(frame.rets.items[k]) for k in range(frame.rets.size)]
+            operands = [_array(frame.args.items[k], f"operand {k}", True) for k in range(frame.args.size)]
+            results = [_array(frame.rets.items[k], f"result {k}", False) for k in range(frame.rets.size)]
             work(operands, results)
             return None
         except (ValueError, TypeError) as error:
@@ -209,18 +223,26 @@ def handler(work: Work, on_version: Callable[[tuple[int, int]], None] | None = N
 
 # Handlers must outlive every computation that calls them: they stay here for the process's life.
 _REGISTERED: dict[str, Any] = {}
+_REGISTER_LOCK = threading.Lock()
+#: Seconds to wait inside a first registration, between the check and the registration: a test
+#: widens the window there, so that racing threads meet in it every time.
+_RACE_WINDOW = 0.0
 
 
 def register(name: str, work: Work, on_version: Callable[[tuple[int, int]], None] | None = None) -> None:
     """Register ``work`` as the CPU custom call ``name`` (once per process; later calls keep the first);
-    ``on_version`` as in :func:`handler`."""
+    ``on_version`` as in :func:`handler`. Thread-safe: XLA refuses a second registration of a name."""
     if name in _REGISTERED:
         return
     import jax
 
-    function = handler(work, on_version)
-    jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(function), platform="cpu", api_version=1)
-    _REGISTERED[name] = function
+    with _REGISTER_LOCK:
+        if name in _REGISTERED:
+            return
+        time.sleep(_RACE_WINDOW)
+        function = handler(work, on_version)
+        jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(function), platform="cpu", api_version=1)
+        _REGISTERED[name] = function
 
 
 def call(name: str, results: Sequence[Any], operands: Sequence[Any], vmap_method: str) -> Any:
@@ -230,7 +252,33 @@ def call(name: str, results: Sequence[Any], operands: Sequence[Any], vmap_method
     return jax.ffi.ffi_call(name, tuple(results), vmap_method=vmap_method)(*operands)
 
 
-@functools.cache
+Answer = TypeVar("Answer")
+
+
+class once(Generic[Answer]):
+    """A function of no arguments run once per process, whichever threads ask first and at once
+    (``functools.cache`` lets each of them run it); ``cache_clear()`` forgets the answer."""
+
+    def __init__(self, function: Callable[[], Answer]) -> None:
+        self._function = function
+        self._lock = threading.Lock()
+        self._answer: list[Answer] = []
+        functools.update_wrapper(self, function)
+
+    def __call__(self) -> Answer:
+        if not self._answer:
+            with self._lock:
+                if not self._answer:
+                    time.sleep(_RACE_WINDOW)
+                    self._answer.append(self._function())
+        return self._answer[0]
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._answer.clear()
+
+
+@once
 def probe() -> tuple[tuple[int, int] | None, str]:
     """``(version, "")`` where XLA's FFI runs here at a supported version; ``(version or None, reason)``
     otherwise.

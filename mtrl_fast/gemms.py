@@ -24,8 +24,9 @@ from typing import Any
 
 import numba
 import numpy as np
+from threadpoolctl import threadpool_info
 
-from . import _mkl, _platform, _profile, _runtime
+from . import _mkl, _platform, _runtime
 
 Matmul = Callable[..., np.ndarray]
 
@@ -152,10 +153,16 @@ def set_gemm(name: str) -> None:
     _default = check(name)
 
 
+def chosen() -> str | None:
+    """The choice made for this Python thread (its :func:`gemm` block, else :func:`set_gemm` or
+    ``MTRL_FAST_GEMM``), or ``None`` where nobody chose."""
+    return getattr(_thread, "name", None) or _default
+
+
 def get_gemm() -> str:
     """The GEMM setting of this Python thread's NumPy calls (see :func:`set_gemm`); ``"auto"``
     stays ``"auto"`` (:func:`resolve` names the provider it picks for a dtype)."""
-    return getattr(_thread, "name", None) or _default or "numpy"
+    return chosen() or "numpy"
 
 
 def torch_ops_gemm() -> str:
@@ -165,9 +172,9 @@ def torch_ops_gemm() -> str:
     which runs on that same pool of threads, while NumPy's OpenBLAS would bring a second pool of
     spinning threads to the same cores; else ``"auto"``, the fastest provider measured on this
     machine (docs/performance.md has both measurements)."""
-    chosen = getattr(_thread, "name", None) or _default
-    if chosen is not None:
-        return chosen
+    choice = chosen()
+    if choice is not None:
+        return choice
     return "torch" if _runtime.openmp_workers_spin() else AUTO
 
 
@@ -199,8 +206,12 @@ def resolve(setting: str, dtype: np.dtype[Any] | type) -> str:
     if setting != AUTO:
         return setting
     timings = _auto
-    if timings is None or timings["key"]["threads"] != numba.get_num_threads():  # the cheap check first
-        timings = auto_timings()
+    if (
+        timings is None
+        or timings["key"]["threads"] != numba.get_num_threads()
+        or timings["key"]["openmp"] != _openmp_key()
+    ):
+        timings = auto_timings()  # the cheap checks first: this runs at every product
         assert timings is not None
     return str(timings["choice"][np.dtype(dtype).name])
 
@@ -242,9 +253,21 @@ def cache_dir() -> str:
 
 
 def machine_key() -> dict[str, Any]:
-    """What the timings depend on: the CPU, the kernels' thread count and each provider's version.
-    Another key (a new PyTorch, fewer threads) is timed anew."""
-    return {**_static_key(), "threads": numba.get_num_threads()}
+    """What the timings depend on: the CPU, each provider's version, the kernels' and BLAS's thread
+    counts, and the OpenMP wait policy (the one set, and whether PyTorch's runtime, loaded before
+    mtrl_fast, spins regardless). Another key (a new PyTorch, fewer threads, another import order)
+    is timed anew."""
+    blas = sorted({entry["num_threads"] for entry in threadpool_info() if entry.get("user_api") == "blas"})
+    return {**_static_key(), "threads": numba.get_num_threads(), "blas_threads": blas, "openmp": _openmp_key()}
+
+
+def _openmp_key() -> dict[str, Any]:
+    """The wait policy in the environment, and whether PyTorch's runtime spins regardless (PyTorch
+    imported before mtrl_fast; one imported later, as the torch provider imports it, does not)."""
+    return {
+        "wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "torch_runtime_spins": "torch" in sys.modules and _runtime.openmp_workers_spin(),
+    }
 
 
 @functools.cache
@@ -343,37 +366,96 @@ def _write(path: str, record: dict[str, Any]) -> str | None:
     return path
 
 
+#: Time each provider in a process of its own, started as this one was (its imports' order, its
+#: thread counts, the user's wait policy): timed one after the other in one process, a provider's
+#: spinning threads slowed the next (docs/performance.md). ``False`` times them all here, for
+#: providers that exist in this process only.
+ISOLATED = True
+
+_CHILD = """
+import json
+{first}
+import numba, mtrl_fast
+from threadpoolctl import threadpool_limits
+from mtrl_fast import gemms
+numba.set_num_threads({threads})
+with threadpool_limits(limits={blas}, user_api="blas"):
+    print(json.dumps(gemms.provider_medians({name!r}, {classes!r}, {repeats!r})))
+"""
+
+
 def _time_providers(key: dict[str, Any]) -> dict[str, Any]:
     print("mtrl_fast: timing the GEMM providers for 'auto' (once per machine) ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    rng = np.random.default_rng(0)
     names = available()
+    medians = {name: _isolated_medians(name, key) if ISOLATED else provider_medians(name) for name in names}
     rates: dict[str, dict[str, dict[str, float]]] = {}
     choice: dict[str, str] = {}
-    for dtype in (np.float32, np.float64):
-        operands = [_operands(rng, dtype, *shape) for shape in PRODUCT_CLASSES]
-        seconds: dict[str, list[list[float]]] = {name: [[] for _ in PRODUCT_CLASSES] for name in names}
-        for repeat in range(TIMING_REPEATS + 1):
-            for name in _profile.rotated(names, repeat):
-                multiply = matmul(name)
-                for k, (left, right, out) in enumerate(operands):
-                    start = time.perf_counter()
-                    multiply(left, right, out=out)
-                    if repeat:  # the first round warms each provider up
-                        seconds[name][k].append(time.perf_counter() - start)
-        medians = {name: [float(np.median(times)) for times in seconds[name]] for name in names}
-        rates[np.dtype(dtype).name] = {
-            name: {c[0]: round(2e-9 * c[1] * c[2] * c[3] / t, 1) for c, t in zip(PRODUCT_CLASSES, medians[name])}
+    for dtype in ("float32", "float64"):
+        rates[dtype] = {
+            name: {c[0]: round(2e-9 * c[1] * c[2] * c[3] / t, 1) for c, t in zip(PRODUCT_CLASSES, medians[name][dtype])}
             for name in names
         }
-        choice[np.dtype(dtype).name] = _choose(medians)
+        choice[dtype] = _choose({name: medians[name][dtype] for name in names})
     return {
         "key": key,
         "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(time.perf_counter() - started, 2),
+        "isolated": ISOLATED,
         "rates": rates,
         "choice": choice,
     }
+
+
+def _isolated_medians(name: str, key: dict[str, Any]) -> dict[str, list[float]]:
+    """:func:`provider_medians` of ``name`` in a fresh process like this one (see ``ISOLATED``)."""
+    import subprocess
+
+    openmp = key["openmp"]
+    env = dict(os.environ)
+    for variable, users in (
+        ("OMP_WAIT_POLICY", _runtime.USER_WAIT_POLICY),
+        ("OPENBLAS_THREAD_TIMEOUT", _runtime.USER_BLAS_TIMEOUT),
+    ):
+        env.pop(variable, None)  # the child's mtrl_fast sets them as this one's did, after its imports
+        if users is not None:
+            env[variable] = users
+    code = _CHILD.format(
+        first="import torch" if openmp["torch_runtime_spins"] and _runtime.SETS_WAIT_POLICY else "",
+        threads=key["threads"],
+        blas=max(key["blas_threads"], default=None),
+        name=name,
+        classes=tuple(PRODUCT_CLASSES),
+        repeats=TIMING_REPEATS,
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"timing the GEMM provider {name!r} failed: {done.stderr.strip()[-2000:]}")
+    medians: dict[str, list[float]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return medians
+
+
+def provider_medians(
+    name: str, classes: tuple[tuple[Any, ...], ...] | None = None, repeats: int | None = None
+) -> dict[str, list[float]]:
+    """Median seconds of ``name``'s product of each class (``PRODUCT_CLASSES`` by default), per
+    dtype, in this process: one round to warm it up, then ``repeats`` (``TIMING_REPEATS``)."""
+    classes = PRODUCT_CLASSES if classes is None else classes
+    repeats = TIMING_REPEATS if repeats is None else repeats
+    rng = np.random.default_rng(0)
+    multiply = matmul(name)
+    medians: dict[str, list[float]] = {}
+    for dtype in (np.float32, np.float64):
+        operands = [_operands(rng, dtype, *shape) for shape in classes]
+        seconds: list[list[float]] = [[] for _ in classes]
+        for repeat in range(repeats + 1):
+            for k, (left, right, out) in enumerate(operands):
+                start = time.perf_counter()
+                multiply(left, right, out=out)
+                if repeat:  # the first round warms the provider up
+                    seconds[k].append(time.perf_counter() - start)
+        medians[np.dtype(dtype).name] = [float(np.median(times)) for times in seconds]
+    return medians
 
 
 def _choose(medians: dict[str, list[float]]) -> str:

@@ -23,14 +23,14 @@ either path. ``vmap`` uses ``vmap_method="sequential"``: the batch runs as one c
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from functools import cache
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import _xla_ffi, ops
+from . import _settings, _xla_ffi, ops
 from ._kernels import UPSTREAM
-from ._validate import ArrayMeta, check_problem, check_shapes, require_finite, require_labels
+from ._validate import ArrayMeta, Problem, check_problem, check_shapes, require_finite, require_labels
 from .gradients import Gradients
 from .losses import loss_id
 
@@ -112,7 +112,7 @@ def _ffi_refusal() -> str:
     return _probe_refusal()
 
 
-@cache
+@_xla_ffi.once
 def _probe_refusal() -> str:
     _, reason = _xla_ffi.probe()
     if reason:
@@ -137,35 +137,83 @@ def call_path() -> str:
     return f"ffi (XLA FFI API {version[0]}.{version[1]})"
 
 
-#: What one call computes: ``fill(*operands, results)`` writes every result into ``results``, a list
-#: of arrays of the call's result structs (``None`` where a struct is ``None``).
-Fill = Callable[..., None]
+@dataclass(frozen=True)
+class _Op:
+    """What one call computes, and what it may be handed.
+
+    ``problem(*operands)`` checks the operands (shapes, dtypes, no empty dimension) and returns the
+    step's :class:`~mtrl_fast._validate.Problem`; ``results(p)`` gives the shape of each result the
+    call writes (``None`` where the op has no such result, as the bias gradient without a bias);
+    ``fill(p, results)`` writes every result into ``results``, arrays of those shapes in ``p``'s
+    dtype. ``operand_names`` and ``result_names`` name the buffers in errors.
+    """
+
+    operand_names: tuple[str, ...]
+    result_names: tuple[str, ...]
+    problem: Callable[..., Problem]
+    results: Callable[[Problem], list[tuple[int, ...] | None]]
+    fill: Callable[[Problem, list[Any]], None]
+
+    def checked(self, arrays: list[Any], buffers: list[Any]) -> tuple[Problem, list[Any]]:
+        """The problem and the results, after checking every buffer XLA handed over against what
+        the op computes for those operands: nothing is written before this returns."""
+        p = self.problem(*arrays)
+        expected = self.results(p)
+        if len(buffers) != len(expected):
+            raise ValueError(
+                f"the op writes {len(expected)} results ({', '.join(self.result_names)}); got {len(buffers)}"
+            )
+        for name, buffer, shape in zip(self.result_names, buffers, expected):
+            if (buffer is None) != (shape is None):
+                raise ValueError(f"result {name} must be {'absent' if shape is None else 'present'}")
+            if buffer is None:
+                continue
+            if buffer.shape != shape or buffer.dtype != p.X.dtype:
+                raise ValueError(
+                    f"result {name} must have shape {shape} and dtype {p.X.dtype}; XLA handed a buffer of "
+                    f"shape {buffer.shape} and dtype {buffer.dtype}"
+                )
+        return p, buffers
 
 
-def _call(target: str, fill: Fill, structs: Sequence[Any], operands: Sequence[Any]) -> tuple[Any, ...]:
-    """``fill`` as one call from JAX: an FFI custom call named ``target`` (the results are XLA's own
-    buffers), or the host callback (the results are fresh arrays, which JAX then copies).
+def _run(op: _Op, settings: "_settings.Settings", arrays: list[Any], buffers: list[Any]) -> None:
+    with settings.applied():
+        p, results = op.checked(arrays, buffers)
+        op.fill(p, results)
+
+
+def _call(target: str, op: _Op, structs: Sequence[Any], operands: Sequence[Any]) -> tuple[Any, ...]:
+    """``op`` as one call from JAX: an FFI custom call named after ``target`` (the results are
+    XLA's own buffers), or the host callback (the results are fresh arrays, which JAX then copies).
+
+    Either runs under the GEMM provider and thread count in force here, where the op is traced,
+    on whichever thread XLA runs it (its own pool's, when the computation holds other work).
 
     ``operands`` and ``structs`` may hold ``None`` (no bias, no bias gradient). The custom call
     passes only the arrays, so its handler puts ``None`` back where they leave a gap; a target
-    name serves one pattern of gaps.
+    name serves one pattern of gaps and one setting.
     """
     operand_gaps = tuple(k for k, value in enumerate(operands) if value is None)
     result_gaps = tuple(k for k, struct in enumerate(structs) if struct is None)
+    settings = _settings.Settings.here()
 
     if _ffi_refusal():
 
         def host(*arrays: Any) -> tuple[Any, ...]:
             results = [None if s is None else np.empty(s.shape, s.dtype) for s in structs]
-            fill(*(None if value is None else np.asarray(value) for value in arrays), results)
+            _run(op, settings, [None if value is None else np.asarray(value) for value in arrays], results)
             return tuple(results)
 
         return tuple(jax.pure_callback(host, tuple(structs), *operands, vmap_method=_VMAP))
 
-    def work(arrays: list[np.ndarray], buffers: list[np.ndarray]) -> None:
-        fill(*_with_gaps(arrays, operand_gaps), _with_gaps(buffers, result_gaps))
+    expected_operands = len(op.operand_names) - len(operand_gaps)
 
-    name = target + "".join(f"_no{k}" for k in operand_gaps)
+    def work(arrays: list[np.ndarray], buffers: list[np.ndarray]) -> None:
+        if len(arrays) != expected_operands:
+            raise ValueError(f"the op takes {expected_operands} operands; got {len(arrays)}")
+        _run(op, settings, _with_gaps(arrays, operand_gaps), _with_gaps(buffers, result_gaps))
+
+    name = target + "".join(f"_no{k}" for k in operand_gaps) + settings.suffix()
     _xla_ffi.register(name, work)
     present = [struct for struct in structs if struct is not None]
     called = _xla_ffi.call(name, present, [value for value in operands if value is not None], _VMAP)
@@ -178,18 +226,37 @@ def _with_gaps(values: list[Any], gaps: tuple[int, ...]) -> list[Any]:
     return values
 
 
-def _forward_fill(X: Any, W: Any, b: Any, A: Any, results: list[Any]) -> None:
-    results[0][...] = ops.forward(X, W, b, A, check_finite=False)
+def _gradient_shapes(p: Problem) -> list[tuple[int, ...] | None]:
+    return [p.W.shape, None if p.b is None else p.b.shape, p.A.shape]
 
 
-def _backward_fill(X: Any, W: Any, b: Any, A: Any, dF: Any, results: list[Any]) -> None:
-    p = check_problem(X, W, b, A, dF, check_finite=False, y_name="dF")
+def _forward_fill(p: Problem, results: list[Any]) -> None:
+    results[0][...] = ops.forward(p.X, p.W, p.b, p.A, check_finite=False)
+
+
+def _backward_fill(p: Problem, results: list[Any]) -> None:
     ops.fused_step(p, UPSTREAM, 1.0, out=Gradients(*results))
+
+
+_FORWARD = _Op(
+    ("X", "W", "b", "A"),
+    ("F",),
+    lambda X, W, b, A: check_problem(X, W, b, A, check_finite=False),
+    lambda p: [(p.T, p.n)],
+    _forward_fill,
+)
+_BACKWARD = _Op(
+    ("X", "W", "b", "A", "dF"),
+    ("grad W", "grad b", "grad A"),
+    lambda X, W, b, A, dF: check_problem(X, W, b, A, dF, check_finite=False, y_name="dF"),
+    _gradient_shapes,
+    _backward_fill,
+)
 
 
 @jax.custom_vjp
 def _forward(X: Any, W: Any, b: Any, A: Any) -> Any:
-    return _call("mtrl_fast_forward", _forward_fill, [_struct((A.shape[0], X.shape[-2]), X.dtype)], [X, W, b, A])[0]
+    return _call("mtrl_fast_forward", _FORWARD, [_struct((A.shape[0], X.shape[-2]), X.dtype)], [X, W, b, A])[0]
 
 
 def _forward_fwd(X: Any, W: Any, b: Any, A: Any) -> tuple[Any, Any]:
@@ -198,7 +265,7 @@ def _forward_fwd(X: Any, W: Any, b: Any, A: Any) -> tuple[Any, Any]:
 
 def _forward_bwd(residuals: Any, dF: Any) -> tuple[Any, ...]:
     X, W, b, A = residuals
-    gW, gb, gA = _call("mtrl_fast_backward", _backward_fill, _grad_structs(W, b, A), [X, W, b, A, dF])
+    gW, gb, gA = _call("mtrl_fast_backward", _BACKWARD, _grad_structs(W, b, A), [X, W, b, A, dF])
     return jnp.zeros_like(X), gW, gb, gA
 
 
@@ -229,16 +296,23 @@ def forward(X: ArrayLike, W: ArrayLike, b: ArrayLike | None, A: ArrayLike, *, ch
 def _make_loss(name: str) -> Callable[..., jax.Array]:
     code = loss_id(name)
 
-    def fill(X: Any, Y: Any, W: Any, b: Any, A: Any, results: list[Any]) -> None:
-        # Nothing here raises for the inputs the trace let through: the shapes were checked at
-        # trace time, and the labels are not checked (``loss=None``), as the module says.
-        p = check_problem(X, W, b, A, Y, loss=None, check_finite=False)
+    def fill(p: Problem, results: list[Any]) -> None:
         value, _ = ops.fused_step(p, code, 1.0 / (p.T * p.n), out=Gradients(*results[1:]))
         results[0][...] = value
 
+    # The operands the trace let through pass these checks: the shapes were checked at trace
+    # time, and the labels are not checked (``loss=None``), as the module says.
+    op = _Op(
+        ("X", "Y", "W", "b", "A"),
+        ("loss", "grad W", "grad b", "grad A"),
+        lambda X, Y, W, b, A: check_problem(X, W, b, A, Y, loss=None, check_finite=False),
+        lambda p: [(), *_gradient_shapes(p)],
+        fill,
+    )
+
     def call(X: Any, Y: Any, W: Any, b: Any, A: Any) -> Any:
         structs = (_struct((), X.dtype),) + _grad_structs(W, b, A)
-        return _call(f"mtrl_fast_loss_{name}", fill, structs, [X, Y, W, b, A])
+        return _call(f"mtrl_fast_loss_{name}", op, structs, [X, Y, W, b, A])
 
     @jax.custom_vjp
     def mean_loss(X: Any, Y: Any, W: Any, b: Any, A: Any) -> Any:

@@ -29,7 +29,7 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from . import gemms, losses, ops
+from . import _runtime, gemms, losses, ops
 from ._validate import ArrayMeta, check_shapes
 from .losses import loss_id
 
@@ -42,6 +42,8 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
     ) from error
 
 __all__ = ["MultiTaskReLU", "forward", "loss"]
+
+_runtime.warn_if_spinning()  # PyTorch's OpenMP runtime, where it loaded before mtrl_fast
 
 _DTYPES = (torch.float32, torch.float64)
 _NUMPY_DTYPES: dict[torch.dtype, np.dtype] = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}

@@ -11,10 +11,10 @@ import mtrl_fast
 ROOT = Path(mtrl_fast.__file__).parent
 #: Each module (or subpackage) and its layer: a module imports from its own layer or below.
 LAYERS = {
-    0: {"_version", "_platform", "_progress", "_profile", "_scratch", "losses", "gradients"},
+    0: {"_version", "_platform", "_progress", "_profile", "_scratch", "_openmp", "losses", "gradients"},
     1: {"_runtime", "_validate", "_mkl"},
     2: {"_kernels", "gemms"},
-    3: {"ops", "reference"},
+    3: {"ops", "reference", "_settings"},
     4: {"rounds", "torch", "_xla_ffi", "jax"},
     5: {"_info", "__init__"},
     6: {"paper"},

@@ -24,12 +24,23 @@ def installed(name):
 PROVIDERS = [installed(name) for name in gemms.PROVIDERS]
 
 
+#: The product classes at a tenth of their size or less, for the tests of "auto"'s choice and cache.
+SMALL_CLASSES = tuple((c[0], min(c[1], 64), min(c[2], 96), min(c[3], 32), c[4], c[5]) for c in gemms.PRODUCT_CLASSES)
+
+
 @pytest.fixture
 def timing_cache(tmp_path, monkeypatch):
-    """An empty cache folder for "auto", and no timings in this process yet."""
+    """An empty cache folder for "auto", no timings in this process yet, and quick timings: small
+    products of the same classes, timed in this process (one test times them as users get them,
+    each provider in a process of its own)."""
     monkeypatch.setenv("MTRL_FAST_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(gemms, "_auto", None)
-    return tmp_path
+    monkeypatch.setattr(gemms, "PRODUCT_CLASSES", SMALL_CLASSES)
+    monkeypatch.setattr(gemms, "TIMING_REPEATS", 2)
+    monkeypatch.setattr(gemms, "ISOLATED", False)
+    gemms._static_key.cache_clear()  # the classes are part of the key
+    yield tmp_path
+    gemms._static_key.cache_clear()
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -155,6 +166,35 @@ def test_the_ops_default_follows_the_import_order(torch_first):
     assert result.stdout.split() == (["True", "torch"] if torch_first else ["False", "auto"]), result.stderr
 
 
+RENAMED_RUNTIME_FIRST = """
+import ctypes, importlib.util, os, tempfile, warnings
+warnings.simplefilter("error")  # a warning fails the run
+# GNU OpenMP under another file name and soname, as a wheel bundles it (auditwheel's libgomp-<hash>),
+# loaded before mtrl_fast: a runtime that no library of PyTorch's or Numba's binds to.
+original = os.path.join(os.path.dirname(importlib.util.find_spec("torch").origin), "lib", "libgomp.so.1")
+with open(original, "rb") as file:
+    data = file.read()
+assert data.count(b"libgomp.so.1\\x00") == 1  # the soname, in the dynamic string table
+renamed = os.path.join(tempfile.mkdtemp(), "libgomp-1a2b3c4d.so.1")
+with open(renamed, "wb") as file:
+    file.write(data.replace(b"libgomp.so.1\\x00", b"libvndgomp.1\\x00"))  # same length: no offset moves
+ctypes.CDLL(renamed)
+import mtrl_fast.torch, torch
+from mtrl_fast import gemms, _runtime
+assert _runtime.torch_runtime() != os.path.realpath(renamed), _runtime.torch_runtime()
+print(_runtime.openmp_workers_spin(), gemms.torch_ops_gemm(), _runtime.wait_policy_warning())
+"""
+
+
+def test_a_renamed_openmp_runtime_loaded_first_neither_switches_the_gemm_nor_warns():
+    """Before: the word "libgomp" anywhere in the process's memory map counted as PyTorch's runtime
+    loaded first, so a wheel's bundled copy switched the torch ops to PyTorch's GEMM and warned."""
+    pytest.importorskip("torch")
+    result = run_python(RENAMED_RUNTIME_FIRST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["False", "auto", "None"], result.stdout
+
+
 def test_set_gemm_and_bad_names(monkeypatch):
     monkeypatch.setattr(gemms, "_default", None)
     monkeypatch.setattr(_runtime, "openmp_workers_spin", lambda: False)
@@ -204,6 +244,7 @@ def _fake_providers(monkeypatch, **loads):
     monkeypatch.setattr(gemms, "_loaded", {})
     monkeypatch.setattr(gemms, "PRODUCT_CLASSES", (("small", 8, 8, 8, False, True), ("tall", 64, 8, 8, True, False)))
     monkeypatch.setattr(gemms, "TIMING_REPEATS", 3)
+    monkeypatch.setattr(gemms, "ISOLATED", False)  # these providers exist in this process only
     gemms._static_key.cache_clear()  # and again after the test (fresh_static_key)
     return providers
 
@@ -249,10 +290,11 @@ def test_auto_times_once_and_keeps_the_result_on_disk(timing_cache, capsys):
     assert json.loads(path.read_text())["choice"] == timings["choice"]
 
     # Another process reads it and times nothing; its steps run on the choice.
-    code = """
+    code = f"""
         import numpy as np, mtrl_fast
         from mtrl_fast import gemms, ops
         from helpers import make_problem
+        gemms.PRODUCT_CLASSES = {SMALL_CLASSES!r}  # as this test's
         mtrl_fast.set_gemm("auto")
         ran = []
         real = gemms.matmul
@@ -263,6 +305,29 @@ def test_auto_times_once_and_keeps_the_result_on_disk(timing_cache, capsys):
     again = run_python(code, MTRL_FAST_CACHE_DIR=str(timing_cache))
     assert again.returncode == 0, again.stderr
     assert "timing" not in again.stderr and again.stdout.strip() == str([timings["choice"]["float32"]])
+
+
+def test_auto_times_each_provider_in_a_process_of_its_own(timing_cache, monkeypatch):
+    monkeypatch.setattr(gemms, "ISOLATED", True)
+    timings = gemms.auto_timings()
+    assert timings["isolated"] is True
+    assert set(timings["rates"]["float32"]) == set(INSTALLED)
+
+
+def test_a_timing_under_one_wait_policy_is_not_reused_under_another(timing_cache, monkeypatch):
+    """Before: the key held the CPU, the versions and the thread count, not the wait policy or the
+    import order that the providers' speed depends on."""
+    first = gemms.auto_timings()
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setattr(gemms, "_auto", None)
+    assert gemms.auto_timings(measure=False) is None
+    monkeypatch.setenv("OMP_WAIT_POLICY", first["key"]["openmp"]["wait_policy"] or "")
+    if first["key"]["openmp"]["wait_policy"] is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert gemms.auto_timings(measure=False)["choice"] == first["choice"]
+    monkeypatch.setattr(gemms, "_openmp_key", lambda: {**first["key"]["openmp"], "torch_runtime_spins": True})
+    assert gemms.resolve("auto", np.float32) in INSTALLED  # the cheap check saw the change: timed anew
+    assert gemms._auto["key"]["openmp"]["torch_runtime_spins"] is True
 
 
 def test_auto_retimes_a_damaged_file_or_another_machine(timing_cache, capsys):

@@ -210,14 +210,17 @@ def test_the_handler_reports_a_bad_call_as_an_error_not_a_crash():
     """A custom call whose operands do not fit (only reachable by calling the target directly, since
     the ops check shapes when they are traced) raises the step's own message from XLA."""
     X, Y, W, b, A = _arrays("shared")
-    mj.loss(X, Y, W, b, A)  # registers the target
+    mj.loss(X, Y, W, b, A)  # registers the targets
+    mj.forward(X, W, b, A)
     structs = [jax.ShapeDtypeStruct((), X.dtype), jax.ShapeDtypeStruct(W.shape, X.dtype)]
     structs += [jax.ShapeDtypeStruct(b.shape, X.dtype), jax.ShapeDtypeStruct(A.shape, X.dtype)]
     with pytest.raises(Exception, match="INVALID_ARGUMENT: ValueError: X must have shape"):
-        jax.jit(lambda W: _xla_ffi.call("mtrl_fast_loss_logistic", structs, [X, Y, W, b, A], "sequential"))(W[:, :-1])
+        target = "mtrl_fast_loss_logistic" + mj._settings.Settings.here().suffix()
+        jax.jit(lambda W: _xla_ffi.call(target, structs, [X, Y, W, b, A], "sequential"))(W[:, :-1])
     ints = [jax.ShapeDtypeStruct((2,), jnp.int32)]
-    with pytest.raises(Exception, match="INVALID_ARGUMENT: FFIError: operands must be float32 or float64"):
-        jax.jit(lambda x: _xla_ffi.call("mtrl_fast_forward", ints, [x, x, x, x], "sequential"))(jnp.ones(2, jnp.int32))
+    with pytest.raises(Exception, match="INVALID_ARGUMENT: FFIError: operand 0 must be float32 or float64"):
+        forward = "mtrl_fast_forward" + mj._settings.Settings.here().suffix()
+        jax.jit(lambda x: _xla_ffi.call(forward, ints, [x, x, x, x], "sequential"))(jnp.ones(2, jnp.int32))
 
     def broken(operands, results):
         raise RuntimeError("a bug in the work")

@@ -14,9 +14,9 @@ from mtrl_fast.bench.workload import step_inputs
 
 @pytest.fixture(autouse=True)
 def fresh_scratch():
-    _scratch.release()
+    _scratch.release_scratch()
     yield
-    _scratch.release()
+    _scratch.release_scratch()
 
 
 def _problem(layout="shared", n=512, d=32, m=128, T=16, dtype=np.float32, seed=0):
@@ -63,9 +63,9 @@ def test_new_shapes_and_dtypes_get_their_own_scratch_with_the_same_bits():
     problems = [_problem(n=64), _problem(n=96, m=40), _problem(n=64, dtype=np.float64), _problem("per-task", n=32)]
     alone = []
     for problem in problems:
-        _scratch.release()
+        _scratch.release_scratch()
         alone.append(mtrl_fast.loss_and_grad(*problem))
-    _scratch.release()
+    _scratch.release_scratch()
     for _ in range(2):
         for problem, (want_value, want) in zip(problems, alone):
             value, grads = mtrl_fast.loss_and_grad(*problem)
