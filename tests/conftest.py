@@ -19,8 +19,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 
 def pytest_sessionstart(session):
     """Compile every kernel build into Numba's disk cache before the first test, on every core at
-    once (one kernel per worker process): the tests, and the processes they start, then load them
-    from the cache instead of compiling them one after the other as each is first called."""
+    once (one kernel per process at a time): the tests, and the processes they start (pytest-xdist's
+    workers too), then load them from the cache instead of compiling them one after the other as
+    each is first called."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # pytest-xdist's controller compiled them before it started its workers
     from mtrl_fast._kernels import _compile
 
     _compile.precompile(_compile.builds())

@@ -9,10 +9,12 @@ them from the disk cache. Compiled code is the same either way: a worker runs th
 into the same cache.
 """
 
+import collections
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
@@ -84,38 +86,80 @@ def precompile(wanted: Iterable[Build], processes: int | None = None) -> list[Bu
     compiled.
 
     The builds go by group, one per kernel and twin (both float types together, since they share
-    a cache index): this process compiles the longest groups, and up to ``processes - 1`` worker
-    processes (default: one per other core) the shortest, since each pays its start-up. A worker
-    that fails compiles nothing into the cache; its kernels then compile at their first call, as
-    they would without this.
+    a cache index, which two processes would both rewrite), compiled by this process and up to
+    ``processes - 1`` worker processes (default: one per other core), each taking the next group
+    when it has finished one. A worker that fails compiles nothing more; its kernels then compile
+    at their first call, as they would without this.
     """
     groups: dict[tuple[str, str], list[Build]] = {}
     for build in dict.fromkeys(wanted):
         if not build.lazy().on_disk():
             groups.setdefault((build.kernel, build.twin), []).append(build)
-    # The parallel twins compile three times as long: start them first.
-    queue = sorted(groups.values(), key=lambda group: (group[0].twin != "parallel", -len(group)))
-    workers = max(0, (processes or os.cpu_count() or 1) - 1)  # this process compiles too
-    running: list[subprocess.Popen[str]] = []
+    # The groups wait in one queue, longest first by a rough cost (a parallel twin compiles about
+    # three times as long as a serial one); this process and each worker take the next group as
+    # they finish one, so that a wrong guess costs at most the last group.
+    queue = collections.deque(sorted(groups.values(), key=_cost, reverse=True))
     done: list[Build] = []
-
-    def reap(block: bool) -> None:
-        for worker in list(running):
-            if block or worker.poll() is not None:
-                out, _ = worker.communicate()
-                running.remove(worker)
-                if worker.returncode == 0:
-                    done.extend(Build.parse(line.split()[0]) for line in out.splitlines() if line.strip())
-
-    while queue or running:
-        while queue and len(running) < workers:
-            running.append(_worker(queue.pop(-1)))  # the shortest go to workers, whose start-up costs
-        if queue:
-            done.extend(build for build, _ in compile_here(queue.pop(0)))  # the longest, here
-            reap(block=False)
-        else:
-            reap(block=True)
+    feeders = [
+        threading.Thread(target=_feed, args=(queue, done), daemon=True)
+        for _ in range(min(len(queue) - 1, max(1, processes or os.cpu_count() or 1) - 1))
+    ]
+    for feeder in feeders:
+        feeder.start()
+    while True:
+        try:
+            group = queue.popleft()
+        except IndexError:
+            break
+        done.extend(build for build, _ in compile_here(group))
+    for feeder in feeders:
+        feeder.join()
     return done
+
+
+def _cost(group: list[Build]) -> float:
+    return len(group) * (3.0 if group[0].twin == "parallel" else 1.0)
+
+
+_FEEDING_WORKER = """
+import sys
+from mtrl_fast._kernels import _compile
+for line in sys.stdin:
+    for build, seconds in _compile.compile_here([_compile.Build.parse(a) for a in line.split()]):
+        print(build, f"{seconds:.3f}", flush=True)
+    print("done", flush=True)
+"""
+
+
+def _feed(queue: "collections.deque[list[Build]]", done: list[Build]) -> None:
+    """Keep one worker process busy with groups from ``queue`` until it is empty (a thread of
+    :func:`precompile`: it waits on the worker's pipe while this process compiles)."""
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _FEEDING_WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert worker.stdin is not None and worker.stdout is not None
+    try:
+        while True:
+            try:
+                group = queue.popleft()
+            except IndexError:
+                break
+            worker.stdin.write(" ".join(map(str, group)) + "\n")
+            worker.stdin.flush()
+            for line in worker.stdout:
+                if line.strip() == "done":
+                    break
+                done.append(Build.parse(line.split()[0]))
+            else:
+                break  # the worker died: its kernels compile at their first call
+    except OSError:
+        pass  # the same
+    finally:
+        try:
+            worker.stdin.close()
+        except OSError:
+            pass
+        worker.wait()
 
 
 def compile_times(wanted: Sequence[Build] | None = None) -> list[tuple[Build, float]]:

@@ -4,6 +4,15 @@ import numpy as np
 import scipy.linalg
 
 
+def spearman(x, y):
+    """Spearman's rank correlation of ``x`` and ``y`` (``scipy.stats.spearmanr``). SciPy's statistics
+    load at the first call: importing them took about a second of every command's start-up, on the
+    way to a first run's compilation."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(x, y)[0])
+
+
 def _check(W, M):
     W = np.asarray(W, dtype=np.float64)
     M = np.asarray(M, dtype=np.float64)

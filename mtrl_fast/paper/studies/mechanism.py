@@ -1,11 +1,10 @@
 """Mechanism: how well the features align with cross-task label agreement (``paper.alignment``),
 for multi-task features at each ``T``, single-task, random and oracle features."""
 
-from scipy.stats import spearmanr
-
 from .. import networks
 from ..alignment import feature_kernel, kernel_alignment, kernel_spearman, label_agreement_kernel
 from ..keys import Salt
+from ..metrics import spearman
 from ..networks import family
 from ..train import initial_layer, oracle_layer
 from ._common import Cell, Parameter, Study, grid_values, log_axis, markdown_table, mean, not_evaluated, saved, seen_by
@@ -99,7 +98,7 @@ class Mechanism(Study):
         measured, holds = [], True
         for d in grid.d:
             trained, baselines = self._levels(records, grid, d)
-            rho = float(spearmanr(grid.tasks, trained)[0])
+            rho = spearman(grid.tasks, trained)
             margin = trained[-1] - max(baselines["random"], baselines["single-task"])
             holds = holds and rho >= RISING and margin >= MARGIN
             measured.append(

@@ -1,9 +1,9 @@
 """Recovery: pretrain on ``T`` tasks at dimension ``d``; how well the first layer found ``span(M)``."""
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from .. import networks
+from ..metrics import spearman
 from ._common import Cell, Study, grid_values, log_axis, markdown_table, mean, not_evaluated, saved
 
 #: The task count from which "many tasks" recover span(M) (the paper's T = 100 regime).
@@ -100,7 +100,7 @@ class Recovery(Study):
             trends = {}
             for d in grid.d:
                 means = [mean(records, "subspace_distance", d=d, T=T) for T in grid.tasks]
-                trends[d] = float(spearmanr(grid.tasks, means)[0])
+                trends[d] = spearman(grid.tasks, means)
             rows.append(
                 {
                     "claim": trend_claim,
