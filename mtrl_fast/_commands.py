@@ -51,7 +51,7 @@ def _bench_cell(args):
     import numpy as np
 
     from mtrl_fast.bench.backends import get
-    from mtrl_fast.bench.cell import CELL_BACKENDS, CellSpec, agreement_tolerance, run_cell_benchmark
+    from mtrl_fast.bench.cell import AGREEMENT_SE, CELL_BACKENDS, CellSpec, agreement_tolerance, run_cell_benchmark
     from mtrl_fast.bench.output import environment
 
     d, T = args.cell
@@ -79,12 +79,15 @@ def _bench_cell(args):
         native_blas=args.native_blas,
         log=lambda text: print(text, file=sys.stderr),
     )
+    reference = next(result for name, result in results.items() if "spread" in result or name == f"{OURS} full")
+    spread_runs = len(reference["distance"] + reference.get("spread", []))
     like_for_like = f"{OURS} full"
     ours = np.median(results[like_for_like]["seconds"]) if like_for_like in results else None
     lines = [
         f"# {env['date']}  {env['cpu']}, {env['cores']} cores, {threads} threads, BLAS {env['blas']}",
         "# " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
-        f"# the distances agree within {agreement_tolerance(results):.4f} (the seeds' spread, measured)",
+        f"# every mean distance lies within {agreement_tolerance(reference, repeat):.4f} of ours "
+        f"({AGREEMENT_SE:g} standard errors, from the spread of ours over {spread_runs} seeds)",
         f"{'implementation':<18} {'sampler':<8} {'coords':>6} {'GFLOP':>8} {'median s':>9} {'min s':>8} "
         f"{'distance':>9} {'/ ours full':>12}",
     ]
@@ -156,7 +159,26 @@ def info(args):
     else:
         for k, line in enumerate(gemm_timings_lines(timings)):
             print(f"{'gemm auto' if k == 0 else '':>20}{':' if k == 0 else ' '} {line}")
+    if args.compile_times:
+        _print_compile_times()
     return 0
+
+
+def _print_compile_times():
+    """The table of ``info --compile-times``: seconds per kernel, twin and float type."""
+    from mtrl_fast._kernels import _compile
+
+    print("\ncompilation with an empty cache, seconds (a kernel's first build also compiles its helpers):")
+    print(f"{'kernel':<26}{'twin':<10}{'float32':>9}{'float64':>9}")
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    for name in _compile.KERNELS:
+        for build, seconds in _compile.compile_times(_compile.builds([name])):
+            rows.setdefault((build.kernel, build.twin), {})[build.float_type] = seconds
+        for twin in _compile.TWINS:
+            times = rows[(name, twin)]
+            print(f"{name:<26}{twin:<10}{times['float32']:>9.2f}{times['float64']:>9.2f}", flush=True)
+    total = sum(t for times in rows.values() for t in times.values())
+    print(f"{'all':<36}{total:>18.1f}")
 
 
 def _check_memory(need, what):

@@ -355,6 +355,24 @@ def test_the_agreement_check_allows_the_seeds_spread_and_no_more():
         check_agreement({"mtrl_fast full": tight, "torch": {"distance": [0.0700, 0.0690, 0.0710]}})
 
 
+# Ten seeds of a T = 1000 cell (d = 400, width 256): the distance moves by about a thousandth.
+LARGE_CELL_SPREAD = [0.0461, 0.0452, 0.0470, 0.0458, 0.0466, 0.0449, 0.0463, 0.0455, 0.0468, 0.0457]
+
+
+def test_a_peer_two_spreads_off_at_t_1000_is_refused_whatever_its_own_spread():
+    """Before: the allowance pooled every row's spread (a noisy wrong peer widened its own) and never
+    fell below 0.02, twenty times the spread at T = 1000: a peer two spreads off passed."""
+    from mtrl_fast.bench.cell import check_agreement
+
+    ours = {"distance": LARGE_CELL_SPREAD[:3], "spread": LARGE_CELL_SPREAD[3:]}
+    mean, spread = np.mean(LARGE_CELL_SPREAD), np.std(LARGE_CELL_SPREAD, ddof=1)
+    check_agreement({"mtrl_fast full": ours, "torch": {"distance": [0.0457, 0.0466, 0.0452]}})  # a correct peer
+    off = mean + 2 * spread
+    for peer in ([off, off, off], [off - 0.01, off + 0.01, off]):  # steady, and noisy
+        with pytest.raises(RuntimeError, match="not the same computation"):
+            check_agreement({"mtrl_fast full": ours, "torch": {"distance": peer}})
+
+
 def test_one_recorder_serves_the_breakdown_and_the_products_list():
     """A products list taken inside a breakdown's recording leaves the breakdown whole."""
     import mtrl_fast
