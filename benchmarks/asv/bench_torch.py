@@ -1,6 +1,7 @@
 """asv: a PyTorch training step through ``mtrl_fast.torch`` against plain autograd, in both import
 orders (each point a process of its own with the user's environment: ``mtrl_fast.bench.torch_step``).
-The ops' default GEMM; the tracked value is plain autograd's time over ours (higher is better)."""
+The ops' default GEMM; the tracked values are plain autograd's time over ours, and the same plain
+step under ``torch.compile`` (its compilation left out) over ours (higher is better)."""
 
 from mtrl_fast.bench.torch_step import ORDERS, SHAPES
 
@@ -27,3 +28,12 @@ class TorchStep:
         return medians["plain"] / medians["ours"]
 
     track_speedup_over_autograd.unit = "x"
+
+    def track_speedup_over_compiled(self, order, shape):
+        from mtrl_fast.bench.torch_step import measure
+
+        point = POINTS[shape]
+        _, (medians,) = measure(order, shapes=[point], repeat=5, compiled=True)
+        return medians["compiled"] / medians["ours"]
+
+    track_speedup_over_compiled.unit = "x"

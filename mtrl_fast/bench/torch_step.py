@@ -1,6 +1,10 @@
 """A PyTorch training step through ``mtrl_fast.torch`` against the same step in plain autograd, as a
 user's script runs it: one process per (import order, GEMM provider), with the user's environment.
 
+With ``compiled``, a third contender runs: the same plain step with its loss compiled by
+``torch.compile`` (the default inductor backend), as a speed-minded PyTorch user writes it; its
+compilation is timed apart (``"compile_s"``) and kept out of its medians.
+
 A provider's threads that spin after its products (OpenBLAS's for 0.1 s where NumPy was loaded
 before mtrl_fast) would slow whatever the same process times next, and the wait policy a process
 starts with depends on which of ``torch`` and ``mtrl_fast`` it imports first: so each pair is a
@@ -38,6 +42,7 @@ import mtrl_fast.torch as mt
 from mtrl_fast import gemms
 
 provider, threads, repeat, shapes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+compiled = sys.argv[5] == "1"
 torch.manual_seed(0)
 torch.set_num_threads(threads)
 mtrl_fast.set_num_threads(threads)
@@ -64,6 +69,22 @@ for layout, n, d, m, T in shapes:
         opt_plain.step()
 
     runs = {{"plain": reference, "ours": ours}}
+    compile_s = None
+    if compiled:
+        twin = [p.detach().clone().requires_grad_(True) for p in params]
+        opt_twin = torch.optim.SGD(twin, lr=0.01)
+        torch._dynamo.reset()
+        compiled_loss = torch.compile(lambda W, b, A: mt.plain_losses("logistic", mt.plain_forward(X, W, b, A), Y).mean())
+
+        def compiled_step():
+            opt_twin.zero_grad()
+            compiled_loss(*twin).backward()
+            opt_twin.step()
+
+        start = time.perf_counter()
+        compiled_step()  # compiles the forward and the backward
+        compile_s = time.perf_counter() - start
+        runs["compiled"] = compiled_step
     times = {{name: [] for name in runs}}
     for function in runs.values():
         function(), function()  # warm up
@@ -73,7 +94,8 @@ for layout, n, d, m, T in shapes:
                 start = time.perf_counter()
                 function()
                 times[name].append(time.perf_counter() - start)
-    print(json.dumps({{name: statistics.median(values) * 1e3 for name, values in times.items()}}), flush=True)
+    medians = {{name: statistics.median(values) * 1e3 for name, values in times.items()}}
+    print(json.dumps({{**medians, "compile_s": compile_s}}), flush=True)
 """
 
 
@@ -91,9 +113,11 @@ def user_environment():
     return env
 
 
-def measure(order, provider=DEFAULT, shapes=SHAPES, repeat=9, threads=2):
+def measure(order, provider=DEFAULT, shapes=SHAPES, repeat=9, threads=2, compiled=False):
     """Time the step in a process of its own: ``(setting, [{"plain": ms, "ours": ms}, ...])``, the
-    ops' GEMM setting and what it resolved to, then one dict of medians per shape."""
+    ops' GEMM setting and what it resolved to, then one dict of medians per shape (with
+    ``compiled``, also ``"compiled"``: the plain step under ``torch.compile``, and ``"compile_s"``,
+    the seconds its first call took)."""
     worker = subprocess.run(
         [
             sys.executable,
@@ -103,6 +127,7 @@ def measure(order, provider=DEFAULT, shapes=SHAPES, repeat=9, threads=2):
             str(threads),
             str(repeat),
             json.dumps(shapes),
+            "1" if compiled else "0",
         ],
         capture_output=True,
         text=True,
