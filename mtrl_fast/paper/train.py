@@ -49,9 +49,9 @@ class PretrainConfig:
     init_scale : float
         Norm of each initial row of ``W`` (rows uniform on the sphere).
     dtype : {"float32", "float64"}
-    sampler : {"auto", "full", "reduced"}
-        How each round's samples are drawn (``mtrl_fast.paper.samplers``); ``reduced`` needs the
-        per-task layout. The two give every reported quantity the same distribution, not the
+    sampler : str
+        How each round's samples are drawn: ``"auto"`` or a sampler's name in
+        ``mtrl_fast.paper.samplers.SAMPLERS`` (each says which layouts it serves). The two give every reported quantity the same distribution, not the
         same draws.
     """
 
