@@ -414,3 +414,45 @@ def test_a_backward_fills_no_zero_gradients():
         value.backward()
     assert not [op for op in ops_seen.seen if "zero" in op or "fill" in op], ops_seen.seen
     assert W.grad is not None and b.grad is not None and A.grad is not None
+
+
+@pytest.mark.parametrize("loss", mtrl_fast.LOSSES)
+def test_the_eager_path_gives_the_custom_ops_bits_and_transforms_take_the_op(layout, loss, monkeypatch):
+    """In plain eager mode the loss skips torch.library's dispatch (a plain autograd function over
+    the op's own computation, context and backward): the same value and gradients, bit for bit;
+    under vmap, compile or a dispatch mode the custom op runs."""
+    X, Y, W, b, A = _tensors(layout, loss=loss)
+    ran = []
+    for name in ("_loss_op", "_EagerLoss"):
+        real = getattr(mt, name)
+        call = real.apply if name == "_EagerLoss" else real
+        wrapper = type("Spy", (), {"apply": staticmethod(lambda *a, _c=call, _n=name: ran.append(_n) or _c(*a))})
+        monkeypatch.setattr(
+            mt, name, wrapper if name == "_EagerLoss" else (lambda *a, _c=call, _n=name: ran.append(_n) or _c(*a))
+        )
+    results = []
+    for eager in (True, False):
+        monkeypatch.setattr(mt, "_plain_eager", lambda *tensors, _e=eager: _e)
+        for p in (W, b, A):
+            p.grad = None
+        value = mt.loss(X, Y, W, b, A, loss)
+        value.backward()
+        results.append([value.detach().clone(), *(p.grad.clone() for p in (W, b, A))])
+    assert ran == ["_EagerLoss", "_loss_op"]
+    for eager, op in zip(*results):
+        assert torch.equal(eager, op)
+    monkeypatch.undo()
+    assert mt._plain_eager(X, Y, W, b, A)
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Passing(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    with Passing():
+        assert not mt._plain_eager(X, Y, W, b, A)
+    seen = []
+    torch.vmap(lambda A: seen.append(mt._plain_eager(X, Y, W, b, A)) or mt.loss(X, Y, W.detach(), None, A, loss))(
+        torch.stack([A.detach()] * 2)
+    )
+    assert seen == [False]
