@@ -99,19 +99,23 @@ def precompile(wanted: Iterable[Build], processes: int | None = None) -> list[Bu
     # three times as long as a serial one); this process and each worker take the next group as
     # they finish one, so that a wrong guess costs at most the last group.
     queue = collections.deque(sorted(groups.values(), key=_cost, reverse=True))
+    if not queue:
+        return []
+    # This process takes the longest group before any worker starts: it pays no start-up.
+    group = queue.popleft()
     done: list[Build] = []
     feeders = [
         threading.Thread(target=_feed, args=(queue, done), daemon=True)
-        for _ in range(min(len(queue) - 1, max(1, processes or os.cpu_count() or 1) - 1))
+        for _ in range(min(len(queue), max(1, processes or os.cpu_count() or 1) - 1))
     ]
     for feeder in feeders:
         feeder.start()
     while True:
+        done.extend(build for build, _ in compile_here(group))
         try:
             group = queue.popleft()
         except IndexError:
             break
-        done.extend(build for build, _ in compile_here(group))
     for feeder in feeders:
         feeder.join()
     return done
