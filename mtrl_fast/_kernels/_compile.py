@@ -66,21 +66,6 @@ def compile_here(wanted: Sequence[Build]) -> list[tuple[Build, float]]:
     return seconds
 
 
-def _worker(wanted: Sequence[Build], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    code = (
-        "import sys; from mtrl_fast._kernels import _compile\n"
-        "for build, seconds in _compile.compile_here([_compile.Build.parse(a) for a in sys.argv[1:]]):\n"
-        "    print(build, f'{seconds:.3f}', flush=True)\n"
-    )
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *map(str, wanted)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-
-
 def precompile(wanted: Iterable[Build], processes: int | None = None) -> list[Build]:
     """Compile the builds that Numba's disk cache lacks, on every core at once; returns the builds
     compiled.
@@ -135,12 +120,23 @@ for line in sys.stdin:
 """
 
 
+def _worker(env: dict[str, str] | None = None, capture_errors: bool = False) -> subprocess.Popen[str]:
+    """A process that compiles each line of builds it reads, printing each build and its seconds,
+    then ``done`` (its errors captured only for ``communicate``: an unread pipe could fill)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _FEEDING_WORKER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if capture_errors else None,
+        text=True,
+        env=env,
+    )
+
+
 def _feed(queue: "collections.deque[list[Build]]", done: list[Build]) -> None:
     """Keep one worker process busy with groups from ``queue`` until it is empty (a thread of
     :func:`precompile`: it waits on the worker's pipe while this process compiles)."""
-    worker = subprocess.Popen(
-        [sys.executable, "-c", _FEEDING_WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+    worker = _worker()
     assert worker.stdin is not None and worker.stdout is not None
     try:
         while True:
@@ -177,9 +173,10 @@ def compile_times(wanted: Sequence[Build] | None = None) -> list[tuple[Build, fl
     times: list[tuple[Build, float]] = []
     for group in by_kernel.values():
         with tempfile.TemporaryDirectory(prefix="mtrl_fast-compile-") as cache:
-            worker = _worker(group, env={**os.environ, "NUMBA_CACHE_DIR": cache})
-            out, err = worker.communicate()
+            worker = _worker({**os.environ, "NUMBA_CACHE_DIR": cache}, capture_errors=True)
+            out, err = worker.communicate(" ".join(map(str, group)) + "\n")
         if worker.returncode != 0:
             raise RuntimeError(f"compiling {group[0].kernel} failed: {err.strip()[-2000:]}")
-        times.extend((Build.parse(line.split()[0]), float(line.split()[1])) for line in out.splitlines() if line)
+        lines = [line.split() for line in out.splitlines() if line.strip() and line.strip() != "done"]
+        times.extend((Build.parse(build), float(seconds)) for build, seconds in lines)
     return times
