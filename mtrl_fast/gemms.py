@@ -61,7 +61,7 @@ class Provider:
         return f"gemm {self.name!r} needs {self.about}, which is not installed: pip install 'mtrl_fast[{self.extra}]'"
 
 
-@functools.cache  # asked at every step's GEMM block: a look-up cost 0.1-0.4 ms (PyTorch's, MKL's)
+@functools.cache  # asked at every GEMM block (each torch or JAX op call): a look-up reads the filesystem
 def _installed(distribution: str) -> bool:
     if distribution == "torch":  # found by its module: PyTorch may be a build without metadata
         return importlib.util.find_spec("torch") is not None
