@@ -42,7 +42,7 @@ def scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     thread kept from an earlier call when there is one, else a new one (kept if the budget allows,
     after the least recently used)."""
     kept = _kept()
-    key = (slot, tuple(shape), np.dtype(dtype).str)
+    key = (slot, tuple(shape), np.dtype(dtype))  # the dtype itself: its .str is built at each access
     found = kept.get(key)
     if found is not None:
         kept.move_to_end(key)

@@ -3,6 +3,7 @@
 Every error names the argument and the shape or dtype it expected.
 """
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -75,19 +76,27 @@ def _all_finite(array):
     array once without the temporary of ``isfinite`` (see docs/performance.md); a sum of squares
     that overflows, or an array that is not contiguous, is checked entry by entry.
     """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _all_finite_quiet(array)
+
+
+def _all_finite_quiet(array):
+    """:func:`_all_finite` inside the caller's ``np.errstate`` (which costs a microsecond a block:
+    a step's checks enter one for all their arrays)."""
     if array.flags.c_contiguous and array.size:
         flat = array.reshape(-1)
-        with np.errstate(over="ignore", invalid="ignore"):
-            squares = np.dot(flat, flat)
-        if np.isfinite(squares):
+        if math.isfinite(np.dot(flat, flat)):
             return True
     return bool(np.isfinite(array).all())
 
 
-def require_finite(name, array):
-    """Raise ``ValueError`` naming ``name`` if ``array`` holds NaN or Inf."""
-    if not _all_finite(array):
-        raise ValueError(f"{name} contains NaN or Inf; pass check_finite=False to skip this check")
+def require_finite(*named_arrays):
+    """Raise ``ValueError`` naming the first of ``(name, array)`` pairs whose array holds NaN or
+    Inf (an array ``None`` is skipped)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        for name, array in named_arrays:
+            if array is not None and not _all_finite_quiet(array):
+                raise ValueError(f"{name} contains NaN or Inf; pass check_finite=False to skip this check")
 
 
 def require_labels(Y, loss, y_name="Y"):
@@ -177,9 +186,7 @@ def check_problem(X, W, b, A, Y=_NOT_GIVEN, loss=None, check_finite=True, y_name
     X, W, b, A, Y, layout, n, d, m, T = check_shapes(X, W, b, A, Y, y_name)
 
     if check_finite:
-        for name, array in (("X", X), ("W", W), ("b", b), ("A", A), (y_name, Y)):
-            if array is not None:
-                require_finite(name, array)
+        require_finite(("X", X), ("W", W), ("b", b), ("A", A), (y_name, Y))
     if Y is not None:
         require_labels(Y, loss)
 

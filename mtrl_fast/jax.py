@@ -89,8 +89,7 @@ def _check(X: Any, W: Any, b: Any, A: Any, Y: Any = None, loss: str | None = Non
         name: np.asarray(value) for name, value in named if value is not None and not isinstance(value, jax.core.Tracer)
     }
     if check_finite:
-        for name, value in concrete.items():
-            require_finite(name, value)
+        require_finite(*concrete.items())
     if loss is not None and "Y" in concrete:
         require_labels(concrete["Y"], loss)
 

@@ -31,14 +31,20 @@ BLOCK_BYTES = 64 * 2**20
 BLOCK_MIN_BYTES = 4 * 2**20
 
 
-def _product(left: np.ndarray, right: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Every BLAS product of a step goes through here, on the GEMM in force (``gemms.get_gemm``),
-    so that the step's recorder (``_profile``) sees each, with its operands."""
-    multiply = gemms.matmul(gemms.resolve(gemms.get_gemm(), left.dtype))
+def _multiplier(dtype: np.dtype) -> gemms.Matmul:
+    """The matrix product of one step, ``product(left, right, out=None)``, looked up once a step:
+    the GEMM in force (``gemms.get_gemm``) for ``dtype``, through the step's recorder
+    (``_profile``) when one is recording, which then sees each product with its operands. (Looked
+    up at each product, the setting and the recorder cost a step of five products 10 us.)"""
+    multiply = gemms.matmul(gemms.resolve(gemms.get_gemm(), dtype))
     if _profile.log() is None:
-        return multiply(left, right, out=out)
-    label = f"product {left.shape} @ {right.shape}"
-    return _profile.timed_call(label, multiply, left, right, out=out, operands=(left, right))
+        return multiply
+
+    def recorded(left: np.ndarray, right: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        label = f"product {left.shape} @ {right.shape}"
+        return _profile.timed_call(label, multiply, left, right, out=out, operands=(left, right))
+
+    return recorded
 
 
 @contextmanager
@@ -105,16 +111,17 @@ def forward(
     """
     p = _profile.timed_call("checks", check_problem, X, W, b, A, check_finite=check_finite)
     bias = _bias_or_zeros(p)
+    product = _multiplier(p.X.dtype)
     if p.layout == SHARED:
-        H = _product(p.X, p.W.T, out=scratch("H", (p.n, p.m), p.X.dtype))
+        H = product(p.X, p.W.T, out=scratch("H", (p.n, p.m), p.X.dtype))
         kernels.bias_relu(H, bias)
-        return _product(p.A, H.T)
+        return product(p.A, H.T)
     F = np.empty(p.T * p.n, dtype=p.X.dtype)
     X_rows = p.X.reshape(p.T * p.n, p.d)
     Z_block = scratch("Z", (_block_rows(p), p.m), p.X.dtype)
     for row0, rows in _row_blocks(p):
         Z = Z_block[:rows]
-        _product(X_rows[row0 : row0 + rows], p.W.T, out=Z)
+        product(X_rows[row0 : row0 + rows], p.W.T, out=Z)
         kernels.per_task_forward_block(Z, p.A, bias, row0, p.n, F, kernels.chunk_count(rows))
     return F.reshape(p.T, p.n)
 
@@ -266,9 +273,10 @@ def fused_step(
     bias = _bias_or_zeros(p)
     gb = np.zeros(p.m, dtype=p.X.dtype) if out is None or out.b is None else out.b
     out_A, out_W = (None, None) if out is None else (out.A, out.W)
+    product = _multiplier(p.X.dtype)
     gW: np.ndarray | None
     if p.layout == SHARED:
-        H = _product(p.X, p.W.T, out=scratch("H", (p.n, p.m), p.X.dtype))
+        H = product(p.X, p.W.T, out=scratch("H", (p.n, p.m), p.X.dtype))
         kernels.bias_relu(H, bias)
         fused_task_sum = p.T <= FUSED_TASK_SUM_MAX_T
         value_from_mask = loss_code == kernels.CORRELATION and first_layer and not fused_task_sum
@@ -278,9 +286,9 @@ def fused_step(
             R = p.Y * p.X.dtype.type(-scale)  # the slopes loss_slopes would write, bit for bit
             total = 0.0  # set from the mask pass's sum below
         else:
-            R = _product(p.A, H.T, out=scratch("R", (p.T, p.n), p.X.dtype))
+            R = product(p.A, H.T, out=scratch("R", (p.T, p.n), p.X.dtype))
             total = kernels.loss_slopes(R, p.Y, loss_code, scale)
-        gA = _product(R, H, out=out_A)
+        gA = product(R, H, out=out_A)
         if not first_layer:
             return total * scale, Gradients(W=None, b=None, A=gA)
         chunks = kernels.chunk_count(p.n)
@@ -288,12 +296,12 @@ def fused_step(
             D = scratch("D", H.shape, H.dtype)
             kernels.masked_task_sum(R, p.A, H, D, gb, chunks)
         else:
-            D = _product(R.T, p.A, out=scratch("D", H.shape, H.dtype))
+            D = product(R.T, p.A, out=scratch("D", H.shape, H.dtype))
             dot = kernels.relu_mask_colsum(D, H, gb, chunks)
             if value_from_mask:
                 total = dot / scale
-        gW = _product(D.T, p.X, out=out_W)
-        DtD = _gram(D) if gram else None
+        gW = product(D.T, p.X, out=out_W)
+        DtD = _gram(product, D) if gram else None
     else:
         total = 0.0
         gb[:] = 0.0
@@ -307,23 +315,23 @@ def fused_step(
         for row0, rows in _row_blocks(p):
             Z = Z_block[:rows]
             X_block = X_rows[row0 : row0 + rows]
-            _product(X_block, p.W.T, out=Z)
+            product(X_block, p.W.T, out=Z)
             total += kernels.per_task_backward_block(
                 Z, Y_rows, p.A, bias, row0, p.n, loss_code, scale, gA, gb, kernels.chunk_count(rows)
             )
             if not first_layer:
                 continue
             if row0 == 0:
-                _product(Z.T, X_block, out=gW)
+                product(Z.T, X_block, out=gW)
             else:
-                gW += _product(Z.T, X_block)
+                gW += product(Z.T, X_block)
             if DtD is not None:
-                DtD += _gram(Z)  # Z now holds this block's rows of D
+                DtD += _gram(product, Z)  # Z now holds this block's rows of D
     b_grad = gb if p.b is not None and first_layer else None
     return total * scale, Gradients(W=gW, b=b_grad, A=gA, gram=DtD)
 
 
-def _gram(D: np.ndarray) -> np.ndarray:
+def _gram(product: gemms.Matmul, D: np.ndarray) -> np.ndarray:
     """``D^T D`` in the inputs' dtype (BLAS runs it as a symmetric rank-k update, half a product),
     returned in float64 so that the blocks add up without further rounding."""
-    return _product(D.T, D).astype(np.float64)
+    return product(D.T, D).astype(np.float64)

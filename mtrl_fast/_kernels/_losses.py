@@ -22,7 +22,7 @@ def loss_cost(loss, dtype):
     """Work of one loss evaluation, in elements of a plain elementwise pass (the table's cost)."""
     if loss == UPSTREAM:
         return 1
-    return TABLE[loss].cost[0 if dtype == np.float32 else 1]
+    return TABLE[loss].cost[0 if np.dtype(dtype).itemsize == 4 else 1]  # `dtype == np.float32` is slower
 
 
 @numba.njit(inline="always", **_COMPILE_OPTIONS)

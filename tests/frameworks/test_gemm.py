@@ -133,11 +133,9 @@ def test_the_torch_ops_run_on_the_fastest_gemm_unless_a_choice_was_made(monkeypa
     monkeypatch.setattr(gemms, "_default", None)
     monkeypatch.setattr(_runtime, "openmp_workers_spin", lambda: spinning)
     seen = []
-    real = ops._product
+    real = ops._multiplier
     monkeypatch.setattr(
-        ops,
-        "_product",
-        lambda left, *args, **kw: seen.append(gemms.resolve(gemms.get_gemm(), left.dtype)) or real(left, *args, **kw),
+        ops, "_multiplier", lambda dtype: seen.append(gemms.resolve(gemms.get_gemm(), dtype)) or real(dtype)
     )
     X, Y, W, b, A = (torch.from_numpy(a) for a in make_problem("shared", np.float32, n=20, d=5, m=4, T=3))
     W.requires_grad_(True)

@@ -69,6 +69,7 @@ def test_concurrent_calls_give_the_serial_results():
 CONCURRENT_SCRIPT = """
     import threading, numpy as np, mtrl_fast
     from helpers import make_problem, run_python
+    mtrl_fast._runtime.PARALLEL_MIN_WORK = 0  # every pass on its parallel twin, small as it is
     problem = make_problem("shared", np.float64, n=400, d=10, m=30, T=5)
     expected = mtrl_fast.loss_and_grad(*problem)[1].W
     bad = []
@@ -94,6 +95,7 @@ def test_default_layer_is_thread_safe_and_openmp_workers_sleep():
     """By default a thread-safe layer runs, and OpenMP workers do not spin against BLAS."""
     result = run_python("""
         import os, mtrl_fast, numpy as np
+        mtrl_fast._runtime.PARALLEL_MIN_WORK = 0  # a parallel pass starts the layer
         mtrl_fast.forward(np.ones((2, 2)), np.ones((2, 2)), None, np.ones((1, 2)))
         import numba
         print(numba.threading_layer(), os.environ["OMP_WAIT_POLICY"])
