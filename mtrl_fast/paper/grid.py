@@ -104,7 +104,17 @@ PARAMETERS = parameters_of(STUDIES.values())
 Grid = _grid_class(STUDIES.values())
 
 
-QUICK = Grid(d=(50, 200), tasks=(1, 5, 20, 100), seeds=2, downstream_d=(50, 200), n_new=(20, 100))
+#: The quick grid: every default study small, and the ablation (which a full run adds with
+#: ``--studies``) at the quick ``d``.
+QUICK = Grid(
+    d=(50, 200),
+    tasks=(1, 5, 20, 100),
+    seeds=2,
+    downstream_d=(50, 200),
+    n_new=(20, 100),
+    ablation_d=(50, 200),
+    studies=(*DEFAULT_STUDIES, "ablation"),
+)
 
 
 def plan(grid):

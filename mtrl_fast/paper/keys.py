@@ -38,6 +38,10 @@ class Salt(IntEnum):
     MECHANISM_POINTS = 6
     #: The tasks of the mechanism study's label-agreement kernel (no coordinate).
     AGREEMENT_TASKS = 7
+    #: The ablation study's networks: the initial layer and the samples' seed, the same for every order.
+    ABLATION = 8
+    #: The ablation study's initial heads, the same for every order (no coordinate).
+    ABLATION_HEADS = 9
 
 
 class Phase(IntEnum):

@@ -121,6 +121,51 @@ class Pretrained:
     history: list[dict] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Order:
+    """When, within a round, the heads move against the shared layer's step: a named choice of
+    :func:`pretrain` (the ablation study compares them at the same budget of samples and steps).
+
+    Attributes
+    ----------
+    name : str
+    heads_move : bool
+        The heads take their steps; ``False`` keeps them at their initial draw.
+    layer_sees_new_heads : bool
+        The layer's gradient is taken at the heads the round's head steps reached (the paper's
+        order); ``False`` takes it at the heads the round started from, as one joint step of
+        both would.
+    heads_in_first_round : bool
+        ``False``: the first round's layer step comes before any head step, and every later
+        round is heads-first. The first layer then sees the sequence layer, heads, layer, heads,
+        ...: the shared layer first in every round (a last head step after the last layer step
+        would change no first layer).
+    """
+
+    name: str
+    heads_move: bool = True
+    layer_sees_new_heads: bool = True
+    heads_in_first_round: bool = True
+
+    def heads_step(self, round_index):
+        """Whether the heads take their steps in round ``round_index``."""
+        return self.heads_move and (round_index > 0 or self.heads_in_first_round)
+
+
+HEADS_FIRST = "heads-first"
+#: The orders :func:`pretrain` runs, by name: the paper's (heads, then the shared layer), a joint
+#: step (both gradients at the round's starting point), the shared layer first, frozen heads.
+ORDERS = {
+    order.name: order
+    for order in (
+        Order(HEADS_FIRST),
+        Order("joint", layer_sees_new_heads=False),
+        Order("layer-first", heads_in_first_round=False),
+        Order("frozen-heads", heads_move=False),
+    )
+}
+
+
 def initial_layer(width, d, rng, scale=1.0, dtype="float32"):
     """First layer with rows drawn uniformly from the sphere of radius ``scale``."""
     return (scale * unit_vectors(width, d, rng)).astype(dtype)
@@ -183,7 +228,7 @@ def task_shards(T, config, d, r, memory_budget=None):
     return [(first, min(size, T - first)) for first in range(0, T, size)]
 
 
-def shard_round(family, config, key, shard, W, b, A, n=None, gram=False):
+def shard_round(family, config, key, shard, W, b, A, n=None, gram=False, heads_step=True, layer_sees_new_heads=True):
     """One round's work for the tasks of one shard, on samples drawn here (``sample_tasks``) under
     ``key``, the round's :class:`~mtrl_fast.paper.keys.DrawKey` (each phase its own draw).
 
@@ -193,19 +238,22 @@ def shard_round(family, config, key, shard, W, b, A, n=None, gram=False):
     gradients of the group's own mean loss on fresh samples (and, with ``gram``, the Gram matrix
     ``D^T D`` of its pre-activations' gradients, else ``None``), and the seconds spent sampling
     and in the kernels (``clock`` parts). ``n`` is the samples per task (default
-    ``config.samples(family.d)``).
+    ``config.samples(family.d)``). ``heads_step`` and ``layer_sees_new_heads`` come from the
+    round's :class:`Order`: without the first the heads stay, without the second the layer's
+    gradient is taken at the heads the shard came with.
     """
     n = config.samples(family.d) if n is None else n
     A = A.copy()
+    plan = (heads_step, layer_sees_new_heads)
     with clock.recording() as timed:  # returned: the shard may run in another process
         if config.layout == PER_TASK:
-            groups = _per_task_groups(family, config, key, shard, W, b, A, n, gram)
+            groups = _per_task_groups(family, config, key, shard, W, b, A, n, gram, *plan)
         else:
-            groups = _shared_groups(family, config, key, shard, W, b, A, n)
+            groups = _shared_groups(family, config, key, shard, W, b, A, n, *plan)
     return A, groups, timed.parts
 
 
-def _per_task_groups(family, config, key, shard, W, b, A, n, gram):
+def _per_task_groups(family, config, key, shard, W, b, A, n, gram, heads_step, layer_sees_new_heads):
     """Each group's own samples, drawn slice by slice of rows (:func:`row_slices`) into one reused
     buffer (no fresh pages per group): its heads' steps, then its first-layer gradient on fresh
     samples. A slice's mean gradients enter with weight ``rows / n``, its Gram matrix with the
@@ -224,8 +272,9 @@ def _per_task_groups(family, config, key, shard, W, b, A, n, gram):
     groups = []
     for start, size in task_groups(first, count):
         heads = A[start - first : start - first + size]
+        layer_heads = heads if layer_sees_new_heads else heads.copy()  # the steps below move heads in place
         drawn = None
-        for _ in range(config.head_steps):
+        for _ in range(config.head_steps if heads_step else 0):
             gA = np.zeros_like(heads)
             for row0, rows in slices:
                 if drawn is None or len(slices) > 1:  # one slice is drawn once for every step
@@ -239,7 +288,7 @@ def _per_task_groups(family, config, key, shard, W, b, A, n, gram):
         for row0, rows in slices:
             X, Y = draw(start, size, row0, rows, Phase.FIRST_LAYER)
             with clock.part("kernels"):
-                part_value, grads = loss_and_grad(X, Y, W, b, heads, config.loss, check_finite=False, gram=gram)
+                part_value, grads = loss_and_grad(X, Y, W, b, layer_heads, config.loss, check_finite=False, gram=gram)
                 weight = rows / n
                 value += weight * part_value
                 gW += dtype.type(weight) * grads.W
@@ -251,22 +300,26 @@ def _per_task_groups(family, config, key, shard, W, b, A, n, gram):
     return groups
 
 
-def _shared_groups(family, config, key, shard, W, b, A, n):
+def _shared_groups(family, config, key, shard, W, b, A, n, heads_step, layer_sees_new_heads):
     """The shared layout: one ``X`` per phase, labelled by every task of the shard; the steps by group."""
     first, count = shard
-    with clock.part("sampling"):
-        X, Y = family.sample_tasks(first, count, n, key.at(phase=Phase.HEADS), config.layout, config.dtype)
-    with clock.part("kernels"):
-        for start, size in task_groups(first, count):
-            rows = slice(start - first, start - first + size)
-            rounds.step_heads(X, Y[rows], W, b, A[rows], loss=config.loss, steps=config.head_steps, lr=config.head_lr)
+    layer_heads = A if layer_sees_new_heads else A.copy()  # the steps below move A in place
+    if heads_step:
+        with clock.part("sampling"):
+            X, Y = family.sample_tasks(first, count, n, key.at(phase=Phase.HEADS), config.layout, config.dtype)
+        with clock.part("kernels"):
+            for start, size in task_groups(first, count):
+                rows = slice(start - first, start - first + size)
+                rounds.step_heads(
+                    X, Y[rows], W, b, A[rows], loss=config.loss, steps=config.head_steps, lr=config.head_lr
+                )
     with clock.part("sampling"):
         X, Y = family.sample_tasks(first, count, n, key.at(phase=Phase.FIRST_LAYER), config.layout, config.dtype)
     groups = []
     with clock.part("kernels"):
         for start, size in task_groups(first, count):
             rows = slice(start - first, start - first + size)
-            value, grads = loss_and_grad(X, Y[rows], W, b, A[rows], config.loss, check_finite=False)
+            value, grads = loss_and_grad(X, Y[rows], W, b, layer_heads[rows], config.loss, check_finite=False)
             groups.append((value, grads.W, grads.b, None))
     return groups
 
@@ -276,7 +329,7 @@ def _in_process(function, argument_lists):
     return (function(*arguments) for arguments in argument_lists)
 
 
-def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_process):
+def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_process, order=HEADS_FIRST, A0=None):
     """Alternating multi-task pretraining on ``family``'s tasks.
 
     Each round draws fresh samples, takes ``head_steps`` steps on every task's head (each on
@@ -315,6 +368,11 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
         ``map_shards(shard_round_function, argument_lists) -> iterable of results in order``: runs
         the shards, in this process by default (a Dask client's ``map``, say, to run them on a
         cluster).
+    order : str, default "heads-first"
+        When the heads move against the shared layer's step (a name in :data:`ORDERS`): the
+        paper's heads first, a joint step, the shared layer first, or frozen heads.
+    A0 : ndarray, optional
+        Initial heads ``(T, width)``; zeros by default.
 
     Returns
     -------
@@ -324,10 +382,14 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
     """
     if config.width < family.r:
         raise ValueError(f"width must be at least r = {family.r} to learn the subspace; got {config.width}")
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}; got {order!r}")
+    if A0 is not None and np.shape(A0) != (family.T, config.width):
+        raise ValueError(f"A0 must have shape (T, width) = {(family.T, config.width)}; got {np.shape(A0)}")
     dtype = np.dtype(config.dtype)
     W = initial_layer(config.width, family.d, rng, config.init_scale, dtype) if W0 is None else W0.astype(dtype)
     b = np.zeros(config.width, dtype=dtype) if config.bias else None
-    A = np.zeros((family.T, config.width), dtype=dtype)
+    A = np.zeros((family.T, config.width), dtype=dtype) if A0 is None else np.array(A0, dtype=dtype)
     seed = DrawKey.from_generator(rng)
     shards = task_shards(family.T, config, family.d, family.r, memory_budget)
     sampler = config.sampler_at(family.d, family.r)
@@ -336,7 +398,11 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
     for round_index in range(config.rounds):
         key = seed.at(round=round_index)  # the round's draws; each phase moves it on
         drawn_family, drawn_W, basis = sampler.round_coordinates(family, W, dtype)
-        work = partial(shard_round, drawn_family, config, key, n=n, gram=sampler.needs_gram)
+        plan = {
+            "heads_step": ORDERS[order].heads_step(round_index),
+            "layer_sees_new_heads": ORDERS[order].layer_sees_new_heads,
+        }
+        work = partial(shard_round, drawn_family, config, key, n=n, gram=sampler.needs_gram, **plan)
         results = map_shards(work, [((first, count), drawn_W, b, A[first : first + count]) for first, count in shards])
         value, gW, gb = 0.0, np.zeros_like(drawn_W), None if b is None else np.zeros_like(b)
         DtD = np.zeros((config.width, config.width)) if sampler.needs_gram else None

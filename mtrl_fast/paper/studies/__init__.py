@@ -6,13 +6,14 @@ module here and one entry in :data:`STUDIES` (registered before ``mtrl_fast.pape
 imported, which derives the grid's fields from the registry)."""
 
 from ._common import Cell, Parameter, Study, parameters_of
+from .ablation import ABLATION
 from .downstream import DOWNSTREAM
 from .mechanism import MECHANISM
 from .recovery import RECOVERY
 from .width import WIDTH
 
 #: Every study, by name, in the order the report shows them.
-STUDIES = {study.name: study for study in (RECOVERY, DOWNSTREAM, MECHANISM, WIDTH)}
+STUDIES = {study.name: study for study in (RECOVERY, DOWNSTREAM, MECHANISM, WIDTH, ABLATION)}
 
 #: The studies a run computes unless told otherwise.
 DEFAULT_STUDIES = ("recovery", "downstream", "mechanism")
