@@ -37,16 +37,27 @@ def load(results_dir, machine=None):
     folders = [p for p in sorted(Path(results_dir).iterdir()) if p.is_dir() and (machine is None or p.name == machine)]
     if not folders:
         raise SystemExit(f"no asv results under {results_dir} (run: asv run --quick TAGS)")
-    runs = []
-    for path in sorted(folders[0].glob("*.json")):
+    newest = {}  # a release measured twice (by its tag, then by its commit's hash): its newest result file
+    for path in folders[0].glob("*.json"):
         if path.name == "machine.json":
             continue
         data = json.loads(path.read_text())
+        release = _tag(data["commit_hash"])
+        if release not in newest or _started(newest[release]) < _started(data):
+            newest[release] = data
+    runs = []
+    for release, data in newest.items():
         column = data["result_columns"].index("result")
         params = data["result_columns"].index("params")
         results = {name: (row[column], row[params]) for name, row in data["results"].items()}
-        runs.append((_tag(data["commit_hash"]), data["date"], results))
+        runs.append((release, data["date"], results))
     return sorted(runs, key=lambda run: run[1])
+
+
+def _started(data):
+    """When a result file's benchmarks ran (its latest start): ``date`` is the commit's."""
+    column = data["result_columns"].index("started_at")
+    return max((row[column] for row in data["results"].values() if len(row) > column and row[column]), default=0)
 
 
 def _combinations(params):
