@@ -27,7 +27,8 @@ def public(name, module="mtrl_fast"):
         found = importlib.import_module(module)
         return getattr(found, name) if hasattr(found, name) else importlib.import_module(f"{module}.{name}")
     except ImportError as error:
-        raise NotImplementedError(f"{module}.{name} is not in this version or environment: {error}") from None
+        lacking = f"{module} has no {name}" if error.name == f"{module}.{name}" else str(error)
+        raise NotImplementedError(f"{module}.{name} is not in this version or environment ({lacking})") from None
 
 
 def inputs(layout, n, d, m, T, dtype="float32", seed=0):
