@@ -174,7 +174,9 @@ def build_parser(paper=True):
         "a CSV and a figure per study (recovery.csv, recovery.png, ...), claims.csv and report.md.",
     )
     rep.add_argument(
-        "--quick", action="store_true", help="small grid: d 50,200; T 1,5,20,100; n_new 20,100; the ablation too"
+        "--quick",
+        action="store_true",
+        help="small grid: d 50,200; T 1,5,20,100; n_new 20,100; the ablation and the phase diagram too",
     )
     rep.add_argument("--out", type=types.output_folder, default="results", help="output folder (default: results)")
     rep.add_argument("--d", type=types.positive_ints, help="input dimensions of the recovery study, e.g. 50,100,200")

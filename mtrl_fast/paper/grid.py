@@ -104,8 +104,8 @@ PARAMETERS = parameters_of(STUDIES.values())
 Grid = _grid_class(STUDIES.values())
 
 
-#: The quick grid: every default study small, and the ablation (which a full run adds with
-#: ``--studies``) at the quick ``d``.
+#: The quick grid: every default study small, and the ablation and the phase diagram (which a full
+#: run adds with ``--studies``) at the quick ``d``.
 QUICK = Grid(
     d=(50, 200),
     tasks=(1, 5, 20, 100),
@@ -113,7 +113,10 @@ QUICK = Grid(
     downstream_d=(50, 200),
     n_new=(20, 100),
     ablation_d=(50, 200),
-    studies=(*DEFAULT_STUDIES, "ablation"),
+    phase_d=(50, 200),
+    phase_tasks=(1, 5, 20, 100),
+    phase_samples=(20, 100, 500),
+    studies=(*DEFAULT_STUDIES, "ablation", "phase"),
 )
 
 

@@ -42,6 +42,10 @@ class Salt(IntEnum):
     ABLATION = 8
     #: The ablation study's initial heads, the same for every order (no coordinate).
     ABLATION_HEADS = 9
+    #: The phase diagram's networks: the initial layer and the samples' seed (coordinate: ``r``).
+    PHASE = 10
+    #: The phase diagram's ground truth of each subspace dimension (coordinate: ``r``).
+    PHASE_TRUTH = 11
 
 
 class Phase(IntEnum):

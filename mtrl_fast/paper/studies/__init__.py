@@ -9,11 +9,12 @@ from ._common import Cell, Parameter, Study, parameters_of
 from .ablation import ABLATION
 from .downstream import DOWNSTREAM
 from .mechanism import MECHANISM
+from .phase import PHASE
 from .recovery import RECOVERY
 from .width import WIDTH
 
 #: Every study, by name, in the order the report shows them.
-STUDIES = {study.name: study for study in (RECOVERY, DOWNSTREAM, MECHANISM, WIDTH, ABLATION)}
+STUDIES = {study.name: study for study in (RECOVERY, DOWNSTREAM, MECHANISM, WIDTH, ABLATION, PHASE)}
 
 #: The studies a run computes unless told otherwise.
 DEFAULT_STUDIES = ("recovery", "downstream", "mechanism")
