@@ -101,7 +101,6 @@ GATE_POINTS = (
     ("step", "float32", PER_TASK, 256, 512, 256, 64),
     ("checked", "float64", SHARED, 2048, 512, 256, 64),
     ("checked", "float64", PER_TASK, 128, 256, 256, 32),
-    ("checked", "float32", SHARED, 512, 128, 128, 16),  # a small step: its checks and glue weigh most
     ("heads", "float32", PER_TASK, 256, 512, 256, 64),
     ("forward", "float32", SHARED, 4096, 1024, 512, 256),
 )
