@@ -244,12 +244,11 @@ def shard_round(family, config, key, shard, W, b, A, n=None, gram=False, heads_s
     """
     n = config.samples(family.d) if n is None else n
     A = A.copy()
-    plan = (heads_step, layer_sees_new_heads)
     with clock.recording() as timed:  # returned: the shard may run in another process
         if config.layout == PER_TASK:
-            groups = _per_task_groups(family, config, key, shard, W, b, A, n, gram, *plan)
+            groups = _per_task_groups(family, config, key, shard, W, b, A, n, gram, heads_step, layer_sees_new_heads)
         else:
-            groups = _shared_groups(family, config, key, shard, W, b, A, n, *plan)
+            groups = _shared_groups(family, config, key, shard, W, b, A, n, heads_step, layer_sees_new_heads)
     return A, groups, timed.parts
 
 

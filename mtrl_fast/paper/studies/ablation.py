@@ -15,7 +15,7 @@ heads keep that draw.
 
 import numpy as np
 
-from ..alignment import feature_kernel, kernel_alignment, label_agreement_kernel
+from ..alignment import feature_kernel, kernel_alignment
 from ..keys import Salt
 from ..metrics import energy_outside, probe_accuracy, subspace_distance
 from ..networks import family
@@ -33,7 +33,7 @@ from ._common import (
     saved,
     seen_by,
 )
-from .mechanism import AGREEMENT_TASKS, MECHANISM
+from .mechanism import AGREEMENT_TASKS, MECHANISM, held_out_agreement
 
 #: The claim, stated from the insight before the study ran: heads first leaves at most this fraction
 #: of the joint step's energy outside ``span(M)``, at every ``d`` (mean over seeds).
@@ -94,8 +94,7 @@ class Ablation(Study):
             trained = pretrain(tasks, config, key.generator(Salt.ABLATION), order=order, A0=heads, **shard_options)
             layers[order] = (trained.W, trained.b)
         measured, layers_seen = seen_by(cell, grid, config, tasks, layers)
-        X = key.generator(Salt.MECHANISM_POINTS).standard_normal((grid.mechanism_points, measured.d))
-        agreement = label_agreement_kernel(measured, X, AGREEMENT_TASKS, key.generator(Salt.AGREEMENT_TASKS))
+        X, agreement = held_out_agreement(grid, key, measured)
         n_new = nearest(grid.n_new, 100)
         records = []
         for order, (W, _) in layers.items():
@@ -129,17 +128,17 @@ class Ablation(Study):
         threshold = f"energy outside span(M) of heads first at most {AT_MOST} times the joint step's, at every d"
         if not records:
             return [not_evaluated(claim, threshold, "no cell of the study finished")]
-        ratios = {
-            d: mean(records, "energy_outside", d=d, order=HEADS_FIRST)
-            / mean(records, "energy_outside", d=d, order=JOINT)
+        energy = {
+            d: (
+                mean(records, "energy_outside", d=d, order=HEADS_FIRST),
+                mean(records, "energy_outside", d=d, order=JOINT),
+            )
             for d in grid.ablation_d
         }
         measured = "; ".join(
-            f"d={d}: {mean(records, 'energy_outside', d=d, order=HEADS_FIRST):.3f} against "
-            f"{mean(records, 'energy_outside', d=d, order=JOINT):.3f} ({ratio:.2f}x)"
-            for d, ratio in ratios.items()
+            f"d={d}: {ours:.3f} against {joint:.3f} ({ours / joint:.2f}x)" for d, (ours, joint) in energy.items()
         )
-        holds = all(ratio <= AT_MOST for ratio in ratios.values())
+        holds = all(ours / joint <= AT_MOST for ours, joint in energy.values())
         return [{"claim": claim, "measured": measured, "threshold": threshold, "holds": holds}]
 
     def tables(self, records, grid):

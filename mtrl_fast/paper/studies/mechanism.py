@@ -18,6 +18,13 @@ RISING = 0.9
 MARGIN = 0.2
 
 
+def held_out_agreement(grid, key, tasks):
+    """``(X, K)``: the held-out points of ``key``'s ``(d, seed)`` and their label-agreement kernel, in
+    the coordinates of ``tasks`` (those the cell measures in: ``seen_by``)."""
+    X = key.generator(Salt.MECHANISM_POINTS).standard_normal((grid.mechanism_points, tasks.d))
+    return X, label_agreement_kernel(tasks, X, AGREEMENT_TASKS, key.generator(Salt.AGREEMENT_TASKS))
+
+
 class Mechanism(Study):
     name = "mechanism"
     title = "alignment of the features with cross-task label agreement, against T"
@@ -58,10 +65,8 @@ class Mechanism(Study):
                 "random": (initial_layer(config.width, cell.d, rng, config.init_scale), None),
                 "oracle": (oracle_layer(config.width, tasks.M, rng), None),
             }
-        # Points and label-agreement kernel of (d, seed), in the coordinates the cell measures in.
         tasks, layers = seen_by(cell, grid, config, tasks, layers)
-        X = key.generator(Salt.MECHANISM_POINTS).standard_normal((grid.mechanism_points, tasks.d))
-        agreement = label_agreement_kernel(tasks, X, AGREEMENT_TASKS, key.generator(Salt.AGREEMENT_TASKS))
+        X, agreement = held_out_agreement(grid, key, tasks)
         records = []
         for name, (W, b) in layers.items():
             features = feature_kernel(W, b, X)
