@@ -233,7 +233,9 @@ def warm_up(grid, threads=1, tiny_cell=False):
 
     _compile.precompile(kernel_builds(grid, threads))
     if tiny_cell:
-        tiny = replace(grid, r=1, pretrain=replace(grid.pretrain, width=2, samples_per_task=4))
+        tiny = replace(
+            grid, r=1, studies=("recovery",), pretrain=replace(grid.pretrain, width=2, samples_per_task=4)
+        )  # a recovery cell: the other studies' rules (sizes against the width) are not its
         with clock.recording():  # not this run's time
             run_cell(Cell("recovery", 2, 0, T=2), tiny)
 

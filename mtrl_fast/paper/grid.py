@@ -53,6 +53,10 @@ class _Grid:
             problem = parameter.problem(getattr(self, parameter.name), self.r if parameter.name in chosen else 0)
             if problem:
                 raise ValueError(problem)
+        for name in self.studies:
+            problem = STUDIES[name].problem(self)
+            if problem:
+                raise ValueError(problem)
 
     def to_dict(self):
         return asdict(self)

@@ -80,3 +80,16 @@ def test_the_boundary_and_its_slope():
 def test_one_d_cannot_evaluate_the_claim():
     claim = PHASE.claims([], replace(SMALL, phase_d=(20,)))[0]
     assert claim["holds"] is None and "needs two d" in claim["measured"]
+
+
+def test_a_subspace_larger_than_a_d_is_refused_before_any_work():
+    with pytest.raises(ValueError, match="every phase_r must be at most each phase_d and the width; got r = 30"):
+        replace(SMALL, phase_r=(2, 30))
+
+
+def test_the_warm_up_cell_runs_beside_the_phase_diagram():
+    """The warm-up's tiny recovery cell (width 2) is checked by the recovery study's rules alone: a
+    grid with the phase diagram (r up to 5) warmed up without an error."""
+    from mtrl_fast.paper.experiments import warm_up
+
+    warm_up(replace(SMALL, phase_r=(2, 5)), tiny_cell=True)

@@ -121,6 +121,11 @@ class Study:
     title = ""
     parameters: tuple[Parameter, ...] = ()
 
+    def problem(self, grid):
+        """Why ``grid`` does not fit this study beyond its parameters' own rules (a sentence), or
+        ``None``; checked with the grid, before any work starts."""
+        return None
+
     def cells(self, grid):
         """The study's cells of ``grid``, cheapest first (early results come fast)."""
         raise NotImplementedError

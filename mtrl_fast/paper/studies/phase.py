@@ -20,10 +20,10 @@ from ..metrics import subspace_distance
 from ..tasks import make_task_family
 from ..train import pretrain
 from ._common import Cell, Parameter, Study, grid_values, markdown_table, mean, not_evaluated
+from .recovery import RECOVERED
 
-#: Recovery succeeds where the mean subspace distance is at most this (the recovery study's "many
-#: tasks" threshold).
-SUCCESS = 0.3
+#: Recovery succeeds where the mean subspace distance is at most this (the recovery study's threshold).
+SUCCESS = RECOVERED
 
 
 class Phase(Study):
@@ -40,6 +40,12 @@ class Phase(Study):
         ),
     )
 
+    def problem(self, grid):
+        largest = max(grid.phase_r)
+        if largest > min(*grid.phase_d, grid.pretrain.width):
+            return f"every phase_r must be at most each phase_d and the width; got r = {largest}"
+        return None
+
     def cells(self, grid):
         return sorted(
             (Cell(self.name, d, s) for d in grid.phase_d for s in range(grid.seeds)), key=lambda c: (c.d, c.repetition)
@@ -55,8 +61,6 @@ class Phase(Study):
         key = cell.random_key(grid)
         records = []
         for r in grid.phase_r:
-            if r > min(cell.d, grid.pretrain.width):
-                raise ValueError(f"phase_r values must be at most d = {cell.d} and the width; got r = {r}")
             for T in grid.phase_tasks:
                 # The same subspace for every T, and the first T tasks the same (drawn row by row after M).
                 truth = key.generator(Salt.PHASE_TRUTH, r)
