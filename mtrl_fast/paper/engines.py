@@ -54,6 +54,7 @@ def _init_worker(parent):
 def _end_workers(pool):
     """Stop the pool now: cancel queued cells and end the running ones' processes."""
     processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
+    manager = getattr(pool, "_executor_manager_thread", None)  # and this
     for process in processes:
         process.terminate()
     pool.shutdown(wait=False, cancel_futures=True)
@@ -61,6 +62,10 @@ def _end_workers(pool):
         process.join(5)
         if process.is_alive():
             process.kill()
+    # At exit, CPython (3.11) writes to the pool's wake-up pipe without a lock: a manager thread
+    # still closing that pipe then prints a traceback (EBADF) after the run has stopped cleanly.
+    if manager is not None:
+        manager.join(5)
 
 
 def process_pool(compute, cells, jobs):
