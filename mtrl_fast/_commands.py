@@ -6,7 +6,7 @@ import sys
 from importlib import import_module
 
 from ._cli_types import MissingExtra, OptionError
-from .bench.backends import OURS  # a plain name: no benchmark dependency
+from .bench.peers import OURS
 
 
 def _part(module, extra):
@@ -50,13 +50,13 @@ def _bench_cell(args):
 
     import numpy as np
 
-    from mtrl_fast.bench.backends import get
-    from mtrl_fast.bench.cell import AGREEMENT_SE, CELL_BACKENDS, CellSpec, agreement_tolerance, run_cell_benchmark
+    from mtrl_fast.bench.cell import AGREEMENT_SE, CellSpec, agreement_tolerance, cell_peers, run_cell_benchmark
     from mtrl_fast.bench.output import environment
+    from mtrl_fast.bench.peers import get
 
     d, T = args.cell
     names = []
-    for name in (name for name in args.backends if name in CELL_BACKENDS):
+    for name in (name for name in args.backends if name in cell_peers()):
         available, why = get(name).available()
         if available:
             names.append(name)

@@ -16,7 +16,7 @@ import threading
 from . import _cli_types as types
 from . import _commands
 from ._cli_types import MissingExtra, OptionError
-from .bench.backends import BACKENDS, OURS, PEERS  # plain names: no benchmark dependency
+from .bench import peers  # the peers' names: their modules import what they run lazily
 from .losses import DTYPES, LAYOUTS, LOSSES, PER_TASK, SHARED
 
 
@@ -129,9 +129,10 @@ def build_parser(paper=True):
     )
     bench.add_argument(
         "--backends",
-        type=types.choices(BACKENDS),
-        default=(OURS, *PEERS),
-        help=f"comma-separated, from {', '.join(BACKENDS)}",
+        type=types.choices(peers.names()),
+        default=peers.defaults(),
+        help=f"comma-separated, from {', '.join(peers.names())} (default: {','.join(peers.defaults())}; "
+        f"a peer of your own: a module named in {peers.VARIABLE})",
     )
     bench.add_argument("--threads", type=types.thread_count, help="threads per backend (default: all cores)")
     bench.add_argument(
@@ -288,7 +289,11 @@ def _stopped(stop, prog, resume):
 def _main(argv):
     words = sys.argv[1:] if argv is None else argv
     paper = "reproduce" in words
-    parser = build_parser(paper=paper)
+    try:
+        parser = build_parser(paper=paper)
+    except peers.PeerModuleError as error:
+        print(f"mtrl-fast: error: {error}", file=sys.stderr)
+        return 2
     if paper and _studies() is None:  # the study options are unknown here: reproduce names the extra
         args, _ = parser.parse_known_args(argv)
     else:

@@ -20,15 +20,12 @@ between them, and the table reports medians.
 
 import time
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 
-from .backends import FRAMEWORKS, OURS
+from .peers import OURS, registry
 from .timing import rotated
 
-#: The implementations, by backend name.
-CELL_BACKENDS = (OURS, *FRAMEWORKS)
 #: Tasks the peers draw and step at once (a user bounds memory the same way).
 CHUNK = 50
 #: Runs of ours (timed ones included) whose subspace distances measure the seed-to-seed spread that
@@ -96,6 +93,12 @@ class CellSpec:
         k = self.coordinates(sampler)
         return 2 * self.T * self.n * k * (2 * self.r + 3 * self.width)
 
+    def config(self, sampler="full"):
+        """The paper's training settings at this cell's width, on ``sampler``."""
+        from mtrl_fast.paper.train import PretrainConfig
+
+        return PretrainConfig(width=self.width, sampler=sampler)
+
     def problem(self):
         """``(M, V, W0)``: the ground truth, the task vectors and the first layer, in float64."""
         from mtrl_fast.paper.tasks import make_task_family
@@ -106,116 +109,14 @@ class CellSpec:
         return family.M, family.V, initial_layer(self.width, self.d, rng, dtype="float64")
 
 
-def _config(spec, sampler="full"):
-    from mtrl_fast.paper.train import PretrainConfig
-
-    return PretrainConfig(width=spec.width, sampler=sampler)
-
-
-def _chunks(T):
+def chunks(T):
+    """``(first, count)`` of each chunk of :data:`CHUNK` tasks that the peers draw and step at once."""
     return [(first, min(CHUNK, T - first)) for first in range(0, T, CHUNK)]
 
 
-def run_ours(spec, M, V, W0, seed, sampler="full"):
-    from mtrl_fast.paper.tasks import TaskFamily
-    from mtrl_fast.paper.train import pretrain
-
-    return pretrain(TaskFamily(M=M, V=V), _config(spec, sampler), np.random.default_rng(seed), W0=W0).W
-
-
-def run_torch(spec, M, V, W0, seed, sampler="full"):
-    import torch
-
-    from mtrl_fast.torch import plain_losses
-
-    config = _config(spec)
-    torch.manual_seed(seed)
-    Mt, Vt = torch.from_numpy(M).float(), torch.from_numpy(V).float()
-    W = torch.from_numpy(W0).float()
-    A = torch.zeros(spec.T, spec.width)
-
-    def data(c, v):
-        X = torch.randn(c, spec.n, spec.d)
-        scores = torch.einsum("cnr,cr->cn", X @ Mt, v)
-        return X, torch.where(scores >= 0, 1.0, -1.0)
-
-    def outputs(X, W, a):
-        return torch.einsum("cnm,cm->cn", torch.relu(X @ W.T), a)
-
-    for _ in range(config.rounds):
-        gW = torch.zeros_like(W)
-        for first, c in _chunks(spec.T):
-            v = Vt[first : first + c]
-            X, Y = data(c, v)
-            a = A[first : first + c].clone()
-            for _ in range(config.head_steps):  # each task's head on its own mean loss
-                a.requires_grad_(True)
-                (g,) = torch.autograd.grad(plain_losses(config.loss, outputs(X, W, a), Y).mean(dim=1).sum(), a)
-                a = (a - config.head_lr * g).detach()
-            A[first : first + c] = a
-            X, Y = data(c, v)
-            Wr = W.clone().requires_grad_(True)
-            share = plain_losses(config.loss, outputs(X, Wr, a), Y).sum() / (spec.T * spec.n)
-            (g,) = torch.autograd.grad(share, Wr)
-            gW += g
-        W = (1 - config.lr * config.weight_decay) * W - config.lr * gW
-    return W.double().numpy()
-
-
-@cache
-def _jax_chunk(spec):
-    """The jitted work of one chunk of tasks, made once per cell shape (as a user's script would)."""
-    import jax
-    import jax.numpy as jnp
-
-    from .backends._jax import example_losses  # the JAX peer's own formulas
-
-    config = _config(spec)
-
-    def data(key, M, v):
-        X = jax.random.normal(key, (v.shape[0], spec.n, spec.d))
-        return X, jnp.where(jnp.einsum("cnr,cr->cn", X @ M, v) >= 0, 1.0, -1.0)
-
-    def outputs(X, W, a):
-        return jnp.einsum("cnm,cm->cn", jax.nn.relu(X @ W.T), a)
-
-    @jax.jit
-    def chunk(key, W, M, v, a):
-        head_key, layer_key = jax.random.split(key)
-        X, Y = data(head_key, M, v)
-        for _ in range(config.head_steps):
-            a = a - config.head_lr * jax.grad(
-                lambda a: example_losses(jnp, config.loss, outputs(X, W, a), Y).mean(axis=1).sum()
-            )(a)
-        X, Y = data(layer_key, M, v)
-        return a, jax.grad(lambda W: example_losses(jnp, config.loss, outputs(X, W, a), Y).sum() / (spec.T * spec.n))(W)
-
-    return chunk
-
-
-def run_jax(spec, M, V, W0, seed, sampler="full"):
-    import jax
-    import jax.numpy as jnp
-
-    config = _config(spec)
-    chunk = _jax_chunk(spec)
-    M, V = jnp.asarray(M, jnp.float32), jnp.asarray(V, jnp.float32)
-    W = jnp.asarray(W0, jnp.float32)
-    A = jnp.zeros((spec.T, spec.width), jnp.float32)
-    key = jax.random.key(seed)
-    for round_index in range(config.rounds):
-        gW = jnp.zeros_like(W)
-        for first, c in _chunks(spec.T):
-            a, g = chunk(
-                jax.random.fold_in(key, round_index * spec.T + first), W, M, V[first : first + c], A[first : first + c]
-            )
-            A = A.at[first : first + c].set(a)
-            gW = gW + g
-        W = (1 - config.lr * config.weight_decay) * W - config.lr * gW
-    return np.asarray(W, dtype=np.float64)
-
-
-RUNNERS = {OURS: run_ours, "torch": run_torch, "jax": run_jax}
+def cell_peers():
+    """The implementations that run whole cells: ours and every peer with a ``cell``."""
+    return tuple(name for name, peer in registry().items() if peer.cell is not None)
 
 
 def _worker(conn, name, threads):
@@ -223,9 +124,10 @@ def _worker(conn, name, threads):
     and its subspace distance."""
     from .. import set_num_threads
     from ..paper.metrics import subspace_distance
-    from .backends import get
+    from .peers import get
 
-    get(name).set_threads(threads)
+    peer = get(name)
+    peer.set_threads(threads)
     set_num_threads(threads)
     while True:
         command, payload = conn.recv()
@@ -236,14 +138,14 @@ def _worker(conn, name, threads):
             spec, seed, sampler = payload
             M, V, W0 = spec.problem()
             start = time.perf_counter()
-            W = RUNNERS[name](spec, M, V, W0, seed, sampler)
+            W = peer.cell(spec, M, V, W0, seed, sampler)
             seconds = time.perf_counter() - start
             conn.send(("ok", (seconds, subspace_distance(W, M))))
         except Exception as error:  # reported to the parent
             conn.send(("error", f"{type(error).__name__}: {error}"))
 
 
-def run_cell_benchmark(spec, names=CELL_BACKENDS, threads=2, repeat=3, log=print, native_blas=False):
+def run_cell_benchmark(spec, names=None, threads=2, repeat=3, log=print, native_blas=False):
     """Time the cell in each implementation: ``{row: {"sampler", "coordinates", "flops",
     "seconds": [...], "distance": [...]}}``, one row per :func:`rows_for`.
 
@@ -255,6 +157,7 @@ def run_cell_benchmark(spec, names=CELL_BACKENDS, threads=2, repeat=3, log=print
     """
     from .runner import _Worker
 
+    names = cell_peers() if names is None else names
     rows = rows_for(names, spec)
     workers = {name: _Worker(name, threads, native_blas=native_blas, target=_worker) for name in names}
     results = {

@@ -16,7 +16,7 @@ def environment(backend_names):
     """What the table's numbers were measured on."""
     from .._info import config_info
     from .._platform import blas_in_use
-    from .backends import get
+    from .peers import get
 
     info = config_info()
     versions = {}
@@ -50,14 +50,15 @@ def format_table(rows, env):
         "# " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
         *([f"# WARNING: {env['blas_pins']}"] if env.get("blas_pins") else []),
         "# /GEMM: our step over its own products on the GEMM it ran them on (gemm); /limit: each step over "
-        "the same products on the fastest GEMM measured in this run (limit by)",
-        f"{'shape':<42} {'backend':<10} {'median ms':>10} {'IQR ms':>15} {'GFLOP/s':>8} {'gemm':>6} {'/GEMM':>6} "
-        f"{'/limit':>6} {'limit by':>8} {'vs best peer':>12} {'peak MB':>8} {'/inputs':>7}",
+        "the same products on the fastest GEMM measured in this run (limit by); first s: the first call "
+        "(compilation, tracing), never in the medians",
+        f"{'shape':<42} {'backend':<13} {'median ms':>10} {'IQR ms':>15} {'GFLOP/s':>8} {'gemm':>6} {'/GEMM':>6} "
+        f"{'/limit':>6} {'limit by':>8} {'vs best peer':>12} {'peak MB':>8} {'/inputs':>7} {'first s':>8}",
     ]
     for row in rows:
         shape = f"{row['layout']} n={row['n']} d={row['d']} m={row['m']} T={row['T']} {row['dtype']}"
         if "median_s" not in row:
-            lines.append(f"{shape:<42} {row['backend']:<10} {row['note']}")
+            lines.append(f"{shape:<42} {row['backend']:<13} {row['note']}")
             continue
         speedup = f"{row['speedup_over_best_peer']:.2f}x" if row.get("speedup_over_best_peer") else ""
         peak = "" if row["peak_bytes"] is None else f"{row['peak_bytes'] / 2**20:8.1f}"
@@ -66,9 +67,10 @@ def format_table(rows, env):
             "" if math.isnan(row[key]) else f"{row[key]:6.2f}" for key in ("over_gemm", "over_limit")
         )
         lines.append(
-            f"{shape:<42} {row['backend']:<10} {row['median_s'] * 1e3:10.2f} "
+            f"{shape:<42} {row['backend']:<13} {row['median_s'] * 1e3:10.2f} "
             f"{row['q25_s'] * 1e3:7.2f}-{row['q75_s'] * 1e3:<7.2f} {row['gflops']:8.1f} {row['gemm'] or '':>6} "
-            f"{over_gemm:>6} {over_limit:>6} {row['limit_gemm'] or '':>8} {speedup:>12} {peak:>8} {ratio:>7}"
+            f"{over_gemm:>6} {over_limit:>6} {row['limit_gemm'] or '':>8} {speedup:>12} {peak:>8} {ratio:>7} "
+            f"{row.get('first_call_s') or float('nan'):8.2f}"
         )
     speedups = [r["speedup_over_best_peer"] for r in rows if r.get("speedup_over_best_peer")]
     if speedups:

@@ -23,7 +23,7 @@ import numpy as np
 from .._platform import BLAS_PINS
 from .._progress import Progress
 from .._runtime import USER_BLAS_TIMEOUT, USER_WAIT_POLICY
-from .backends import OURS, PEERS
+from .peers import OURS, registry
 from .timing import SETTLE_S, burst_calls, rotated, time_burst
 from .workload import step_products
 
@@ -51,7 +51,7 @@ def _reset_peak_rss():
 def _worker(conn, name, threads):
     """Serve one backend: set up a point, check its result, time rounds, measure peak memory."""
     from .. import gemms, set_num_threads
-    from .backends import get
+    from .peers import get
 
     backend = get(name)
     backend.set_threads(threads)  # first: JAX sizes its thread pool when it starts
@@ -68,7 +68,9 @@ def _worker(conn, name, threads):
                 state.clear()
                 args = point.inputs()
                 step = (backend.prepare_round if workload == "round" else backend.prepare)(*args, loss)
-                step.run()
+                start = time.perf_counter()
+                step.run()  # compiles, traces, allocates: reported apart
+                first_call_s = time.perf_counter() - start
                 step.run()
                 value, grads = step.result()
                 state.update(point=point, step=step, args=args, calls={"step": burst_calls(step.run)})
@@ -76,7 +78,7 @@ def _worker(conn, name, threads):
                     for provider in gemms.available():
                         state[provider] = step_products(args, loss, provider)[0]
                         state["calls"][provider] = burst_calls(state[provider])
-                conn.send(("ok", (value, tuple(None if g is None else np.asarray(g) for g in grads))))
+                conn.send(("ok", (value, tuple(None if g is None else np.asarray(g) for g in grads), first_call_s)))
             elif command == "time":
                 run = state[payload] if payload else state["step"].run
                 conn.send(("ok", time_burst(run, state["calls"][payload or "step"])))
@@ -137,9 +139,10 @@ class _Worker:
         if native_blas:
             # OpenBLAS reads these when it loads in the child: without them it picks this CPU's kernels.
             changes.update({pin: None for pin in BLAS_PINS})
-        if gemm is not None and name not in PEERS:
+        competitor = registry()[name].role == "peer"
+        if gemm is not None and not competitor:
             changes["MTRL_FAST_GEMM"] = gemm
-        if name in PEERS:
+        if competitor:
             # A peer runs with its users' OpenMP setting, not the PASSIVE that importing
             # mtrl_fast sets: PyTorch's own step is faster with libgomp's default spinning.
             changes.update(
@@ -181,7 +184,7 @@ def _expected(point, loss, numpy_result, workload="step"):
     ``REFERENCE_FLOP_BUDGET`` the NumPy peer (run here when it is not among the backends: the
     reference's task-by-task loop would take too long there, and in the shared layout hold every
     task's copy of the inputs)."""
-    from .backends import round_step
+    from .peers import round_step
 
     if _reference_flops(point) <= REFERENCE_FLOP_BUDGET:
         from ..reference import loss_and_grad
@@ -192,13 +195,13 @@ def _expected(point, loss, numpy_result, workload="step"):
             value, grads = loss_and_grad(*point.inputs(), loss, check_finite=False)
         return (value, tuple(grads)), "reference"
     if numpy_result is None:
-        from .backends import get
+        from .peers import get
 
         numpy_peer = get("numpy")
         step = (numpy_peer.prepare_round if workload == "round" else numpy_peer.prepare)(*point.inputs(), loss)
         step.run()
         value, grads = step.result()
-        numpy_result = (value, tuple(None if g is None else np.asarray(g) for g in grads))
+        numpy_result = (value, tuple(None if g is None else np.asarray(g) for g in grads), None)
     return numpy_result, "numpy"
 
 
@@ -213,8 +216,8 @@ def _agrees(result, expected, dtype):
     catches a wrong formula, which is off by order one.
     """
     tolerance = 5e-3 if dtype == "float32" else 1e-9
-    value, grads = result
-    want_value, want_grads = expected
+    value, grads = result[:2]
+    want_value, want_grads = expected[:2]
     if not abs(value - want_value) <= tolerance * max(1.0, abs(want_value)):
         return False, f"value {value:.6g} != {want_value:.6g}"
     for name, got, want in zip("WbA", grads, want_grads):
@@ -258,7 +261,8 @@ def run_benchmarks(
     measured alongside), ``over_gemm``, ``provider_s`` (the same products on each installed
     provider), ``limit_gemm`` and ``limit_s`` (the fastest of them: the machine's limit for this
     step), ``over_limit`` (every backend's time over it), ``peak_bytes``, ``peak_over_inputs``,
-    ``speedup_over_best_peer`` (ours only), ``checked_against``, ``note``. ``workload`` is
+    ``speedup_over_best_peer`` (ours only), ``first_call_s`` (the backend's first call at the point:
+    compilation, tracing, first allocations; never in the medians), ``checked_against``, ``note``. ``workload`` is
     ``"step"`` (one ``loss_and_grad`` step) or ``"round"`` (a training round, ``workload.ROUND``:
     then there are no GEMM times, and ``gflops`` counts the round's FLOPs). ``gemm`` is the GEMM
     setting (``mtrl_fast.set_gemm``) of our step and our framework ops; ``None`` keeps their defaults.
@@ -267,7 +271,7 @@ def run_benchmarks(
     adds to resident memory at its peak (outputs and every temporary); buffers a backend keeps
     between steps (library workspaces, JAX's copies of the inputs) are not counted.
     """
-    from .backends import OURS, PEERS, get
+    from .peers import get
 
     threads = threads or os.cpu_count() or 1
     names = []
@@ -335,6 +339,7 @@ def run_benchmarks(
                         median_s=float(np.median(times)),
                         q25_s=float(np.percentile(times, 25)),
                         q75_s=float(np.percentile(times, 75)),
+                        first_call_s=results[name][2],
                         gemm=own if name == OURS else None,
                         gemm_s=gemm_s,
                         provider_s=provider_s,
@@ -348,7 +353,11 @@ def run_benchmarks(
                     )
                 rows.append(row)
             ours = next((r for r in rows[-len(workers) :] if r["backend"] == OURS and "median_s" in r), None)
-            peers = [r["median_s"] for r in rows[-len(workers) :] if r["backend"] in PEERS and "median_s" in r]
+            peers = [
+                r["median_s"]
+                for r in rows[-len(workers) :]
+                if registry()[r["backend"]].role == "peer" and "median_s" in r
+            ]
             if ours and peers:
                 ours["speedup_over_best_peer"] = min(peers) / ours["median_s"]
             bar.step(point.label)

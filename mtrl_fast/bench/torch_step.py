@@ -31,6 +31,8 @@ SHAPES = [
 ORDERS = {"mtrl_fast": "import mtrl_fast.torch, torch", "torch": "import torch, mtrl_fast.torch"}
 #: The setting that leaves the ops their default (see ``mtrl_fast.gemms.torch_ops_gemm``).
 DEFAULT = "default"
+#: The peers whose training steps (``Peer.training_step``) are timed, by the label of their medians.
+CONTENDERS = {"torch": "plain", "torch+ours": "ours", "torch.compile": "compiled"}
 
 WORKER = r"""
 import json, statistics, sys, time, warnings
@@ -40,9 +42,11 @@ import torch
 import mtrl_fast
 import mtrl_fast.torch as mt
 from mtrl_fast import gemms
+from mtrl_fast.bench import peers
+from mtrl_fast.bench.torch_step import CONTENDERS
 
 provider, threads, repeat, shapes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
-compiled = sys.argv[5] == "1"
+names = [name for name, label in CONTENDERS.items() if label != "compiled" or sys.argv[5] == "1"]
 torch.manual_seed(0)
 torch.set_num_threads(threads)
 mtrl_fast.set_num_threads(threads)
@@ -52,50 +56,25 @@ print(json.dumps({{"gemm": gemms.torch_ops_gemm(), "resolved": gemms.resolve(gem
 for layout, n, d, m, T in shapes:
     X = torch.randn(n, d) if layout == "shared" else torch.randn(T, n, d)
     Y = torch.sign(torch.randn(T, n))
-    model = mt.MultiTaskReLU(d=d, width=m, tasks=T)
-    params = list(model.parameters())
-    plain = [p.detach().clone().requires_grad_(True) for p in params]
-    opt_ours, opt_plain = torch.optim.SGD(params, lr=0.01), torch.optim.SGD(plain, lr=0.01)
-
-    def ours():
-        opt_ours.zero_grad()
-        model.loss(X, Y, "logistic").backward()
-        opt_ours.step()
-
-    def reference():
-        W, b, A = plain
-        opt_plain.zero_grad()
-        mt.plain_losses("logistic", mt.plain_forward(X, W, b, A), Y).mean().backward()
-        opt_plain.step()
-
-    runs = {{"plain": reference, "ours": ours}}
-    compile_s = None
-    if compiled:
-        twin = [p.detach().clone().requires_grad_(True) for p in params]
-        opt_twin = torch.optim.SGD(twin, lr=0.01)
-        torch._dynamo.reset()
-        compiled_loss = torch.compile(lambda W, b, A: mt.plain_losses("logistic", mt.plain_forward(X, W, b, A), Y).mean())
-
-        def compiled_step():
-            opt_twin.zero_grad()
-            compiled_loss(*twin).backward()
-            opt_twin.step()
-
-        start = time.perf_counter()
-        compiled_step()  # compiles the forward and the backward
-        compile_s = time.perf_counter() - start
-        runs["compiled"] = compiled_step
-    times = {{name: [] for name in runs}}
+    start = list(mt.MultiTaskReLU(d=d, width=m, tasks=T).parameters())
+    runs, first = {{}}, {{}}
+    for name in names:
+        params = [p.detach().clone().requires_grad_(True) for p in start]
+        runs[CONTENDERS[name]] = peers.get(name).training_step(X, Y, params, "logistic")
+        began = time.perf_counter()
+        runs[CONTENDERS[name]]()  # the first call: torch.compile compiles the forward and the backward here
+        first[CONTENDERS[name]] = time.perf_counter() - began
+    times = {{label: [] for label in runs}}
     for function in runs.values():
-        function(), function()  # warm up
+        function()  # warm up
     for _ in range(repeat):
-        for name, function in runs.items():
+        for label, function in runs.items():
             for _ in range(3):
-                start = time.perf_counter()
+                began = time.perf_counter()
                 function()
-                times[name].append(time.perf_counter() - start)
-    medians = {{name: statistics.median(values) * 1e3 for name, values in times.items()}}
-    print(json.dumps({{**medians, "compile_s": compile_s}}), flush=True)
+                times[label].append(time.perf_counter() - began)
+    medians = {{label: statistics.median(values) * 1e3 for label, values in times.items()}}
+    print(json.dumps({{**medians, "compile_s": first.get("compiled")}}), flush=True)
 """
 
 

@@ -307,10 +307,10 @@ def test_perf_gate_covers_more_than_one_setting_and_has_a_recorded_baseline():
 
 
 def test_the_cell_benchmark_checks_agreement_then_times_each_implementation():
-    from mtrl_fast.bench.backends import get
-    from mtrl_fast.bench.cell import CELL_BACKENDS, SPREAD_RUNS, CellSpec, run_cell_benchmark
+    from mtrl_fast.bench.cell import SPREAD_RUNS, CellSpec, cell_peers, run_cell_benchmark
+    from mtrl_fast.bench.peers import get
 
-    names = tuple(name for name in CELL_BACKENDS if get(name).available()[0])
+    names = tuple(name for name in cell_peers() if get(name).available()[0])
     spec = CellSpec(d=40, T=12, width=16)
     results = run_cell_benchmark(spec, names, threads=1, repeat=2, log=lambda text: None)
     rows = ["mtrl_fast full", "mtrl_fast reduced", *(name for name in names if name != "mtrl_fast")]

@@ -132,10 +132,10 @@ def test_the_frameworks_run_the_tables_formulas(framework):
         run = lambda name: plain_losses(name, torch.tensor(f), torch.tensor(y)).numpy()  # noqa: E731
     else:
         jnp = pytest.importorskip("jax.numpy")
-        from mtrl_fast.bench.backends._jax import example_losses
+        from mtrl_fast.bench.peers.jax import example_losses
 
         f32, y32 = jnp.asarray(f, jnp.float32), jnp.asarray(y, jnp.float32)  # as JAX computes unless x64 is on
-        run = lambda name: np.asarray(example_losses(jnp, name, f32, y32))  # noqa: E731
+        run = lambda name: np.asarray(example_losses(name, f32, y32))  # noqa: E731
     for name in losses.LOSSES:
         tolerance = 1e-12 if framework == "torch" else 1e-6
         np.testing.assert_allclose(run(name), losses.value(name, f, y), rtol=tolerance, atol=tolerance, err_msg=name)

@@ -6,7 +6,7 @@ from threadpoolctl import threadpool_limits
 from mtrl_fast import losses
 from mtrl_fast.gradients import Gradients
 
-from . import Backend, PreparedStep, round_step
+from . import Peer, PreparedStep, round_step
 
 
 def loss_and_grad(X, Y, W, b, A, loss, check_finite=False, first_layer=True):
@@ -49,8 +49,18 @@ def loss_and_grad(X, Y, W, b, A, loss, check_finite=False, first_layer=True):
     return value, Gradients(W=gW, b=gb, A=gA)
 
 
-def backend(name):
-    def prepare(X, Y, W, b, A, loss):
+class NumPy(Peer):
+    """:func:`loss_and_grad` above, on NumPy's BLAS."""
+
+    name = "numpy"
+
+    def version(self):
+        return np.__version__
+
+    def set_threads(self, k):
+        threadpool_limits(limits=k, user_api="blas")  # process-wide until changed
+
+    def prepare(self, X, Y, W, b, A, loss):
         last = {}
 
         def run():
@@ -59,14 +69,5 @@ def backend(name):
 
         return PreparedStep(run, lambda: last["out"] if "out" in last else run())
 
-    def set_threads(k):
-        threadpool_limits(limits=k, user_api="blas")  # process-wide until changed
-
-    return Backend(
-        name,
-        lambda: (True, ""),
-        prepare,
-        set_threads,
-        lambda: np.__version__,
-        lambda X, Y, W, b, A, loss: round_step(loss_and_grad, X, Y, W, b, A, loss),
-    )
+    def prepare_round(self, X, Y, W, b, A, loss):
+        return round_step(loss_and_grad, X, Y, W, b, A, loss)
