@@ -192,54 +192,21 @@ def _check_memory(need, what):
 
 
 def reproduce(args):
-    from dataclasses import replace
-
     _part("paper", "paper")
     from mtrl_fast.paper.experiments import (
         DEFAULT_MEMORY_BUDGET,
-        PARAMETERS,
         QUICK,
         Grid,
         default_memory_budget,
         memory_problem,
         reproduce,
     )
+    from mtrl_fast.paper.options import from_parsed
     from mtrl_fast.paper.report import claims_table
 
     base = QUICK if args.quick else Grid()
-    pretrain_changes = {
-        name: value
-        for name, value in (
-            ("width", args.width),
-            ("samples_per_task", args.samples_per_task),
-            ("rounds", args.rounds),
-            ("head_steps", args.head_steps),
-            ("head_lr", args.head_lr),
-            ("lr", args.lr),
-            ("weight_decay", args.weight_decay),
-            ("loss", args.loss),
-            ("layout", args.layout),
-            ("sampler", args.sampler),
-        )
-        if value is not None
-    }
-    grid_changes = {
-        name: value
-        for name, value in (
-            ("d", args.d),
-            ("r", args.r),
-            ("tasks", args.tasks),
-            ("seeds", args.seeds),
-            ("label_kind", args.labels),
-            ("noise", args.noise),
-            ("base_seed", args.base_seed),
-            ("studies", args.studies),
-        )
-        if value is not None
-    }
-    grid_changes.update({p.name: getattr(args, p.name) for p in PARAMETERS if getattr(args, p.name, None) is not None})
     try:
-        grid = replace(base, pretrain=replace(base.pretrain, **pretrain_changes), **grid_changes)
+        grid = from_parsed(base, args)
     except ValueError as error:
         raise OptionError(error) from None
     jobs = args.jobs or max(1, (os.cpu_count() or 1) // args.threads)

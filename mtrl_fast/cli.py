@@ -17,7 +17,7 @@ from . import _cli_types as types
 from . import _commands
 from ._cli_types import MissingExtra, OptionError
 from .bench import peers  # the peers' names: their modules import what they run lazily
-from .losses import DTYPES, LAYOUTS, LOSSES, PER_TASK, SHARED
+from .losses import DTYPES, LAYOUTS, LOSSES, SHARED
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,28 +37,33 @@ def _studies():
     return STUDIES
 
 
-def _add_paper_options(rep, studies):
-    """``--sampler`` from the samplers' registry, ``--studies`` and every parameter the studies declare
-    (``Study.parameters``) from theirs; without them (no paper extra), none: ``reproduce`` then names
-    the missing extra."""
+def _add_settings(rep, studies):
+    """An option for every setting the grid declares (``mtrl_fast.paper.options``: the grid's and
+    the training configuration's fields, and the parameters the studies add), with its help and
+    default; without the paper's extra, none: ``reproduce`` then names the missing extra."""
     if studies is None:
         return
-    from .paper import samplers
-    from .paper.studies import DEFAULT_STUDIES, parameters_of
+    from .paper.grid import Grid
+    from .paper.options import options_of
 
-    rep.add_argument("--sampler", choices=samplers.choices(), help=samplers.option_help())
-    names = tuple(studies)
-    rep.add_argument(
-        "--studies",
-        type=types.choices(names),
-        help=f"comma-separated, from {', '.join(names)} (default {','.join(DEFAULT_STUDIES)})",
-    )
-    for parameter in parameters_of(studies.values()):
-        parse = types.positive_ints if parameter.kind == "ints" else types.positive_int
-        default = ",".join(map(str, parameter.default)) if parameter.kind == "ints" else parameter.default
-        owners = [name for name, study in studies.items() if parameter in study.parameters]
-        read_by = f"stud{'ies' if len(owners) > 1 else 'y'}: {', '.join(owners)}"
-        rep.add_argument(parameter.flag, type=parse, help=f"{parameter.help} (default {default}; {read_by})")
+    for declared in options_of(Grid()):
+        option = declared.option
+        how = {"help": option.describe(declared.default), "dest": declared.dest}
+        if option.kind == "choice":
+            how["choices"] = option.allowed()
+        elif option.kind == "names":
+            how.update(type=types.choices(option.allowed()), metavar=declared.flag[2:].upper())
+        else:
+            how.update(type=getattr(types, option.kind), metavar=declared.flag[2:].upper().replace("-", "_"))
+        rep.add_argument(declared.flag, **how)
+
+
+def _quick_summary():
+    """What ``--quick`` changes, from ``grid.QUICK`` itself."""
+    from .paper.grid import QUICK, Grid
+    from .paper.options import differences, text
+
+    return "; ".join(f"{flag[2:]} {text(value)}" for flag, value in differences(QUICK, Grid()))
 
 
 def build_parser(paper=True):
@@ -177,26 +182,10 @@ def build_parser(paper=True):
     rep.add_argument(
         "--quick",
         action="store_true",
-        help="small grid: d 50,200; T 1,5,20,100; n_new 20,100; the ablation and the phase diagram too",
+        help="a small grid" + (f" ({_quick_summary()})" if studies is not None else ""),
     )
     rep.add_argument("--out", type=types.output_folder, default="results", help="output folder (default: results)")
-    rep.add_argument("--d", type=types.positive_ints, help="input dimensions of the recovery study, e.g. 50,100,200")
-    rep.add_argument("--r", type=types.positive_int, help="dimension of the ground-truth subspace (default 5)")
-    rep.add_argument("--tasks", type=types.positive_ints, help="task counts T, e.g. 1,2,5,10,20,50,100")
-    rep.add_argument("--seeds", type=types.positive_int, help="repetitions of every cell")
-    rep.add_argument("--width", type=types.positive_int, help="neurons m (default 256)")
-    rep.add_argument("--samples-per-task", type=types.positive_int, help="n1 = n2 per task per phase (default 5 d)")
-    rep.add_argument("--rounds", type=types.positive_int, help="alternating rounds (default 1: one large step)")
-    rep.add_argument("--head-steps", type=types.positive_int, help="head steps per round")
-    rep.add_argument("--head-lr", type=types.positive_float, help="head step size")
-    rep.add_argument("--lr", type=types.positive_float, help="first-layer step size")
-    rep.add_argument("--weight-decay", type=types.nonnegative_float, help="first-layer weight decay lambda")
-    rep.add_argument("--loss", choices=LOSSES)
-    rep.add_argument("--layout", choices=(PER_TASK, SHARED))
-    _add_paper_options(rep, studies)
-    rep.add_argument("--labels", choices=["linear", "relu-teacher"], help="label family")
-    rep.add_argument("--noise", type=types.probability_below_half, help="label-flip probability, in [0, 0.5)")
-    rep.add_argument("--base-seed", type=types.nonnegative_int)
+    _add_settings(rep, studies)
     rep.add_argument(
         "--jobs",
         type=types.positive_int,
@@ -286,9 +275,18 @@ def _stopped(stop, prog, resume):
     return 143 if how == "SIGTERM" else 130
 
 
+def _command_of(argv):
+    """The command ``argv`` names, read as the parser reads it: the top level takes flags alone, so
+    its first positional argument is the command (``bench --out reproduce`` is ``bench``)."""
+    skeleton = argparse.ArgumentParser(add_help=False)
+    skeleton.add_argument("--debug", action="store_true")
+    skeleton.add_argument("command", nargs="?")
+    skeleton.add_argument("rest", nargs=argparse.REMAINDER)
+    return skeleton.parse_known_args(argv)[0].command
+
+
 def _main(argv):
-    words = sys.argv[1:] if argv is None else argv
-    paper = "reproduce" in words
+    paper = _command_of(sys.argv[1:] if argv is None else argv) == "reproduce"
     try:
         parser = build_parser(paper=paper)
     except peers.PeerModuleError as error:

@@ -92,7 +92,7 @@ def test_the_sampler_and_study_names_are_the_papers():
     from mtrl_fast.paper.studies import STUDIES, parameters_of
 
     actions = cli.build_parser()._subparsers._group_actions[0].choices["reproduce"]._actions
-    sampler = next(action for action in actions if action.dest == "sampler")
+    sampler = next(action for action in actions if action.dest == "pretrain.sampler")
     assert tuple(sampler.choices) == choices() and all(f"{name}: " in sampler.help for name in SAMPLERS)
     reproduce = next(action for action in actions if action.dest == "studies")
     assert all(name in reproduce.help for name in STUDIES)
@@ -261,6 +261,9 @@ def test_the_other_commands_do_not_load_the_papers_modules():
         "from mtrl_fast import cli\n"
         "cli.main(['step', '--n', '32', '--d', '4', '--m', '4', '--T', '2', '--repeat', '1'])\n"
         "assert not any(name.startswith('mtrl_fast.paper') for name in sys.modules), 'paper loaded'\n"
+        # The command is what the parser reads, not a word anywhere: an output folder called reproduce.
+        "assert cli._command_of(['--debug', 'bench', '--out', 'reproduce']) == 'bench'\n"
+        "assert cli._command_of(['--debug', 'reproduce', '--quick']) == 'reproduce'\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -8,7 +8,9 @@ from dataclasses import asdict, dataclass, field, make_dataclass
 import numpy as np
 
 from .networks import AGGREGATION, SAMPLING
+from .options import Option, setting
 from .studies import DEFAULT_STUDIES, STUDIES, parameters_of
+from .tasks import LABEL_KINDS
 from .train import PretrainConfig
 
 
@@ -16,15 +18,18 @@ from .train import PretrainConfig
 class _Grid:
     """The fields every grid has; :data:`Grid` adds those its studies declare."""
 
-    d: tuple[int, ...] = (50, 100, 200)
-    r: int = 5
-    tasks: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100)
-    seeds: int = 5
-    label_kind: str = "linear"
-    noise: float = 0.0
-    base_seed: int = 0
+    # The settings ``mtrl-fast reproduce`` takes (see mtrl_fast.paper.options): flags and help come from here.
+    d: tuple[int, ...] = setting((50, 100, 200), "positive_ints", "input dimensions of the recovery study")
+    r: int = setting(5, "positive_int", "dimension of the ground-truth subspace")
+    tasks: tuple[int, ...] = setting((1, 2, 5, 10, 20, 50, 100), "positive_ints", "task counts T")
+    seeds: int = setting(5, "positive_int", "repetitions of every cell")
+    label_kind: str = setting("linear", "choice", "label family", flag="--labels", choices=LABEL_KINDS)
+    noise: float = setting(0.0, "probability_below_half", "label-flip probability, in [0, 0.5)")
+    base_seed: int = setting(0, "nonnegative_int", "the seed every cell's generators start from")
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    studies: tuple[str, ...] = DEFAULT_STUDIES
+    studies: tuple[str, ...] = setting(
+        DEFAULT_STUDIES, "names", "the studies to run, comma-separated", choices=lambda: tuple(STUDIES)
+    )
 
     def __post_init__(self):
         unknown = [name for name in self.studies if name not in STUDIES]
@@ -91,8 +96,18 @@ studies : tuple of str
 
 def _grid_class(studies):
     """``Grid``: the common fields, then every parameter the ``studies`` declare, with its default."""
+    studies = tuple(studies)
     parameters = parameters_of(studies)
-    fields = [(p.name, tuple[int, ...] if p.kind == "ints" else int, field(default=p.default)) for p in parameters]
+
+    def option(p):
+        owners = [study.name for study in studies if p in study.parameters]
+        note = f"stud{'ies' if len(owners) > 1 else 'y'}: {', '.join(owners)}"
+        return Option("positive_ints" if p.kind == "ints" else "positive_int", p.help, note=note)
+
+    fields = [
+        (p.name, tuple[int, ...] if p.kind == "ints" else int, field(default=p.default, metadata={"option": option(p)}))
+        for p in parameters
+    ]
     doc = _GRID_DOC + "".join(
         f"{p.name} : {'tuple of int' if p.kind == 'ints' else 'int'}\n    {p.help[0].upper() + p.help[1:]} "
         f"(default {p.default}; option ``{p.flag}``).\n"

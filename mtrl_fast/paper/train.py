@@ -10,11 +10,12 @@ from functools import partial
 import numpy as np
 
 from .. import loss_and_grad, rounds
-from ..losses import DTYPES, LAYOUTS, PER_TASK, loss_id
+from ..losses import DTYPES, LAYOUTS, LOSSES, PER_TASK, loss_id
 from . import clock
 from .keys import DrawKey, Phase
 from .metrics import energy_outside, subspace_distance
-from .samplers import AUTO, SAMPLERS, choices, choose
+from .options import setting
+from .samplers import AUTO, SAMPLERS, choices, choose, option_help
 from .tasks import unit_vectors
 
 
@@ -55,19 +56,22 @@ class PretrainConfig:
         same draws.
     """
 
-    width: int = 256
-    rounds: int = 1
-    head_steps: int = 1
-    head_lr: float = 0.1
-    lr: float = 1.0
-    weight_decay: float = 1.0
-    loss: str = "correlation"
-    samples_per_task: int | None = None
-    layout: str = PER_TASK
+    # The settings ``mtrl-fast reproduce`` takes (see mtrl_fast.paper.options): flags and help come from here.
+    width: int = setting(256, "positive_int", "neurons m")
+    rounds: int = setting(1, "positive_int", "alternating rounds", default_text="1: one large step")
+    head_steps: int = setting(1, "positive_int", "head steps per round")
+    head_lr: float = setting(0.1, "positive_float", "head step size")
+    lr: float = setting(1.0, "positive_float", "first-layer step size")
+    weight_decay: float = setting(1.0, "nonnegative_float", "first-layer weight decay lambda")
+    loss: str = setting("correlation", "choice", "the training loss", choices=LOSSES)
+    samples_per_task: int | None = setting(None, "positive_int", "n1 = n2 per task per phase", default_text="5 d")
+    layout: str = setting(
+        PER_TASK, "choice", "each task its own samples, or one sample set labelled by every task", choices=LAYOUTS
+    )
     bias: bool = False
     init_scale: float = 1.0
     dtype: str = "float32"
-    sampler: str = AUTO
+    sampler: str = setting(AUTO, "choice", option_help, choices=choices, default_text="")
 
     def __post_init__(self):
         loss_id(self.loss)

@@ -304,6 +304,6 @@ def test_a_new_sampler_is_one_class_and_one_entry(monkeypatch):
     with pytest.raises(ValueError, match="sampler must be one of .*'copy'"):
         PretrainConfig(sampler="exact")
     parser = cli.build_parser()
-    assert parser.parse_args(["reproduce", "--sampler", "copy"]).sampler == "copy"
+    assert getattr(parser.parse_args(["reproduce", "--sampler", "copy"]), "pretrain.sampler") == "copy"
     reproduce = parser._subparsers._group_actions[0].choices["reproduce"]
     assert "copy: the full one, renamed" in " ".join(reproduce.format_help().split())
