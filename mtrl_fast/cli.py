@@ -75,6 +75,15 @@ def build_parser(paper=True):
     parser = _Parser(prog="mtrl-fast", description=__doc__.split("\n")[0], parents=[common])
     commands = parser.add_subparsers(dest="command", required=True)
 
+    _add_info(commands, common)
+    _add_step(commands, common)
+    _add_bench(commands, common)
+    _add_reproduce(commands, common, studies)
+    return parser
+
+
+def _add_info(commands, common):
+    """``mtrl-fast info``."""
     info = commands.add_parser(
         "info", parents=[common], help="versions, threading layer, BLAS: paste into a bug report"
     )
@@ -91,6 +100,9 @@ def build_parser(paper=True):
     )
     info.set_defaults(run=_commands.info)
 
+
+def _add_step(commands, common):
+    """``mtrl-fast step``."""
     step = commands.add_parser(
         "step", parents=[common], help="time one loss_and_grad step, optionally against the NumPy reference"
     )
@@ -109,6 +121,9 @@ def build_parser(paper=True):
     step.add_argument("--reference-repeat", type=types.positive_int, default=3)
     step.set_defaults(run=_commands.step)
 
+
+def _add_bench(commands, common):
+    """``mtrl-fast bench``."""
     bench = commands.add_parser(
         "bench",
         parents=[common],
@@ -172,6 +187,9 @@ def build_parser(paper=True):
     bench.add_argument("--no-progress", action="store_true")
     bench.set_defaults(run=_commands.bench)
 
+
+def _add_reproduce(commands, common, studies):
+    """``mtrl-fast reproduce``: its settings from the grid's fields (with the paper's extra)."""
     rep = commands.add_parser(
         "reproduce",
         parents=[common],
@@ -232,7 +250,6 @@ def build_parser(paper=True):
         help="print where the cells' time went (sampling, kernels, metrics, probe); the report has it too",
     )
     rep.set_defaults(run=_commands.reproduce)
-    return parser
 
 
 def _note_first_compilation():

@@ -1,5 +1,6 @@
 """The package's shape: layers that import only downwards, no import cycle (imports inside functions
-included), no private name taken from another subpackage, no module over 500 lines."""
+included), no private name taken from another subpackage, no module over 500 lines, no function over 80
+lines outside the compiled kernels."""
 
 import ast
 from pathlib import Path
@@ -22,6 +23,9 @@ LAYERS = {
     8: {"cli", "_commands", "_cli_types", "__main__"},
 }
 MAX_LINES = 500
+#: The longest function (its docstring included), outside ``_kernels/``, whose kernels are written flat
+#: for Numba to compile.
+MAX_FUNCTION_LINES = 80
 
 
 def _modules():
@@ -137,3 +141,22 @@ def test_no_private_name_from_another_subpackage():
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_no_module_over_the_line_limit(name):
     assert len(MODULES[name].read_text().splitlines()) <= MAX_LINES
+
+
+def _long_functions(source):
+    return [
+        f"{node.name}: {node.end_lineno - node.lineno + 1} lines"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(name for name in MODULES if not name.startswith("mtrl_fast._kernels")))
+def test_no_function_over_the_line_limit(name):
+    assert _long_functions(MODULES[name].read_text()) == []
+
+
+def test_the_function_limit_finds_a_long_function():
+    body = "\n".join(f"    x{k} = {k}" for k in range(MAX_FUNCTION_LINES))
+    assert _long_functions(f"def long():\n{body}\n") == ["long: 81 lines"]

@@ -298,70 +298,87 @@ def run_benchmarks(
     bar = Progress(len(points), enabled=progress)
     try:
         for point in points:
-            results, notes = {}, {}
-            for name, worker in workers.items():
-                try:
-                    results[name] = worker.ask("setup", (point, loss, False, workload))
-                except RuntimeError as error:
-                    notes[name] = str(error)
-            expected, checked_against = _expected(point, loss, results.get("numpy"), workload)
-            for name in list(results):
-                ok, why = _agrees(results[name], expected, point.dtype)
-                if not ok:
-                    notes[name] = f"disagrees with {checked_against}: {why}"
-                    del results[name]
-            timed = [name for name in workers if name in results]
-            samples = {name: [] for name in timed}
-            providers, own = workers[OURS].ask("gemms", point.dtype)
-            if OURS not in results or workload != "step":
-                providers = []
-            products = {provider: [] for provider in providers}
-            for round_index in range(repeat):
-                for name in rotated(timed, round_index):
-                    time.sleep(SETTLE_S)
-                    samples[name].append(workers[name].ask("time"))
-                for provider in rotated(providers, round_index):
-                    time.sleep(SETTLE_S)
-                    products[provider].append(workers[OURS].ask("time", provider))
-            provider_s = {provider: float(np.median(times)) for provider, times in products.items()}
-            gemm_s = provider_s.get(own, float("nan"))
-            limit_gemm = min(provider_s, key=provider_s.__getitem__) if provider_s else None
-            limit_s = provider_s[limit_gemm] if limit_gemm else float("nan")
-            for name in workers:
-                row = dict(asdict(point), backend=name, checked_against=checked_against, note=notes.get(name, ""))
-                if name in samples:
-                    times = np.array(samples[name])
-                    peak = None
-                    if name in memory_workers:
-                        memory_workers[name].ask("setup", (point, loss, True, workload))
-                        peak = memory_workers[name].ask("peakmem")
-                    row.update(
-                        median_s=float(np.median(times)),
-                        q25_s=float(np.percentile(times, 25)),
-                        q75_s=float(np.percentile(times, 75)),
-                        first_call_s=results[name][2],
-                        gemm=own if name == OURS else None,
-                        gemm_s=gemm_s,
-                        provider_s=provider_s,
-                        limit_gemm=limit_gemm,
-                        limit_s=limit_s,
-                        gflops=point.workload_flops(workload) / float(np.median(times)) / 1e9,
-                        over_gemm=float(np.median(times)) / gemm_s if name == OURS else float("nan"),
-                        over_limit=float(np.median(times)) / limit_s,
-                        peak_bytes=peak,
-                        peak_over_inputs=None if peak is None else peak / point.input_bytes(),
-                    )
-                rows.append(row)
-            ours = next((r for r in rows[-len(workers) :] if r["backend"] == OURS and "median_s" in r), None)
-            peers = [
-                r["median_s"]
-                for r in rows[-len(workers) :]
-                if registry()[r["backend"]].role == "peer" and "median_s" in r
-            ]
-            if ours and peers:
-                ours["speedup_over_best_peer"] = min(peers) / ours["median_s"]
+            rows += _measure_point(point, workers, memory_workers, loss, workload, repeat)
             bar.step(point.label)
     finally:
         for worker in list(workers.values()) + list(memory_workers.values()):
             worker.close()
+    return rows
+
+
+def _checked(workers, point, loss, workload):
+    """Set every backend up on ``point`` and check its result: ``(results, notes, checked_against)``;
+    a backend that failed or disagreed is left out of ``results``, with the reason in ``notes``."""
+    results, notes = {}, {}
+    for name, worker in workers.items():
+        try:
+            results[name] = worker.ask("setup", (point, loss, False, workload))
+        except RuntimeError as error:
+            notes[name] = str(error)
+    expected, checked_against = _expected(point, loss, results.get("numpy"), workload)
+    for name in list(results):
+        ok, why = _agrees(results[name], expected, point.dtype)
+        if not ok:
+            notes[name] = f"disagrees with {checked_against}: {why}"
+            del results[name]
+    return results, notes, checked_against
+
+
+def _alternating(workers, timed, providers, repeat):
+    """``repeat`` rounds taking turns between the backends ``timed`` and our step's products on each
+    GEMM provider: ``(samples, products)``, seconds by name."""
+    samples = {name: [] for name in timed}
+    products = {provider: [] for provider in providers}
+    for round_index in range(repeat):
+        for name in rotated(timed, round_index):
+            time.sleep(SETTLE_S)
+            samples[name].append(workers[name].ask("time"))
+        for provider in rotated(providers, round_index):
+            time.sleep(SETTLE_S)
+            products[provider].append(workers[OURS].ask("time", provider))
+    return samples, products
+
+
+def _measure_point(point, workers, memory_workers, loss, workload, repeat):
+    """The rows of one point: every backend checked, timed in alternating rounds beside the step's
+    products, its peak memory measured; ours with its speedup over the best peer."""
+    results, notes, checked_against = _checked(workers, point, loss, workload)
+    providers, own = workers[OURS].ask("gemms", point.dtype)
+    if OURS not in results or workload != "step":
+        providers = []
+    samples, products = _alternating(workers, [name for name in workers if name in results], providers, repeat)
+    provider_s = {provider: float(np.median(times)) for provider, times in products.items()}
+    gemm_s = provider_s.get(own, float("nan"))
+    limit_gemm = min(provider_s, key=provider_s.__getitem__) if provider_s else None
+    limit_s = provider_s[limit_gemm] if limit_gemm else float("nan")
+    rows = []
+    for name in workers:
+        row = dict(asdict(point), backend=name, checked_against=checked_against, note=notes.get(name, ""))
+        if name in samples:
+            median = float(np.median(samples[name]))
+            peak = None
+            if name in memory_workers:
+                memory_workers[name].ask("setup", (point, loss, True, workload))
+                peak = memory_workers[name].ask("peakmem")
+            row.update(
+                median_s=median,
+                q25_s=float(np.percentile(samples[name], 25)),
+                q75_s=float(np.percentile(samples[name], 75)),
+                first_call_s=results[name][2],
+                gemm=own if name == OURS else None,
+                gemm_s=gemm_s,
+                provider_s=provider_s,
+                limit_gemm=limit_gemm,
+                limit_s=limit_s,
+                gflops=point.workload_flops(workload) / median / 1e9,
+                over_gemm=median / gemm_s if name == OURS else float("nan"),
+                over_limit=median / limit_s,
+                peak_bytes=peak,
+                peak_over_inputs=None if peak is None else peak / point.input_bytes(),
+            )
+        rows.append(row)
+    ours = next((r for r in rows if r["backend"] == OURS and "median_s" in r), None)
+    peers = [r["median_s"] for r in rows if registry()[r["backend"]].role == "peer" and "median_s" in r]
+    if ours and peers:
+        ours["speedup_over_best_peer"] = min(peers) / ours["median_s"]
     return rows

@@ -383,12 +383,7 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
         Parameters after training, and one history entry per round: the first-layer step's
         loss, subspace distance and energy outside ``span(M)`` after the step.
     """
-    if config.width < family.r:
-        raise ValueError(f"width must be at least r = {family.r} to learn the subspace; got {config.width}")
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {', '.join(ORDERS)}; got {order!r}")
-    if A0 is not None and np.shape(A0) != (family.T, config.width):
-        raise ValueError(f"A0 must have shape (T, width) = {(family.T, config.width)}; got {np.shape(A0)}")
+    _check_pretrain(family, config, order, A0)
     dtype = np.dtype(config.dtype)
     W = initial_layer(config.width, family.d, rng, config.init_scale, dtype) if W0 is None else W0.astype(dtype)
     b = np.zeros(config.width, dtype=dtype) if config.bias else None
@@ -407,33 +402,49 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
         }
         work = partial(shard_round, drawn_family, config, key, n=n, gram=sampler.needs_gram, **plan)
         results = map_shards(work, [((first, count), drawn_W, b, A[first : first + count]) for first, count in shards])
-        value, gW, gb = 0.0, np.zeros_like(drawn_W), None if b is None else np.zeros_like(b)
-        DtD = np.zeros((config.width, config.width)) if sampler.needs_gram else None
-        for (first, count), (heads, groups, parts) in zip(shards, results):
-            clock.add_parts(parts)
-            A[first : first + count] = heads
-            for (_, size), (group_value, group_gW, group_gb, group_gram) in zip(task_groups(first, count), groups):
-                weight = dtype.type(size / family.T)  # the group's share of the task average
-                value += float(weight) * group_value
-                gW += weight * group_gW
-                if b is not None:
-                    gb += weight * group_gb
-                if DtD is not None:
-                    DtD += float(weight) ** 2 * group_gram  # the groups' rows of D are disjoint
-        diverged = FloatingPointError(f"training diverged in round {round_index}: lower lr or head_lr")
-        if DtD is not None and not np.isfinite(DtD).all():
-            raise diverged
+        value, gW, gb, DtD = _combined(shards, results, A, drawn_W, b, dtype, sampler.needs_gram)
+        _finite_or_diverged(DtD, round_index)
         gW = sampler.first_layer_gradient(gW, DtD, basis, key)
         rounds.update_first_layer(W, b, gW, gb, lr=config.lr, weight_decay=config.weight_decay)
-        if not np.isfinite(W).all():
-            raise diverged
-        with clock.part("metrics"):
-            history.append(
-                {
-                    "round": round_index,
-                    "loss": value,
-                    "subspace_distance": subspace_distance(W, family.M),
-                    "energy_outside": energy_outside(W, family.M),
-                }
-            )
+        _finite_or_diverged(W, round_index)
+        with clock.part("metrics"):  # after the step
+            history.append({"round": round_index, "loss": value, **_subspace_record(W, family.M)})
     return Pretrained(W=W, b=b, A=A, history=history)
+
+
+def _check_pretrain(family, config, order, A0):
+    if config.width < family.r:
+        raise ValueError(f"width must be at least r = {family.r} to learn the subspace; got {config.width}")
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}; got {order!r}")
+    if A0 is not None and np.shape(A0) != (family.T, config.width):
+        raise ValueError(f"A0 must have shape (T, width) = {(family.T, config.width)}; got {np.shape(A0)}")
+
+
+def _combined(shards, results, A, W, b, dtype, needs_gram):
+    """The task average of the shards' results, in task order whatever the shards: ``(value, gW,
+    gb, DtD)``; each shard's new heads go into ``A`` (``DtD``, for the reduced sampler, else ``None``)."""
+    T, width = A.shape
+    value, gW, gb = 0.0, np.zeros_like(W), None if b is None else np.zeros_like(b)
+    DtD = np.zeros((width, width)) if needs_gram else None
+    for (first, count), (heads, groups, parts) in zip(shards, results):
+        clock.add_parts(parts)
+        A[first : first + count] = heads
+        for (_, size), (group_value, group_gW, group_gb, group_gram) in zip(task_groups(first, count), groups):
+            weight = dtype.type(size / T)  # the group's share of the task average
+            value += float(weight) * group_value
+            gW += weight * group_gW
+            if b is not None:
+                gb += weight * group_gb
+            if DtD is not None:
+                DtD += float(weight) ** 2 * group_gram  # the groups' rows of D are disjoint
+    return value, gW, gb, DtD
+
+
+def _finite_or_diverged(array, round_index):
+    if array is not None and not np.isfinite(array).all():
+        raise FloatingPointError(f"training diverged in round {round_index}: lower lr or head_lr")
+
+
+def _subspace_record(W, M):
+    return {"subspace_distance": subspace_distance(W, M), "energy_outside": energy_outside(W, M)}

@@ -51,95 +51,9 @@ class Recovery(Study):
         ]
 
     def claims(self, records, grid):
-        rows = []
-        tasks = grid_values(grid.tasks)
-        one_task_claim = f"One task cannot learn all r = {grid.r} directions (subspace distance at T = 1)"
-        if 1 not in grid.tasks:
-            rows.append(
-                not_evaluated(one_task_claim, ">= 0.9 for every d", f"needs T = 1 in the grid; got T = {tasks}")
-            )
-        else:
-            one_task = {d: mean(records, "subspace_distance", d=d, T=1) for d in grid.d}
-            rows.append(
-                {
-                    "claim": one_task_claim,
-                    "measured": ", ".join(f"d={d}: {v:.2f}" for d, v in one_task.items()),
-                    "threshold": ">= 0.9 for every d",
-                    "holds": all(v >= 0.9 for v in one_task.values()),
-                }
-            )
-        T_max = max(grid.tasks)
-        many_threshold = f"distance <= {RECOVERED} and energy <= 0.1 for every d"
-        if T_max < MANY_TASKS:
-            rows.append(
-                not_evaluated(
-                    f"Many tasks recover span(M) (T >= {MANY_TASKS}: subspace distance; energy outside)",
-                    many_threshold,
-                    f"needs a task count of at least {MANY_TASKS}; got T = {tasks}",
-                )
-            )
-        else:
-            many = {
-                d: (mean(records, "subspace_distance", d=d, T=T_max), mean(records, "energy_outside", d=d, T=T_max))
-                for d in grid.d
-            }
-            rows.append(
-                {
-                    "claim": f"Many tasks recover span(M) (T = {T_max}: subspace distance; energy outside)",
-                    "measured": ", ".join(f"d={d}: {dist:.2f}; {energy:.3f}" for d, (dist, energy) in many.items()),
-                    "threshold": many_threshold,
-                    "holds": all(dist <= RECOVERED and energy <= 0.1 for dist, energy in many.values()),
-                }
-            )
-        trend_claim = "Subspace distance falls as T grows (Spearman correlation of T and mean distance)"
-        if len(grid.tasks) < 3:
-            rows.append(
-                not_evaluated(
-                    trend_claim, "<= -0.9 for every d", f"needs three task counts; got {len(grid.tasks)} (T = {tasks})"
-                )
-            )
-        else:
-            trends = {}
-            for d in grid.d:
-                means = [mean(records, "subspace_distance", d=d, T=T) for T in grid.tasks]
-                trends[d] = spearman(grid.tasks, means)
-            rows.append(
-                {
-                    "claim": trend_claim,
-                    "measured": ", ".join(f"d={d}: {rho:.2f}" for d, rho in trends.items()),
-                    "threshold": "<= -0.9 for every d",
-                    "holds": all(rho <= -0.9 for rho in trends.values()),
-                }
-            )
-        # The d whose records reach T = 1000 (every d of a full grid; not one whose large cells are missing).
-        reaching = [d for d in grid.d if any(r["d"] == d and r["T"] >= 1000 for r in records)]
-        if 100 in grid.tasks and reaching:
-            # At scale: the distance keeps falling past T = 100 (no floor), with the fitted log-log slope.
-            beyond = {}
-            for d in reaching:
-                far = max(T for T in grid.tasks if any(r["d"] == d and r["T"] == T for r in records))
-                past = [T for T in grid.tasks if T >= 100 and any(r["d"] == d and r["T"] == T for r in records)]
-                distances = [mean(records, "subspace_distance", d=d, T=T) for T in past]
-                slope = float(np.polyfit(np.log(past), np.log(distances), 1)[0]) if len(past) > 1 else float("nan")
-                beyond[d] = (
-                    mean(records, "subspace_distance", d=d, T=100),
-                    far,
-                    mean(records, "subspace_distance", d=d, T=far),
-                    slope,
-                )
-            rows.append(
-                {
-                    "claim": "The distance keeps falling beyond T = 100 (distance at the largest T; log-log slope "
-                    "from T = 100)",
-                    "measured": ", ".join(
-                        f"d={d}: {at100:.3f} -> {at_far:.4f} at T = {far}, slope {slope:.2f}"
-                        for d, (at100, far, at_far, slope) in beyond.items()
-                    ),
-                    "threshold": "at most half the distance at T = 100, for every d",
-                    "holds": all(at_far <= 0.5 * at100 for at100, _, at_far, _ in beyond.values()),
-                }
-            )
-        return rows
+        rows = [claim(records, grid) for claim in (_one_task, _many_tasks, _trend)]
+        beyond = _beyond_100(records, grid)
+        return rows + ([beyond] if beyond else [])
 
     def tables(self, records, grid):
         header = ["d \\ T"] + [str(T) for T in grid.tasks]
@@ -189,3 +103,86 @@ class Recovery(Study):
 
 
 RECOVERY = Recovery()
+
+
+def _one_task(records, grid):
+    claim = f"One task cannot learn all r = {grid.r} directions (subspace distance at T = 1)"
+    if 1 not in grid.tasks:
+        return not_evaluated(claim, ">= 0.9 for every d", f"needs T = 1 in the grid; got T = {grid_values(grid.tasks)}")
+    one_task = {d: mean(records, "subspace_distance", d=d, T=1) for d in grid.d}
+    return {
+        "claim": claim,
+        "measured": ", ".join(f"d={d}: {v:.2f}" for d, v in one_task.items()),
+        "threshold": ">= 0.9 for every d",
+        "holds": all(v >= 0.9 for v in one_task.values()),
+    }
+
+
+def _many_tasks(records, grid):
+    T_max = max(grid.tasks)
+    threshold = f"distance <= {RECOVERED} and energy <= 0.1 for every d"
+    if T_max < MANY_TASKS:
+        return not_evaluated(
+            f"Many tasks recover span(M) (T >= {MANY_TASKS}: subspace distance; energy outside)",
+            threshold,
+            f"needs a task count of at least {MANY_TASKS}; got T = {grid_values(grid.tasks)}",
+        )
+    many = {
+        d: (mean(records, "subspace_distance", d=d, T=T_max), mean(records, "energy_outside", d=d, T=T_max))
+        for d in grid.d
+    }
+    return {
+        "claim": f"Many tasks recover span(M) (T = {T_max}: subspace distance; energy outside)",
+        "measured": ", ".join(f"d={d}: {dist:.2f}; {energy:.3f}" for d, (dist, energy) in many.items()),
+        "threshold": threshold,
+        "holds": all(dist <= RECOVERED and energy <= 0.1 for dist, energy in many.values()),
+    }
+
+
+def _trend(records, grid):
+    claim = "Subspace distance falls as T grows (Spearman correlation of T and mean distance)"
+    if len(grid.tasks) < 3:
+        return not_evaluated(
+            claim,
+            "<= -0.9 for every d",
+            f"needs three task counts; got {len(grid.tasks)} (T = {grid_values(grid.tasks)})",
+        )
+    trends = {
+        d: spearman(grid.tasks, [mean(records, "subspace_distance", d=d, T=T) for T in grid.tasks]) for d in grid.d
+    }
+    return {
+        "claim": claim,
+        "measured": ", ".join(f"d={d}: {rho:.2f}" for d, rho in trends.items()),
+        "threshold": "<= -0.9 for every d",
+        "holds": all(rho <= -0.9 for rho in trends.values()),
+    }
+
+
+def _beyond_100(records, grid):
+    """At scale: the distance keeps falling past T = 100 (no floor), with the fitted log-log slope;
+    ``None`` unless some d's records reach T = 1000 (every d of a full grid; not one whose large
+    cells are missing)."""
+    reaching = [d for d in grid.d if any(r["d"] == d and r["T"] >= 1000 for r in records)]
+    if 100 not in grid.tasks or not reaching:
+        return None
+    beyond = {}
+    for d in reaching:
+        far = max(T for T in grid.tasks if any(r["d"] == d and r["T"] == T for r in records))
+        past = [T for T in grid.tasks if T >= 100 and any(r["d"] == d and r["T"] == T for r in records)]
+        distances = [mean(records, "subspace_distance", d=d, T=T) for T in past]
+        slope = float(np.polyfit(np.log(past), np.log(distances), 1)[0]) if len(past) > 1 else float("nan")
+        beyond[d] = (
+            mean(records, "subspace_distance", d=d, T=100),
+            far,
+            mean(records, "subspace_distance", d=d, T=far),
+            slope,
+        )
+    return {
+        "claim": "The distance keeps falling beyond T = 100 (distance at the largest T; log-log slope from T = 100)",
+        "measured": ", ".join(
+            f"d={d}: {at100:.3f} -> {at_far:.4f} at T = {far}, slope {slope:.2f}"
+            for d, (at100, far, at_far, slope) in beyond.items()
+        ),
+        "threshold": "at most half the distance at T = 100, for every d",
+        "holds": all(at_far <= 0.5 * at100 for at100, _, at_far, _ in beyond.values()),
+    }
