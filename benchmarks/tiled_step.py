@@ -34,9 +34,10 @@ from mtrl_fast._platform import blas_in_use, cpu_name
 from mtrl_fast._validate import check_problem
 from mtrl_fast.bench.timing import alternating_medians
 from mtrl_fast.bench.workload import step_inputs
+from mtrl_fast.losses import loss_id
 
 SHAPES = [(1024, 256, 256, 64), (2048, 512, 256, 128), (4096, 1024, 512, 256), (8192, 256, 256, 64)]
-LOGISTIC = 1
+LOGISTIC = loss_id("logistic")
 
 
 def _serial(parallel_pass):

@@ -3,7 +3,7 @@ the benchmarks and the CLI share.
 
 Each loss is a function of the prediction ``f`` and the label ``y``; ``slope`` is its derivative
 with respect to ``f``. :data:`TABLE` holds, for each loss, everything the package knows of it: its
-name, its id in the compiled kernels (its position), whether its labels are -1/+1, its formula
+name, its code in the compiled kernels (fixed in its row), whether its labels are -1/+1, its formula
 (written once over an array library's ``softplus`` and ``relu``, so NumPy, PyTorch and JAX run the
 same formula), its NumPy derivative and its cost in the kernels. The kernels carry a scalar twin of
 each formula (``mtrl_fast._kernels._losses``), tested against this module; adding a loss means a row
@@ -26,6 +26,9 @@ class Loss:
     Attributes
     ----------
     name : str
+    code : int
+        The id the compiled kernels receive and branch on (``mtrl_fast._kernels._losses``), fixed
+        here: a row's position in :data:`TABLE` means nothing.
     classification : bool
         Labels must be -1 or +1.
     formula : callable
@@ -40,6 +43,7 @@ class Loss:
     """
 
     name: str
+    code: int
     classification: bool
     formula: Callable[[Any, Any, Any], Any]
     slope: Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -51,16 +55,20 @@ def _logistic_slope(f: np.ndarray, y: np.ndarray) -> np.ndarray:
     return -y * np.exp(-np.logaddexp(0.0, y * f))
 
 
-#: Every loss, in kernel order: a loss's index here is the integer id the kernels receive.
+#: Every loss.
 TABLE = (
-    Loss("squared", False, lambda ops, f, y: 0.5 * (f - y) ** 2, lambda f, y: f - y),
-    Loss("logistic", True, lambda ops, f, y: ops.softplus(-y * f), _logistic_slope, cost=(8, 24)),
-    Loss("hinge", True, lambda ops, f, y: ops.relu(1.0 - y * f), lambda f, y: np.where(y * f < 1.0, -y, 0.0)),
-    Loss("correlation", True, lambda ops, f, y: -y * f, lambda f, y: np.zeros_like(f) - y),
+    Loss("squared", 0, False, lambda ops, f, y: 0.5 * (f - y) ** 2, lambda f, y: f - y),
+    Loss("logistic", 1, True, lambda ops, f, y: ops.softplus(-y * f), _logistic_slope, cost=(8, 24)),
+    Loss("hinge", 2, True, lambda ops, f, y: ops.relu(1.0 - y * f), lambda f, y: np.where(y * f < 1.0, -y, 0.0)),
+    Loss("correlation", 3, True, lambda ops, f, y: -y * f, lambda f, y: np.zeros_like(f) - y),
 )
+_BY_NAME = {row.name: row for row in TABLE}
+_BY_CODE = {row.code: row for row in TABLE}
+if len(_BY_NAME) != len(TABLE) or len(_BY_CODE) != len(TABLE) or min(_BY_CODE) < 0:
+    raise ImportError("every loss needs a name and a non-negative kernel code of its own")
 
-#: Loss names in kernel order.
-LOSSES = tuple(loss.name for loss in TABLE)
+#: Loss names, in the table's order.
+LOSSES = tuple(_BY_NAME)
 
 #: Losses whose labels must be -1 or +1.
 CLASSIFICATION_LOSSES = frozenset(loss.name for loss in TABLE if loss.classification)
@@ -76,19 +84,26 @@ LAYOUTS = (SHARED, PER_TASK)
 DTYPES = ("float32", "float64")
 
 
-def loss_id(name: str) -> int:
-    """Kernel id of the loss called ``name``; raises for an unknown name."""
+def loss(name: str) -> Loss:
+    """The table's row of the loss called ``name``; raises for an unknown name."""
     if not isinstance(name, str):
         raise TypeError(f"loss must be a string, one of {LOSSES}; got {type(name).__name__}")
     try:
-        return LOSSES.index(name)
-    except ValueError:
+        return _BY_NAME[name]
+    except KeyError:
         raise ValueError(f"loss must be one of {LOSSES}; got {name!r}") from None
 
 
-def loss(name: str) -> Loss:
-    """The table's row of the loss called ``name``; raises for an unknown name."""
-    return TABLE[loss_id(name)]
+def loss_id(name: str) -> int:
+    """Kernel code of the loss called ``name`` (its row's ``code``); raises for an unknown name."""
+    return loss(name).code
+
+
+def by_code(code: int) -> Loss:
+    """The table's row whose kernel code is ``code``; raises ``ValueError`` for any other code."""
+    if code not in _BY_CODE:
+        raise ValueError(f"no loss has id {code}: the ids are the codes in losses.TABLE")
+    return _BY_CODE[code]
 
 
 def value(name: str, f: ArrayLike, y: ArrayLike) -> np.ndarray:

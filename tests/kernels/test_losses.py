@@ -104,14 +104,23 @@ def test_float32_polynomial_exp_and_log1p_match_libm():
 
 
 def test_the_table_is_the_one_list_of_losses():
-    """Names, kernel ids (positions), label kinds and costs all come from ``losses.TABLE``; the
-    kernels' internal code for an upstream gradient lies outside the ids."""
+    """Names, kernel codes (each row's own), label kinds and costs all come from ``losses.TABLE``;
+    the kernels' internal code for an upstream gradient lies outside the codes."""
     assert losses.LOSSES == tuple(row.name for row in losses.TABLE)
-    assert [losses.loss_id(row.name) for row in losses.TABLE] == list(range(len(losses.TABLE)))
-    assert (_losses.SQUARED, _losses.LOGISTIC, _losses.HINGE, _losses.CORRELATION) == (0, 1, 2, 3)
-    assert _losses.UPSTREAM not in range(len(losses.TABLE))
+    assert [losses.loss_id(row.name) for row in losses.TABLE] == [row.code for row in losses.TABLE]
+    assert (_losses.SQUARED, _losses.LOGISTIC, _losses.HINGE, _losses.CORRELATION) == (0, 1, 2, 3)  # stable ids
+    assert _losses.UPSTREAM not in [row.code for row in losses.TABLE]
+    assert all(losses.by_code(row.code) is row for row in losses.TABLE)
     assert losses.CLASSIFICATION_LOSSES == {"logistic", "hinge", "correlation"}
     assert _losses.loss_cost(_losses.LOGISTIC, np.float32) == losses.loss("logistic").cost[0]
+
+
+def test_a_loss_without_a_kernel_branch_is_named():
+    """A new row of the table would otherwise fall through to the correlation's branch."""
+    from dataclasses import replace
+
+    mse = replace(losses.loss("squared"), name="mse", code=7)
+    assert _losses.unbranched((*losses.TABLE, mse)) == ["mse"] and _losses.unbranched(losses.TABLE) == []
 
 
 @pytest.mark.parametrize("loss_id", [len(losses.TABLE), -2])
