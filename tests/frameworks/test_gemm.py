@@ -34,13 +34,13 @@ def timing_cache(tmp_path, monkeypatch):
     products of the same classes, timed in this process (one test times them as users get them,
     each provider in a process of its own)."""
     monkeypatch.setenv("MTRL_FAST_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(gemms, "_auto", None)
-    monkeypatch.setattr(gemms, "PRODUCT_CLASSES", SMALL_CLASSES)
-    monkeypatch.setattr(gemms, "TIMING_REPEATS", 2)
-    monkeypatch.setattr(gemms, "ISOLATED", False)
-    gemms._static_key.cache_clear()  # the classes are part of the key
+    monkeypatch.setattr(gemms.auto, "_auto", None)
+    monkeypatch.setattr(gemms.auto, "PRODUCT_CLASSES", SMALL_CLASSES)
+    monkeypatch.setattr(gemms.auto, "TIMING_REPEATS", 2)
+    monkeypatch.setattr(gemms.auto, "ISOLATED", False)
+    gemms.auto._static_key.cache_clear()  # the classes are part of the key
     yield tmp_path
-    gemms._static_key.cache_clear()
+    gemms.auto._static_key.cache_clear()
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -130,7 +130,7 @@ def test_the_torch_ops_run_on_the_fastest_gemm_unless_a_choice_was_made(monkeypa
     torch = pytest.importorskip("torch")
     import mtrl_fast.torch as mt
 
-    monkeypatch.setattr(gemms, "_default", None)
+    monkeypatch.setattr(gemms.setting, "_default", None)
     monkeypatch.setattr(_runtime, "openmp_workers_spin", lambda: spinning)
     seen = []
     real = ops._multiplier
@@ -194,7 +194,7 @@ def test_a_renamed_openmp_runtime_loaded_first_neither_switches_the_gemm_nor_war
 
 
 def test_set_gemm_and_bad_names(monkeypatch):
-    monkeypatch.setattr(gemms, "_default", None)
+    monkeypatch.setattr(gemms.setting, "_default", None)
     monkeypatch.setattr(_runtime, "openmp_workers_spin", lambda: False)
     assert mtrl_fast.get_gemm() == "numpy" and gemms.torch_ops_gemm() == "auto"
     mtrl_fast.set_gemm(INSTALLED[-1])
@@ -209,7 +209,7 @@ def test_set_gemm_and_bad_names(monkeypatch):
 
 
 def test_a_missing_provider_names_its_extra(monkeypatch):
-    monkeypatch.setattr(gemms, "_installed", lambda distribution: distribution == "numpy")
+    monkeypatch.setattr(gemms.providers, "_installed", lambda distribution: distribution == "numpy")
     for name, extra in (("mkl", "mkl"), ("torch", "torch")):
         with pytest.raises(ValueError, match=rf"pip install 'mtrl_fast\[{extra}\]'"):
             mtrl_fast.set_gemm(name)
@@ -238,19 +238,19 @@ def _slow(seconds):
 def _fake_providers(monkeypatch, **loads):
     """Providers whose speed the test decides, on small product classes."""
     providers = {name: gemms.Provider(name, name, "numpy", None, load) for name, load in loads.items()}
-    monkeypatch.setattr(gemms, "PROVIDERS", providers)
-    monkeypatch.setattr(gemms, "_loaded", {})
-    monkeypatch.setattr(gemms, "PRODUCT_CLASSES", (("small", 8, 8, 8, False, True), ("tall", 64, 8, 8, True, False)))
-    monkeypatch.setattr(gemms, "TIMING_REPEATS", 3)
-    monkeypatch.setattr(gemms, "ISOLATED", False)  # these providers exist in this process only
-    gemms._static_key.cache_clear()  # and again after the test (fresh_static_key)
+    monkeypatch.setattr(gemms.providers, "PROVIDERS", providers)
+    monkeypatch.setattr(gemms.providers, "_loaded", {})
+    monkeypatch.setattr(gemms.auto, "PRODUCT_CLASSES", (("small", 8, 8, 8, False, True), ("tall", 64, 8, 8, True, False)))
+    monkeypatch.setattr(gemms.auto, "TIMING_REPEATS", 3)
+    monkeypatch.setattr(gemms.auto, "ISOLATED", False)  # these providers exist in this process only
+    gemms.auto._static_key.cache_clear()  # and again after the test (fresh_static_key)
     return providers
 
 
 @pytest.fixture
 def fresh_static_key():
     yield
-    gemms._static_key.cache_clear()
+    gemms.auto._static_key.cache_clear()
 
 
 def test_auto_picks_the_fastest_and_keeps_numpy_within_the_noise(timing_cache, monkeypatch, fresh_static_key):
@@ -261,8 +261,8 @@ def test_auto_picks_the_fastest_and_keeps_numpy_within_the_noise(timing_cache, m
     assert timings["rates"]["float32"]["quick"]["small"] > timings["rates"]["float32"]["numpy"]["small"]
     assert gemms.resolve("auto", np.dtype(np.float32)) == "quick" and gemms.resolve("numpy", np.float32) == "numpy"
 
-    monkeypatch.setattr(gemms, "_auto", None)
-    monkeypatch.setattr(gemms, "MIN_GAIN", 1e9)  # nothing is that much faster: NumPy's BLAS stays
+    monkeypatch.setattr(gemms.auto, "_auto", None)
+    monkeypatch.setattr(gemms.auto, "MIN_GAIN", 1e9)  # nothing is that much faster: NumPy's BLAS stays
     assert gemms.auto_timings(retime=True)["choice"] == {"float32": "numpy", "float64": "numpy"}
 
 
@@ -275,8 +275,8 @@ def test_auto_keeps_numpy_where_the_faster_provider_loses_at_one_class(timing_ca
     # "mixed" is far faster in total (numpy pays 3 ms at both classes) but slower at "tall".
     _fake_providers(monkeypatch, numpy=lambda: _slow(0.003), mixed=lambda: slow_on_tall_products)
     assert gemms.auto_timings()["choice"] == {"float32": "numpy", "float64": "numpy"}
-    assert gemms._choose({"numpy": [1.0, 1.0], "mixed": [0.1, 1.02]}) == "mixed"  # within MAX_CLASS_LOSS
-    assert gemms._choose({"numpy": [1.0, 1.0], "mixed": [0.1, 1.1]}) == "numpy"
+    assert gemms.auto._choose({"numpy": [1.0, 1.0], "mixed": [0.1, 1.02]}) == "mixed"  # within MAX_CLASS_LOSS
+    assert gemms.auto._choose({"numpy": [1.0, 1.0], "mixed": [0.1, 1.1]}) == "numpy"
 
 
 def test_auto_times_once_and_keeps_the_result_on_disk(timing_cache, capsys):
@@ -292,7 +292,7 @@ def test_auto_times_once_and_keeps_the_result_on_disk(timing_cache, capsys):
         import numpy as np, mtrl_fast
         from mtrl_fast import gemms, ops
         from helpers import make_problem
-        gemms.PRODUCT_CLASSES = {SMALL_CLASSES!r}  # as this test's
+        gemms.auto.PRODUCT_CLASSES = {SMALL_CLASSES!r}  # as this test's
         mtrl_fast.set_gemm("auto")
         ran = []
         real = gemms.matmul
@@ -306,7 +306,7 @@ def test_auto_times_once_and_keeps_the_result_on_disk(timing_cache, capsys):
 
 
 def test_auto_times_each_provider_in_a_process_of_its_own(timing_cache, monkeypatch):
-    monkeypatch.setattr(gemms, "ISOLATED", True)
+    monkeypatch.setattr(gemms.auto, "ISOLATED", True)
     timings = gemms.auto_timings()
     assert timings["isolated"] is True
     assert set(timings["rates"]["float32"]) == set(INSTALLED)
@@ -317,15 +317,15 @@ def test_a_timing_under_one_wait_policy_is_not_reused_under_another(timing_cache
     import order that the providers' speed depends on."""
     first = gemms.auto_timings()
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    monkeypatch.setattr(gemms, "_auto", None)
+    monkeypatch.setattr(gemms.auto, "_auto", None)
     assert gemms.auto_timings(measure=False) is None
     monkeypatch.setenv("OMP_WAIT_POLICY", first["key"]["openmp"]["wait_policy"] or "")
     if first["key"]["openmp"]["wait_policy"] is None:
         monkeypatch.delenv("OMP_WAIT_POLICY")
     assert gemms.auto_timings(measure=False)["choice"] == first["choice"]
-    monkeypatch.setattr(gemms, "_openmp_key", lambda: {**first["key"]["openmp"], "torch_runtime_spins": True})
+    monkeypatch.setattr(gemms.auto, "_openmp_key", lambda: {**first["key"]["openmp"], "torch_runtime_spins": True})
     assert gemms.resolve("auto", np.float32) in INSTALLED  # the cheap check saw the change: timed anew
-    assert gemms._auto["key"]["openmp"]["torch_runtime_spins"] is True
+    assert gemms.auto._auto["key"]["openmp"]["torch_runtime_spins"] is True
 
 
 def test_auto_retimes_a_damaged_file_or_another_machine(timing_cache, capsys):
@@ -333,14 +333,14 @@ def test_auto_retimes_a_damaged_file_or_another_machine(timing_cache, capsys):
     path = first["path"]
     with open(path, "w") as file:
         file.write("{not json")
-    gemms._auto = None
+    gemms.auto._auto = None
     assert gemms.auto_timings()["key"] == first["key"]
     assert "timing" in capsys.readouterr().err
     record = json.loads(open(path).read())
     record["key"]["cpu"] = "another CPU"
     with open(path, "w") as file:
         json.dump(record, file)
-    gemms._auto = None
+    gemms.auto._auto = None
     assert gemms.auto_timings(measure=False) is None
 
 
@@ -348,7 +348,7 @@ def test_auto_where_the_cache_cannot_be_written(tmp_path, monkeypatch):
     blocked = tmp_path / "a file, not a folder"
     blocked.write_text("")
     monkeypatch.setenv("MTRL_FAST_CACHE_DIR", str(blocked))
-    monkeypatch.setattr(gemms, "_auto", None)
+    monkeypatch.setattr(gemms.auto, "_auto", None)
     with pytest.warns(RuntimeWarning, match="cannot keep the GEMM timings"):
         timings = gemms.auto_timings()
     assert timings["path"] is None and gemms.auto_timings() is timings  # kept in this process

@@ -1,15 +1,8 @@
-"""Where a step's matrix products run: the GEMM providers, the choice among them, and ``"auto"``.
-
-A step spends most of its time in a few large products, so the library behind them decides its
-speed: NumPy's BLAS (the default, always there), PyTorch's matmul (the BLAS of a PyTorch user's
-own code; ``mtrl_fast.torch``'s ops use it), or Intel MKL (the ``mkl`` extra). ``"auto"`` times
-the installed providers once per machine on the step's product shapes, keeps the result on disk,
-and runs each dtype's products on the fastest. Every provider runs on the arrays' own memory.
-"""
+"""``"auto"``: the GEMM providers timed once per machine on the step's product classes, the result
+kept on disk, and each dtype's products run on the fastest (``resolve`` reads it)."""
 
 import functools
 import hashlib
-import importlib.util
 import json
 import os
 import sys
@@ -17,210 +10,14 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import numba
 import numpy as np
 from threadpoolctl import threadpool_info
 
-from . import _mkl, _platform, _runtime
-
-Matmul = Callable[..., np.ndarray]
-
-
-def _torch_matmul(left: np.ndarray, right: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``left @ right`` by PyTorch's matmul on the arrays' own memory (no copies)."""
-    import torch
-
-    if left.flags.writeable and right.flags.writeable:
-        operands = torch.from_numpy(left), torch.from_numpy(right)
-    else:  # read-only inputs: PyTorch warns, and only reads them here (the block costs 3 us a product)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            operands = torch.from_numpy(left), torch.from_numpy(right)
-    if out is None:
-        return torch.matmul(*operands).numpy()
-    torch.matmul(*operands, out=torch.from_numpy(out))
-    return out
-
-
-@dataclass(frozen=True)
-class Provider:
-    """One GEMM: its name, the distribution and extra that bring it, and how to load it."""
-
-    name: str
-    about: str
-    distribution: str
-    extra: str | None
-    load: Callable[[], Matmul]
-
-    def missing(self) -> str | None:
-        """Why it cannot run here (a sentence naming the extra), or ``None`` when it can."""
-        if self.extra is None or _installed(self.distribution):
-            return None
-        return f"gemm {self.name!r} needs {self.about}, which is not installed: pip install 'mtrl_fast[{self.extra}]'"
-
-
-@functools.cache  # asked at every GEMM block (each torch or JAX op call): a look-up reads the filesystem
-def _installed(distribution: str) -> bool:
-    if distribution == "torch":  # found by its module: PyTorch may be a build without metadata
-        return importlib.util.find_spec("torch") is not None
-    return _platform.installed_version(distribution) is not None
-
-
-#: The providers, by name. ``"auto"`` is not one: it chooses among them.
-PROVIDERS: dict[str, Provider] = {
-    provider.name: provider
-    for provider in (
-        Provider("numpy", "NumPy's BLAS", "numpy", None, lambda: np.matmul),
-        Provider("torch", "PyTorch", "torch", "torch", lambda: _torch_matmul),
-        Provider("mkl", "Intel MKL", "mkl", "mkl", _mkl.load),
-    )
-}
-#: The setting that chooses among ``PROVIDERS`` (``set_gemm``, ``gemm``, ``MTRL_FAST_GEMM`` take either).
-AUTO = "auto"
-
-_loaded: dict[str, Matmul] = {}
-_load_lock = threading.Lock()
-
-
-def available() -> list[str]:
-    """The providers installed here, in ``PROVIDERS``'s order."""
-    return [name for name, provider in PROVIDERS.items() if provider.missing() is None]
-
-
-def check(name: str) -> str:
-    """``name`` if it is a provider installed here or ``"auto"``; else ``ValueError`` saying why."""
-    choices = (*PROVIDERS, AUTO)
-    if name not in choices:
-        raise ValueError(f"gemm must be one of {choices}; got {name!r}")
-    missing = PROVIDERS[name].missing() if name in PROVIDERS else None
-    if missing is not None:
-        raise ValueError(missing)
-    return name
-
-
-def matmul(name: str) -> Matmul:
-    """The provider's ``matmul(left, right, out=None)``, loaded at its first use."""
-    found = _loaded.get(name)
-    if found is None:
-        with _load_lock:
-            found = _loaded.get(name) or PROVIDERS[check(name)].load()
-            _loaded[name] = found
-    return found
-
-
-# --- the setting: process default, per-thread block ---------------------------------------------
-
-_thread = threading.local()
-
-
-def _from_environment() -> str | None:
-    chosen = os.environ.get("MTRL_FAST_GEMM")
-    if not chosen:
-        return None
-    try:
-        return check(chosen)
-    except ValueError as error:
-        raise ValueError(f"MTRL_FAST_GEMM: {error}") from None
-
-
-# ``None``: nobody chose; NumPy's calls then run on "numpy" and mtrl_fast.torch's on "torch".
-_default: str | None = _from_environment()
-
-
-def set_gemm(name: str) -> None:
-    """Run every step's matrix products on ``name`` from now on (in every Python thread without a
-    :func:`gemm` block of its own, and in ``mtrl_fast.torch``'s ops).
-
-    Parameters
-    ----------
-    name : {"numpy", "torch", "mkl", "auto"}
-        NumPy's BLAS (the default; ``MTRL_FAST_GEMM`` sets the choice at import), PyTorch's
-        matmul, Intel MKL (``pip install 'mtrl_fast[mkl]'``), or ``"auto"``: the fastest of the
-        installed providers for each dtype, timed once per machine (see :func:`auto_timings`).
-
-    Raises
-    ------
-    ValueError
-        An unknown name, or a provider that is not installed (the message names its extra).
-
-    Notes
-    -----
-    Results are bitwise repeatable for one provider and thread count; two providers differ in
-    the last bits of the products.
-    """
-    global _default
-    _default = check(name)
-
-
-def chosen() -> str | None:
-    """The choice made for this Python thread (its :func:`gemm` block, else :func:`set_gemm` or
-    ``MTRL_FAST_GEMM``), or ``None`` where nobody chose."""
-    return getattr(_thread, "name", None) or _default
-
-
-def get_gemm() -> str:
-    """The GEMM setting of this Python thread's NumPy calls (see :func:`set_gemm`); ``"auto"``
-    stays ``"auto"`` (:func:`resolve` names the provider it picks for a dtype)."""
-    return chosen() or "numpy"
-
-
-def torch_ops_gemm() -> str:
-    """The setting ``mtrl_fast.torch``'s ops run on: a choice made (a block, ``set_gemm``,
-    ``MTRL_FAST_GEMM``); else, where GNU OpenMP's workers spin between parallel regions (PyTorch was
-    imported before mtrl_fast, so the passive wait policy is not in force), PyTorch's own matmul,
-    which runs on that same pool of threads, while NumPy's OpenBLAS would bring a second pool of
-    spinning threads to the same cores; else ``"auto"``, the fastest provider measured on this
-    machine (docs/performance.md has both measurements)."""
-    choice = chosen()
-    if choice is not None:
-        return choice
-    return "torch" if _runtime.openmp_workers_spin() else AUTO
-
-
-@contextmanager
-def gemm(name: str) -> Iterator[None]:
-    """Run this Python thread's products on ``name`` inside the block (see :func:`set_gemm`).
-
-    Parameters
-    ----------
-    name : {"numpy", "torch", "mkl", "auto"}
-
-    Examples
-    --------
-    >>> import mtrl_fast
-    >>> with mtrl_fast.gemm("numpy"):
-    ...     mtrl_fast.get_gemm()
-    'numpy'
-    """
-    previous = getattr(_thread, "name", None)
-    _thread.name = check(name)
-    try:
-        yield
-    finally:
-        _thread.name = previous
-
-
-def resolve(setting: str, dtype: np.dtype[Any] | type) -> str:
-    """The provider that ``setting`` runs ``dtype``'s products on (``"auto"``'s choice, or itself)."""
-    if setting != AUTO:
-        return setting
-    timings = _auto
-    if (
-        timings is None
-        or timings["key"]["threads"] != numba.get_num_threads()
-        or timings["key"]["openmp"] != _openmp_key()
-    ):
-        timings = auto_timings()  # the cheap checks first: this runs at every product
-        assert timings is not None
-    return str(timings["choice"][np.dtype(dtype).name])
-
-
-# --- "auto": time once per machine, keep the result on disk -------------------------------------
+from .. import _platform, _runtime
+from . import providers
 
 #: The step's product classes, as ``(name, M, K, N, left transposed, right transposed)``: at a
 #: large step (n = 4096 rows, d = 1024, width m = 256, T = 256 tasks) the inputs' product
@@ -280,7 +77,9 @@ def _static_key() -> dict[str, Any]:
         "cpu": _platform.cpu_name(),
         "cpu_flags": _cpu_flags(),
         "cores": os.cpu_count(),
-        "versions": {name: _platform.installed_version(PROVIDERS[name].distribution) for name in available()},
+        "versions": {
+            name: _platform.installed_version(providers.PROVIDERS[name].distribution) for name in providers.available()
+        },
         "classes": [list(c) for c in PRODUCT_CLASSES],
     }
 
@@ -348,7 +147,7 @@ def _read(path: str, key: dict[str, Any]) -> dict[str, Any] | None:
         or set(record.get("choice", ())) != {"float32", "float64"}
     ):
         return None
-    if not all(name in available() for name in record["choice"].values()):
+    if not all(name in providers.available() for name in record["choice"].values()):
         return None
     record["path"] = path
     return record
@@ -381,17 +180,17 @@ import json
 {first}
 import numba, mtrl_fast
 from threadpoolctl import threadpool_limits
-from mtrl_fast import gemms
+from mtrl_fast.gemms import auto
 numba.set_num_threads({threads})
 with threadpool_limits(limits={blas}, user_api="blas"):
-    print(json.dumps(gemms.provider_medians({name!r}, {classes!r}, {repeats!r})))
+    print(json.dumps(auto.provider_medians({name!r}, {classes!r}, {repeats!r})))
 """
 
 
 def _time_providers(key: dict[str, Any]) -> dict[str, Any]:
     print("mtrl_fast: timing the GEMM providers for 'auto' (once per machine) ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    names = available()
+    names = providers.available()
     medians = {name: _isolated_medians(name, key) if ISOLATED else provider_medians(name) for name in names}
     rates: dict[str, dict[str, dict[str, float]]] = {}
     choice: dict[str, str] = {}
@@ -447,7 +246,7 @@ def provider_medians(
     classes = PRODUCT_CLASSES if classes is None else classes
     repeats = TIMING_REPEATS if repeats is None else repeats
     rng = np.random.default_rng(0)
-    multiply = matmul(name)
+    multiply = providers.matmul(name)
     medians: dict[str, list[float]] = {}
     for dtype in (np.float32, np.float64):
         operands = [_operands(rng, dtype, *shape) for shape in classes]
