@@ -3,13 +3,13 @@ before any work starts and the shards of tasks a cell's rounds are split into.""
 
 from .._platform import available_memory
 from .grid import plan
+from .shards import task_bytes, task_shards
 from .studies import STUDIES
-from .train import task_bytes, task_shards
 
 
 def peak_bytes(cell, grid, memory_budget=None):
     """Estimated peak memory of computing ``cell``: one shard's round (all its tasks when they
-    fit in ``memory_budget``, see ``train.task_shards``), the layers, and the probes' samples."""
+    fit in ``memory_budget``, see ``shards.task_shards``), the layers, and the probes' samples."""
     study = STUDIES[cell.study]
     config = study.pretrain_config(cell, grid)
     shards = task_shards(study.tasks(cell, grid), config, cell.d, grid.r, memory_budget)

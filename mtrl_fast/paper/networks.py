@@ -28,8 +28,9 @@ import numpy as np
 
 from . import store
 from .keys import CellKey, Salt
+from .shards import GROUP_TASKS, SLICE_VALUES
 from .tasks import make_task_family
-from .train import GROUP_TASKS, SLICE_VALUES, Pretrained, pretrain
+from .train import Pretrained, pretrain
 
 #: How samples are drawn and task gradients summed; part of every network's key and every cell's
 #: fingerprint, so that results from a release that did either differently (0.1.0: one stream per

@@ -16,6 +16,7 @@ from .keys import DrawKey, Phase
 from .metrics import energy_outside, subspace_distance
 from .options import setting
 from .samplers import AUTO, SAMPLERS, choices, choose, option_help
+from .shards import GROUP_TASKS, row_slices, task_groups, task_shards
 from .tasks import unit_vectors
 
 
@@ -180,65 +181,13 @@ def oracle_layer(width, M, rng, dtype="float32"):
     return (unit_vectors(width, M.shape[1], rng) @ M.T).astype(dtype)
 
 
-def task_bytes(config, d, r):
-    """Peak memory one task adds to a round: its slice of samples (one phase at a time), the step's
-    share of pre-activations, labels and their projections."""
-    itemsize = np.dtype(config.dtype).itemsize
-    n = config.samples(d)
-    k = config.sampled_dimension(d, r)
-    inputs = min(n, slice_rows(k)) * k * itemsize if config.layout == PER_TASK else 0
-    return int(1.5 * inputs) + n * (2 * itemsize + 8 * 8) + 4 * config.width * itemsize
-
-
-#: Values of one task's inputs drawn at once in the per-task layout: a task's ``n`` rows are drawn
-#: and stepped through in fixed slices of ``SLICE_VALUES // k`` rows (``k`` coordinates each), so a
-#: round's memory stays bounded at any ``n``. Fixed, like the groups: part of the fingerprint.
-SLICE_VALUES = 2**22
-
-
-def slice_rows(k):
-    """Rows of a task drawn at once when each has ``k`` coordinates (see :data:`SLICE_VALUES`)."""
-    return max(1, SLICE_VALUES // k)
-
-
-def row_slices(n, k):
-    """``(row0, rows)`` of each slice of a task's ``n`` samples of ``k`` coordinates."""
-    step = slice_rows(k)
-    return [(row0, min(step, n - row0)) for row0 in range(0, n, step)]
-
-
-#: Tasks whose gradients one kernel call sums. A round's first-layer gradient is the sum of these
-#: groups' gradients, added in task order: shards are unions of whole groups, so the result does
-#: not depend on how the tasks are sharded (the memory budget, the engine, the free memory), only
-#: on this constant, which is part of every cell's fingerprint.
-GROUP_TASKS = 16
-
-
-def task_groups(first, count):
-    """``(first, count)`` of each fixed group of :data:`GROUP_TASKS` tasks in ``first .. first + count``
-    (``first`` a multiple of the group size)."""
-    return [(start, min(GROUP_TASKS, first + count - start)) for start in range(first, first + count, GROUP_TASKS)]
-
-
-def task_shards(T, config, d, r, memory_budget=None):
-    """``(first, count)`` of each shard of the ``T`` tasks: all at once when their round fits in
-    ``memory_budget`` bytes (or no budget is given), else as many whole groups of
-    :data:`GROUP_TASKS` as fit, at least one."""
-    if memory_budget is None:
-        size = T
-    else:
-        groups = max(1, int(memory_budget // (task_bytes(config, d, r) * GROUP_TASKS)))
-        size = min(T, groups * GROUP_TASKS)
-    return [(first, min(size, T - first)) for first in range(0, T, size)]
-
-
 def shard_round(family, config, key, shard, W, b, A, n=None, gram=False, heads_step=True, layer_sees_new_heads=True):
     """One round's work for the tasks of one shard, on samples drawn here (``sample_tasks``) under
     ``key``, the round's :class:`~mtrl_fast.paper.keys.DrawKey` (each phase its own draw).
 
     Takes the shard's heads ``A (count, m)`` through ``head_steps`` steps (they need nothing from
     other tasks), then returns ``(A, groups, parts)``: the new heads, for each group of
-    :data:`GROUP_TASKS` tasks in the shard ``(value, gW, gb, gram)``, the objective and first-layer
+    :data:`~mtrl_fast.paper.shards.GROUP_TASKS` tasks in the shard ``(value, gW, gb, gram)``, the objective and first-layer
     gradients of the group's own mean loss on fresh samples (and, with ``gram``, the Gram matrix
     ``D^T D`` of its pre-activations' gradients, else ``None``), and the seconds spent sampling
     and in the kernels (``clock`` parts). ``n`` is the samples per task (default
@@ -257,7 +206,7 @@ def shard_round(family, config, key, shard, W, b, A, n=None, gram=False, heads_s
 
 
 def _per_task_groups(family, config, key, shard, W, b, A, n, gram, heads_step, layer_sees_new_heads):
-    """Each group's own samples, drawn slice by slice of rows (:func:`row_slices`) into one reused
+    """Each group's own samples, drawn slice by slice of rows (:func:`~mtrl_fast.paper.shards.row_slices`) into one reused
     buffer (no fresh pages per group): its heads' steps, then its first-layer gradient on fresh
     samples. A slice's mean gradients enter with weight ``rows / n``, its Gram matrix with the
     square of it."""
@@ -342,7 +291,7 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
     Each task's samples come from a generator keyed by the run's seed, the round, the phase and
     the task (``TaskFamily.sample_tasks``), so the tasks can be taken in shards, each drawing its
     own samples where it runs: a round then costs one shard's memory, not the whole batch's.
-    The first-layer gradient is summed over fixed groups of :data:`GROUP_TASKS` tasks in task
+    The first-layer gradient is summed over fixed groups of :data:`~mtrl_fast.paper.shards.GROUP_TASKS` tasks in task
     order, so results are bitwise the same whatever the shards (the memory budget) and wherever
     they run, for the same thread count.
 
@@ -366,7 +315,7 @@ def pretrain(family, config, rng, W0=None, memory_budget=None, map_shards=_in_pr
     W0 : ndarray, optional
         Initial first layer; drawn from ``rng`` by default.
     memory_budget : int, optional
-        Bytes a round may hold; the tasks are sharded to fit (see :func:`task_shards`).
+        Bytes a round may hold; the tasks are sharded to fit (see :func:`~mtrl_fast.paper.shards.task_shards`).
     map_shards : callable, optional
         ``map_shards(shard_round_function, argument_lists) -> iterable of results in order``: runs
         the shards, in this process by default (a Dask client's ``map``, say, to run them on a

@@ -240,7 +240,9 @@ def _fake_providers(monkeypatch, **loads):
     providers = {name: gemms.Provider(name, name, "numpy", None, load) for name, load in loads.items()}
     monkeypatch.setattr(gemms.providers, "PROVIDERS", providers)
     monkeypatch.setattr(gemms.providers, "_loaded", {})
-    monkeypatch.setattr(gemms.auto, "PRODUCT_CLASSES", (("small", 8, 8, 8, False, True), ("tall", 64, 8, 8, True, False)))
+    monkeypatch.setattr(
+        gemms.auto, "PRODUCT_CLASSES", (("small", 8, 8, 8, False, True), ("tall", 64, 8, 8, True, False))
+    )
     monkeypatch.setattr(gemms.auto, "TIMING_REPEATS", 3)
     monkeypatch.setattr(gemms.auto, "ISOLATED", False)  # these providers exist in this process only
     gemms.auto._static_key.cache_clear()  # and again after the test (fresh_static_key)

@@ -10,8 +10,9 @@ from mtrl_fast import _runtime, cli
 from mtrl_fast._progress import Progress
 from mtrl_fast.paper import experiments, report
 from mtrl_fast.paper.experiments import Grid, plan, reproduce, run_grid
+from mtrl_fast.paper.shards import GROUP_TASKS, task_bytes, task_shards
 from mtrl_fast.paper.studies import STUDIES
-from mtrl_fast.paper.train import GROUP_TASKS, PretrainConfig, task_bytes, task_shards
+from mtrl_fast.paper.train import PretrainConfig
 
 TINY = Grid(
     d=(8, 12),

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import ks_2samp
 
 from mtrl_fast import loss_and_grad
-from mtrl_fast.paper import samplers, train
+from mtrl_fast.paper import samplers, shards, train
 from mtrl_fast.paper.metrics import probe_accuracy
 from mtrl_fast.paper.reduction import joint_coordinates, outside_term, sampled_basis
 from mtrl_fast.paper.sampling import draw, normals
@@ -199,14 +199,14 @@ def test_the_oracle_layer_trains_under_the_reduced_sampler():
 
 @pytest.mark.parametrize("budget_groups", [1, 2])
 def test_reduced_rounds_are_bitwise_the_same_whatever_the_shards(budget_groups):
-    T_tasks = 2 * train.GROUP_TASKS + 3
+    T_tasks = 2 * shards.GROUP_TASKS + 3
     family = make_task_family(60, 3, T_tasks, np.random.default_rng(8))
     config = PretrainConfig(width=8, samples_per_task=20, rounds=2, sampler="reduced", bias=True, loss="logistic")
     assert config.sampler_for(60, 3) == "reduced"
     whole = pretrain(family, config, np.random.default_rng(9))
-    budget = budget_groups * train.GROUP_TASKS * train.task_bytes(config, 60, 3)
+    budget = budget_groups * shards.GROUP_TASKS * shards.task_bytes(config, 60, 3)
     sharded = pretrain(family, config, np.random.default_rng(9), memory_budget=budget)
-    assert len(train.task_shards(T_tasks, config, 60, 3, budget)) > 1
+    assert len(shards.task_shards(T_tasks, config, 60, 3, budget)) > 1
     for name in ("W", "b", "A"):
         np.testing.assert_array_equal(getattr(sharded, name), getattr(whole, name))
     assert sharded.history == whole.history
@@ -225,8 +225,8 @@ def test_slices_of_rows_give_the_one_slice_round_to_rounding(monkeypatch):
     family = make_task_family(20, 2, 5, np.random.default_rng(11))
     config = PretrainConfig(width=6, samples_per_task=90, head_steps=3, loss="logistic", dtype="float64")
     whole = pretrain(family, config, np.random.default_rng(12))
-    monkeypatch.setattr(train, "SLICE_VALUES", 20 * 25)  # slices of 25, 25, 25 and 15 rows
-    assert train.row_slices(90, 20)[-1] == (75, 15)
+    monkeypatch.setattr(shards, "SLICE_VALUES", 20 * 25)  # slices of 25, 25, 25 and 15 rows
+    assert shards.row_slices(90, 20)[-1] == (75, 15)
     sliced = pretrain(family, config, np.random.default_rng(12))
     np.testing.assert_allclose(sliced.W, whole.W, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(sliced.A, whole.A, rtol=1e-10, atol=1e-14)

@@ -8,16 +8,9 @@ import pytest
 import mtrl_fast
 from helpers import run_python
 from mtrl_fast.paper.metrics import subspace_distance
+from mtrl_fast.paper.shards import GROUP_TASKS, task_bytes, task_shards
 from mtrl_fast.paper.tasks import make_task_family
-from mtrl_fast.paper.train import (
-    GROUP_TASKS,
-    PretrainConfig,
-    initial_layer,
-    oracle_layer,
-    pretrain,
-    task_bytes,
-    task_shards,
-)
+from mtrl_fast.paper.train import PretrainConfig, initial_layer, oracle_layer, pretrain
 
 
 def _family(T, d=30, seed=0):
@@ -188,7 +181,8 @@ def test_a_tasks_samples_do_not_depend_on_the_shard():
 MEMORY_SCRIPT = """
     import numpy as np
     from mtrl_fast.paper.tasks import make_task_family
-    from mtrl_fast.paper.train import PretrainConfig, pretrain, task_bytes
+    from mtrl_fast.paper.shards import task_bytes
+    from mtrl_fast.paper.train import PretrainConfig, pretrain
 
     def rss(field):
         with open("/proc/self/status") as status:
