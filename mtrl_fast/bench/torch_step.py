@@ -1,9 +1,10 @@
 """A PyTorch training step through ``mtrl_fast.torch`` against the same step in plain autograd, as a
 user's script runs it: one process per (import order, GEMM provider), with the user's environment.
 
-With ``compiled``, a third contender runs: the same plain step with its loss compiled by
-``torch.compile`` (the default inductor backend), as a speed-minded PyTorch user writes it; its
-compilation is timed apart (``"compile_s"``) and kept out of its medians.
+With ``compiled``, two more contenders run: the same plain step with its loss compiled by
+``torch.compile`` (the default inductor backend), as a speed-minded PyTorch user writes it, and our
+op inside a compiled loss; their compilation is timed apart (``"compile_s"``, ``"compile_ours_s"``)
+and kept out of their medians.
 
 A provider's threads that spin after its products (OpenBLAS's for 0.1 s where NumPy was loaded
 before mtrl_fast) would slow whatever the same process times next, and the wait policy a process
@@ -32,7 +33,12 @@ ORDERS = {"mtrl_fast": "import mtrl_fast.torch, torch", "torch": "import torch, 
 #: The setting that leaves the ops their default (see ``mtrl_fast.gemms.torch_ops_gemm``).
 DEFAULT = "default"
 #: The peers whose training steps (``Peer.training_step``) are timed, by the label of their medians.
-CONTENDERS = {"torch": "plain", "torch+ours": "ours", "torch.compile": "compiled"}
+CONTENDERS = {
+    "torch": "plain",
+    "torch+ours": "ours",
+    "torch.compile": "compiled",
+    "torch.compile+ours": "compiled_ours",
+}
 
 WORKER = r"""
 import json, statistics, sys, time, warnings
@@ -46,7 +52,7 @@ from mtrl_fast.bench import peers
 from mtrl_fast.bench.torch_step import CONTENDERS
 
 provider, threads, repeat, shapes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
-names = [name for name, label in CONTENDERS.items() if label != "compiled" or sys.argv[5] == "1"]
+names = [name for name, label in CONTENDERS.items() if not label.startswith("compiled") or sys.argv[5] == "1"]
 torch.manual_seed(0)
 torch.set_num_threads(threads)
 mtrl_fast.set_num_threads(threads)
@@ -74,7 +80,7 @@ for layout, n, d, m, T in shapes:
                 function()
                 times[label].append(time.perf_counter() - began)
     medians = {{label: statistics.median(values) * 1e3 for label, values in times.items()}}
-    print(json.dumps({{**medians, "compile_s": first.get("compiled")}}), flush=True)
+    print(json.dumps({{**medians, "compile_s": first.get("compiled"), "compile_ours_s": first.get("compiled_ours")}}), flush=True)
 """
 
 
@@ -95,7 +101,8 @@ def user_environment():
 def measure(order, provider=DEFAULT, shapes=SHAPES, repeat=9, threads=2, compiled=False):
     """Time the step in a process of its own: ``(setting, [{"plain": ms, "ours": ms}, ...])``, the
     ops' GEMM setting and what it resolved to, then one dict of medians per shape (with
-    ``compiled``, also ``"compiled"``: the plain step under ``torch.compile``, and ``"compile_s"``,
+    ``compiled``, also ``"compiled"``: the plain step under ``torch.compile``, ``"compiled_ours"``: our
+    op inside a compiled loss, and ``"compile_s"`` and ``"compile_ours_s"``,
     the seconds its first call took)."""
     worker = subprocess.run(
         [

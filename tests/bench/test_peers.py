@@ -60,7 +60,14 @@ def test_backend_round_agrees_with_the_reference_round(name, layout, dtype, bias
     assert np.array_equal(problem[2], make_problem(layout, dtype, n=23, d=7, m=9, T=5, bias=bias)[2])  # W untouched
 
 
-@pytest.mark.parametrize("name", [name for name in INSTALLED if peers.get(name).training_step is not None])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=[] if peers.get(name).default else [pytest.mark.slow])
+        for name in INSTALLED
+        if peers.get(name).training_step is not None
+    ],
+)
 def test_training_steps_take_the_same_sgd_step(name):
     torch = pytest.importorskip("torch")
     X, Y = torch.randn(30, 6, dtype=torch.float64), torch.sign(torch.randn(4, 30, dtype=torch.float64))
@@ -75,7 +82,7 @@ def test_training_steps_take_the_same_sgd_step(name):
 def test_the_registry_knows_each_role_and_refuses_an_unknown_name():
     assert peers.names("ours") == ("mtrl_fast",) and peers.names("reference") == ("reference",)
     assert {"numpy", "torch", "jax", "torch.compile"} <= set(peers.names("peer"))
-    assert set(peers.names("op")) == {"torch+ours", "jax+ours"}
+    assert set(peers.names("op")) == {"torch+ours", "jax+ours", "torch.compile+ours"}
     assert "torch.compile" not in peers.defaults() and peers.defaults()[0] == "mtrl_fast"
     with pytest.raises(ValueError, match="backend must be one of"):
         peers.get("tensorflow")
