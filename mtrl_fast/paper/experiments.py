@@ -24,6 +24,7 @@ from .studies import STUDIES, Cell
 # What the command and the tests take from here, defined in the grid and memory modules.
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
+    "Cell",
     "PARAMETERS",
     "QUICK",
     "Grid",
@@ -225,19 +226,25 @@ def kernel_builds(grid, threads=1):
 
 def warm_up(grid, threads=1, tiny_cell=False):
     """Compile the kernels that ``grid``'s cells call (:func:`kernel_builds`) into Numba's disk
-    cache, on every core at once (``_kernels._compile.precompile``). With ``tiny_cell``, also run a
-    tiny cell of the same dtype, layout and loss here, which compiles the helpers a cell calls from
-    Python and anything the registries did not name: the pool's workers, started next, then all
-    load them from the cache instead of each compiling them at once."""
+    cache, on every core at once (``_kernels._compile.precompile``). With ``tiny_cell``, also run,
+    here, the pretraining every study runs, at no size, in the grid's dtype, layout, loss and
+    sampler setting, which compiles the helpers it calls from Python and anything the registries did
+    not name: the pool's workers, started next, then all load them from the cache instead of each
+    compiling them at once."""
+    import numpy as np
+
     from .._kernels import _compile
+    from .metrics import subspace_distance
+    from .tasks import make_task_family
+    from .train import pretrain
 
     _compile.precompile(kernel_builds(grid, threads))
     if tiny_cell:
-        tiny = replace(
-            grid, r=1, studies=("recovery",), pretrain=replace(grid.pretrain, width=2, samples_per_task=4)
-        )  # a recovery cell: the other studies' rules (sizes against the width) are not its
+        rng = np.random.default_rng(0)
+        family = make_task_family(2, 1, 2, rng, kind=grid.label_kind, noise=grid.noise)
         with clock.recording():  # not this run's time
-            run_cell(Cell("recovery", 2, 0, T=2), tiny)
+            trained = pretrain(family, replace(grid.pretrain, width=2, samples_per_task=4), rng)
+            subspace_distance(trained.W, family.M)
 
 
 def _timing(payload):
