@@ -113,7 +113,8 @@ def _modules():
 
 @cache
 def _registry(extra_modules):
-    """``{name: class}``: ours, the reference, then the peers in the order their modules list them."""
+    """``{name: class}``: ours, the reference, then the peers in the order their modules list them
+    (``extra_modules``, the variable's value, keys the cache: a changed variable is read anew)."""
     found = {}
     for module_name in _modules():
         try:
