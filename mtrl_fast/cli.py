@@ -51,10 +51,9 @@ def _add_settings(rep, studies):
         how = {"help": option.describe(declared.default), "dest": declared.dest}
         if option.kind == "choice":
             how["choices"] = option.allowed()
-        elif option.kind == "names":
-            how.update(type=types.choices(option.allowed()), metavar=declared.flag[2:].upper())
-        else:
-            how.update(type=getattr(types, option.kind), metavar=declared.flag[2:].upper().replace("-", "_"))
+        else:  # argparse would name the value after the dest, "pretrain.width": name it after the flag
+            parse = types.choices(option.allowed()) if option.kind == "names" else getattr(types, option.kind)
+            how.update(type=parse, metavar=declared.flag[2:].upper().replace("-", "_"))
         rep.add_argument(declared.flag, **how)
 
 

@@ -201,7 +201,7 @@ def _expected(point, loss, numpy_result, workload="step"):
         step = (numpy_peer.prepare_round if workload == "round" else numpy_peer.prepare)(*point.inputs(), loss)
         step.run()
         value, grads = step.result()
-        numpy_result = (value, tuple(None if g is None else np.asarray(g) for g in grads), None)
+        numpy_result = (value, tuple(None if g is None else np.asarray(g) for g in grads))
     return numpy_result, "numpy"
 
 
@@ -216,8 +216,8 @@ def _agrees(result, expected, dtype):
     catches a wrong formula, which is off by order one.
     """
     tolerance = 5e-3 if dtype == "float32" else 1e-9
-    value, grads = result[:2]
-    want_value, want_grads = expected[:2]
+    value, grads = result
+    want_value, want_grads = expected
     if not abs(value - want_value) <= tolerance * max(1.0, abs(want_value)):
         return False, f"value {value:.6g} != {want_value:.6g}"
     for name, got, want in zip("WbA", grads, want_grads):
@@ -262,8 +262,8 @@ def run_benchmarks(
     provider), ``limit_gemm`` and ``limit_s`` (the fastest of them: the machine's limit for this
     step), ``over_limit`` (every backend's time over it), ``peak_bytes``, ``peak_over_inputs``,
     ``speedup_over_best_peer`` (ours only), ``first_call_s`` (the backend's first call at the point:
-    compilation, tracing, first allocations; never in the medians), ``checked_against``, ``note``. ``workload`` is
-    ``"step"`` (one ``loss_and_grad`` step) or ``"round"`` (a training round, ``workload.ROUND``:
+    compilation, tracing, first allocations; never in the medians), ``checked_against``, ``note``.
+    ``workload`` is ``"step"`` (one ``loss_and_grad`` step) or ``"round"`` (a training round, ``workload.ROUND``:
     then there are no GEMM times, and ``gflops`` counts the round's FLOPs). ``gemm`` is the GEMM
     setting (``mtrl_fast.set_gemm``) of our step and our framework ops; ``None`` keeps their defaults.
     With ``native_blas`` the backends' processes run without ``OPENBLAS_CORETYPE`` and
@@ -307,12 +307,14 @@ def run_benchmarks(
 
 
 def _checked(workers, point, loss, workload):
-    """Set every backend up on ``point`` and check its result: ``(results, notes, checked_against)``;
-    a backend that failed or disagreed is left out of ``results``, with the reason in ``notes``."""
-    results, notes = {}, {}
+    """Set every backend up on ``point`` and check its result: ``(results, first_calls, notes,
+    checked_against)``; a backend that failed or disagreed is left out of ``results``, with the
+    reason in ``notes``; ``first_calls`` holds each one's first call, in seconds."""
+    results, first_calls, notes = {}, {}, {}
     for name, worker in workers.items():
         try:
-            results[name] = worker.ask("setup", (point, loss, False, workload))
+            value, grads, first_calls[name] = worker.ask("setup", (point, loss, False, workload))
+            results[name] = (value, grads)
         except RuntimeError as error:
             notes[name] = str(error)
     expected, checked_against = _expected(point, loss, results.get("numpy"), workload)
@@ -321,7 +323,7 @@ def _checked(workers, point, loss, workload):
         if not ok:
             notes[name] = f"disagrees with {checked_against}: {why}"
             del results[name]
-    return results, notes, checked_against
+    return results, first_calls, notes, checked_against
 
 
 def _alternating(workers, timed, providers, repeat):
@@ -342,7 +344,7 @@ def _alternating(workers, timed, providers, repeat):
 def _measure_point(point, workers, memory_workers, loss, workload, repeat):
     """The rows of one point: every backend checked, timed in alternating rounds beside the step's
     products, its peak memory measured; ours with its speedup over the best peer."""
-    results, notes, checked_against = _checked(workers, point, loss, workload)
+    results, first_calls, notes, checked_against = _checked(workers, point, loss, workload)
     providers, own = workers[OURS].ask("gemms", point.dtype)
     if OURS not in results or workload != "step":
         providers = []
@@ -364,7 +366,7 @@ def _measure_point(point, workers, memory_workers, loss, workload, repeat):
                 median_s=median,
                 q25_s=float(np.percentile(samples[name], 25)),
                 q75_s=float(np.percentile(samples[name], 75)),
-                first_call_s=results[name][2],
+                first_call_s=first_calls[name],
                 gemm=own if name == OURS else None,
                 gemm_s=gemm_s,
                 provider_s=provider_s,

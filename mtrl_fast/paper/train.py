@@ -187,10 +187,10 @@ def shard_round(family, config, key, shard, W, b, A, n=None, gram=False, heads_s
 
     Takes the shard's heads ``A (count, m)`` through ``head_steps`` steps (they need nothing from
     other tasks), then returns ``(A, groups, parts)``: the new heads, for each group of
-    :data:`~mtrl_fast.paper.shards.GROUP_TASKS` tasks in the shard ``(value, gW, gb, gram)``, the objective and first-layer
-    gradients of the group's own mean loss on fresh samples (and, with ``gram``, the Gram matrix
-    ``D^T D`` of its pre-activations' gradients, else ``None``), and the seconds spent sampling
-    and in the kernels (``clock`` parts). ``n`` is the samples per task (default
+    :data:`~mtrl_fast.paper.shards.GROUP_TASKS` tasks in the shard ``(value, gW, gb, gram)``, the
+    objective and first-layer gradients of the group's own mean loss on fresh samples (and, with
+    ``gram``, the Gram matrix ``D^T D`` of its pre-activations' gradients, else ``None``), and the
+    seconds spent sampling and in the kernels (``clock`` parts). ``n`` is the samples per task (default
     ``config.samples(family.d)``). ``heads_step`` and ``layer_sees_new_heads`` come from the
     round's :class:`Order`: without the first the heads stay, without the second the layer's
     gradient is taken at the heads the shard came with.
@@ -206,9 +206,9 @@ def shard_round(family, config, key, shard, W, b, A, n=None, gram=False, heads_s
 
 
 def _per_task_groups(family, config, key, shard, W, b, A, n, gram, heads_step, layer_sees_new_heads):
-    """Each group's own samples, drawn slice by slice of rows (:func:`~mtrl_fast.paper.shards.row_slices`) into one reused
-    buffer (no fresh pages per group): its heads' steps, then its first-layer gradient on fresh
-    samples. A slice's mean gradients enter with weight ``rows / n``, its Gram matrix with the
+    """Each group's own samples, drawn slice by slice of rows
+    (:func:`~mtrl_fast.paper.shards.row_slices`) into one reused buffer (no fresh pages per group):
+    its heads' steps, then its first-layer gradient on fresh samples. A slice's mean gradients enter with weight ``rows / n``, its Gram matrix with the
     square of it."""
     first, count = shard
     dtype = np.dtype(config.dtype)

@@ -20,6 +20,14 @@ def example_losses(name, F, Y):
     return losses.loss(name).formula(SimpleNamespace(softplus=jax.nn.softplus, relu=jax.nn.relu), F, Y)
 
 
+def _x64_where_asked(X):
+    """Turn on JAX's float64 for float64 inputs: without it JAX silently computes in float32."""
+    if X.dtype == np.float64:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+
+
 def _prepared(jitted, X, Y, W, b, A, split):
     """A PreparedStep running ``jitted(W, b, A, X, Y)`` on device copies of the inputs;
     ``split(out)`` gives ``(value, (W-like, b-like, A-like))`` for the agreement check."""
@@ -52,9 +60,7 @@ class JaxCode(Peer):
         import jax
         import jax.numpy as jnp
 
-        if X.dtype == np.float64:
-            # Without this JAX silently computes in float32.
-            jax.config.update("jax_enable_x64", True)
+        _x64_where_asked(X)
         shared = X.ndim == 2
 
         def objective(W, b, A, X, Y):
@@ -145,9 +151,9 @@ class JaxOurs(JaxCode):
     role = "op"
 
     def objective(self, loss, X):
-        super().objective(loss, X)  # float64 enabled where asked for
         import mtrl_fast.jax as ours
 
+        _x64_where_asked(X)
         return lambda W, b, A, X, Y: ours.loss(X, Y, W, b, A, loss)
 
 

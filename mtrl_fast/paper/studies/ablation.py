@@ -17,7 +17,7 @@ import numpy as np
 
 from ..alignment import feature_kernel, kernel_alignment
 from ..keys import Salt
-from ..metrics import energy_outside, probe_accuracy, subspace_distance
+from ..metrics import probe_accuracy
 from ..networks import family
 from ..train import HEADS_FIRST, ORDERS, pretrain
 from ._common import (
@@ -88,24 +88,25 @@ class Ablation(Study):
         key = cell.random_key(grid)
         tasks = family(grid, key, grid.ablation_tasks)
         heads = key.generator(Salt.ABLATION_HEADS).standard_normal((grid.ablation_tasks, config.width)) / config.width
-        layers = {}
+        layers, last = {}, {}
         for order in ORDERS:
             # The same generator for every order: the same first layer and the same samples.
             trained = pretrain(tasks, config, key.generator(Salt.ABLATION), order=order, A0=heads, **shard_options)
             layers[order] = (trained.W, trained.b)
+            last[order] = trained.history[-1]  # its distance and energy, measured after the last step
         measured, layers_seen = seen_by(cell, grid, config, tasks, layers)
         X, agreement = held_out_agreement(grid, key, measured)
         n_new = nearest(grid.n_new, 100)
         records = []
-        for order, (W, _) in layers.items():
+        for order in layers:
             W_seen, b_seen = layers_seen[order]
             records.append(
                 {
                     "d": cell.d,
                     "order": order,
                     "seed": cell.repetition,
-                    "subspace_distance": subspace_distance(W, tasks.M),
-                    "energy_outside": energy_outside(W, tasks.M),
+                    "subspace_distance": last[order]["subspace_distance"],
+                    "energy_outside": last[order]["energy_outside"],
                     "alignment": kernel_alignment(feature_kernel(W_seen, b_seen, X), agreement),
                     "accuracy": probe_accuracy(
                         W_seen,
